@@ -1,0 +1,72 @@
+"""CLI commands and every recipe under recipes/ (recursive): validate all, run every tiny one briefly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vidtempo.cli.main import main
+from vidtempo.config.load import load_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+TINY = [p for p in RECIPES if "tiny" in p.parts]
+
+
+def test_there_are_recipes():
+    assert RECIPES and TINY
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_recipe_validates(recipe: Path, capsys):
+    assert main(["validate", str(recipe)]) == 0, capsys.readouterr().err
+
+
+def test_list_compressor_shows_pool(capsys):
+    assert main(["list", "compressor"]) == 0
+    out = capsys.readouterr().out
+    assert "pool" in out and "tdc" in out
+
+
+def test_print_config_shows_override(capsys):
+    assert main(["print-config", str(ROOT / "recipes/tiny/sft_pool.yaml"), "optim.lr=0.5"]) == 0
+    assert "lr: 0.5" in capsys.readouterr().out
+
+
+def test_misspelled_key_exits_nonzero_naming_it(capsys):
+    assert main(["print-config", str(ROOT / "recipes/tiny/sft_pool.yaml"), "optim.lrr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lrr" in err and "sft_pool.yaml" in err
+
+
+def test_unknown_alias_in_recipe_fails_before_building(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "recipes/tiny/sft_pool.yaml").read_text().replace("_target_: pool", "_target_: poool"))
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "model.compressor._target_" in err and "pool" in err and str(bad) in err
+
+
+def test_inspect_counts_parameters_and_tokens(capsys):
+    assert main(["inspect", str(ROOT / "recipes/tiny/sft_pool.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "vision_encoder" in out and "llm" in out and "video tokens" in out
+
+
+@pytest.mark.parametrize("recipe", TINY, ids=lambda p: p.name)
+def test_tiny_recipe_runs_a_few_steps(recipe: Path, tmp_path, video_dir):
+    from vidtempo.training.run import train
+
+    cfg = load_recipe(recipe, [f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2"])
+    cfg.trainer.pop("val_check_interval", None)
+    cfg.trainer.pop("max_time", None)
+    for stage in cfg.get("stages") or []:
+        if "trainer" in stage:
+            stage.trainer.max_steps = 2
+    for split in ("train", "val"):  # a small TempoSynth set keeps this test fast
+        node = cfg.data.get(split)
+        if node is not None and node.get("_target_") == "synth":
+            node.root, node.num_videos, node.max_duration = str(tmp_path / "synth"), 10, 8
+    final = train(cfg)
+    assert (final / "model.safetensors").is_file()

@@ -1,0 +1,131 @@
+"""VideoLLM on tiny Qwen2 / Mistral / Llama: forward, backward, generate, LoRA, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidtempo.data.chat import ChatEncoder
+from vidtempo.models.build import build_video_llm
+from vidtempo.models.checkpoint import load_pretrained, save_pretrained
+from vidtempo.models.video_llm import IGNORE_INDEX, VIDEO_TOKEN_INDEX
+
+
+def node(arch: str = "qwen2", **extra) -> dict:
+    return {
+        "_target_": "vidtempo.models.VideoLLM",
+        "vision_encoder": {"_target_": "tiny"},
+        "compressor": {"_target_": "pool", "in_dim": 32, "stride": 2},
+        "llm": {"_target_": "tiny", "arch": arch},
+        **extra,
+    }
+
+
+def batch(tokenizer, n: int = 2, frames: int = 3) -> dict:
+    enc = ChatEncoder(tokenizer)
+    rows = [
+        enc.encode([{"role": "user", "content": "<video>\nWhen is the red circle visible?"},
+                    {"role": "assistant", "content": f"{i}.5 - {i + 2}.0 seconds"}])
+        for i in range(n)
+    ]
+    longest = max(len(r[0]) for r in rows)
+    ids = torch.full((n, longest), tokenizer.pad_token_id)
+    labels = torch.full((n, longest), IGNORE_INDEX)
+    mask = torch.zeros(n, longest, dtype=torch.long)
+    for i, (r_ids, r_lab) in enumerate(rows):
+        ids[i, : len(r_ids)], labels[i, : len(r_lab)], mask[i, : len(r_ids)] = torch.tensor(r_ids), torch.tensor(r_lab), 1
+    frame_mask = torch.ones(n, frames, dtype=torch.bool)
+    frame_mask[-1, -1] = False  # a padded frame in the last row
+    return {
+        "input_ids": ids, "attention_mask": mask, "labels": labels,
+        "frames": torch.rand(n, frames, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
+        "frame_mask": frame_mask, "timestamps": torch.arange(frames).float().expand(n, frames) + 0.5,
+    }
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "mistral", "llama"])
+def test_forward_backward_generate(arch: str, tokenizer):
+    torch.manual_seed(0)
+    model = build_video_llm(node(arch, trainable={"llm": True}))
+    b = batch(tokenizer)
+    out = model(**b)
+    assert out.loss.isfinite()
+    # video tokens: 3 frames x 4 pooled tokens, one padded frame in the last row
+    assert out.num_video_tokens.tolist() == [12, 8]
+    assert out.logits.shape[:2] == out.labels.shape == out.attention_mask.shape
+    out.loss.backward()
+    assert model.compressor.time_scale.grad is not None and model.projector.net[0].weight.grad is not None
+    assert model.vision_encoder.tower.embeddings.patch_embedding.weight.grad is None  # frozen by default
+    gen_inputs = {k: v for k, v in b.items() if k != "labels"}
+    new = model.generate(**gen_inputs, max_new_tokens=5, pad_token_id=tokenizer.pad_token_id)
+    assert new.shape[0] == 2 and 1 <= new.shape[1] <= 5
+
+
+def test_labels_mask_everything_but_assistant_turns(tokenizer):
+    enc = ChatEncoder(tokenizer, system_prompt="You are a helpful assistant.")
+    ids, labels = enc.encode([{"role": "user", "content": "When?"}, {"role": "assistant", "content": "1.0 - 2.0 seconds"},
+                              {"role": "user", "content": "And?"}, {"role": "assistant", "content": "none"}])
+    assert ids.count(VIDEO_TOKEN_INDEX) == 1  # placeholder added to the first user turn
+    target = tokenizer.decode([t for t, lab in zip(ids, labels) if lab != IGNORE_INDEX])
+    assert target == "1.0 - 2.0 seconds<|im_end|>\nnone<|im_end|>\n"
+
+
+def test_overlong_sequence_is_a_clear_error(tokenizer):
+    model = build_video_llm(node(max_length=10))
+    with pytest.raises(ValueError, match="exceed max_length=10"):
+        model(**batch(tokenizer))
+
+
+def test_dimension_mismatch_is_reported():
+    with pytest.raises(ValueError, match="compressor in_dim=16"):
+        build_video_llm({**node(), "compressor": {"_target_": "pool", "in_dim": 16}})
+
+
+def test_lora_trains_only_adapters(tokenizer):
+    torch.manual_seed(0)
+    model = build_video_llm(node(trainable={"compressor": False, "projector": False, "llm": "lora"},
+                                 lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):
+        opt.zero_grad()
+        model(**batch(tokenizer)).loss.backward()
+        opt.step()
+    for name, param in model.named_parameters():
+        changed = not torch.equal(before[name], param.detach())
+        assert changed == (name in trainable), name
+
+
+def test_save_load_round_trip_is_exact(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    model = build_video_llm(node()).eval()
+    b = batch(tokenizer)
+    save_pretrained(model, tmp_path / "ckpt", model_config=node(), tokenizer=tokenizer)
+    loaded, tok, _ = load_pretrained(tmp_path / "ckpt")
+    assert tok is not None and tok("red circle")["input_ids"] == tokenizer("red circle")["input_ids"]
+    torch.testing.assert_close(loaded.eval()(**b).logits, model(**b).logits, rtol=0, atol=0)
+
+
+def test_lora_checkpoint_is_adapter_only_and_reloads_exactly(tmp_path, tokenizer):
+    from vidtempo.models.llms.presets import tiny_llm
+
+    torch.manual_seed(0)
+    base_dir = tmp_path / "base_llm"
+    tiny_llm().model.save_pretrained(base_dir)  # a "pretrained" LLM on disk, loaded through the real path
+    cfg = node(trainable={"llm": "lora"}, lora={"r": 4, "alpha": 8})
+    cfg["llm"] = {"_target_": "hf_causal_lm", "name_or_path": str(base_dir)}
+    model = build_video_llm(cfg, weights={"llm": None}).eval()
+    with torch.no_grad():  # make the adapter non-trivial
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    out_dir = save_pretrained(model, tmp_path / "ckpt", model_config=cfg)
+    saved = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(out_dir / "model.safetensors"))
+    assert not [k for k in saved if k.startswith("llm.") and "lora_" not in k]  # base LLM not stored
+    assert (out_dir / "adapter" / "adapter_config.json").is_file()
+    loaded, _, config = load_pretrained(out_dir)
+    assert config["adapter_only"]
+    b = batch(tokenizer)
+    torch.testing.assert_close(loaded.eval()(**b).logits, model(**b).logits, rtol=0, atol=0)

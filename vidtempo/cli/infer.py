@@ -1,0 +1,124 @@
+"""``vidtempo infer RECIPE --checkpoint DIR --video F --prompt "..."``: one answer from one video.
+
+``--lvcot`` answers with TDC's Long-Video Chain-of-Thought (docs/methods/lvcot.md): the video is cut into N
+segments (``--lvcot-segments N``, or N from the duration by ``--lvcot-rule``), each is described first
+(``--lvcot-prompt``), and the descriptions go in ``<think>...</think>`` before the question. The segment
+descriptions are printed to stderr; the answer alone to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("recipe", help="recipe YAML (its data.collator settings decide frame sampling)")
+    parser.add_argument("overrides", nargs="*", help="key=value, +key=value or ~key")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint directory (e.g. .../final)")
+    parser.add_argument("--video", required=True, help="video file")
+    parser.add_argument("--prompt", required=True, help="question about the video")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--lvcot", action="store_true",
+                        help="Long-Video Chain-of-Thought: describe N segments first (default N rule: videomme)")
+    parser.add_argument("--lvcot-segments", type=int, metavar="N",
+                        help="fixed number of segments (implies --lvcot; default: N from the duration rule)")
+    parser.add_argument("--lvcot-rule", metavar="NAME", help="duration rule: videomme (3 from 900 s, 2 from "
+                        "600 s) or mlvu (2 from 600 s) (implies --lvcot)")
+    parser.add_argument("--lvcot-prompt", metavar="TEXT", help="segment prompt: 'describe' (default), 'question' "
+                        "(question-conditioned) or a template with {question} (implies --lvcot)")
+    parser.add_argument("--lvcot-max-new-tokens", type=int, metavar="N",
+                        help="length of each segment description (default 128; implies --lvcot)")  # fmt: skip
+
+
+def lvcot_settings(args: argparse.Namespace) -> Any:
+    """``LVCoTSettings`` from the ``--lvcot*`` flags, or None when none of them is given."""
+    from vidtempo.inference.lvcot import LVCoTSettings
+
+    node = {"segments": args.lvcot_segments, "rule": args.lvcot_rule, "prompt": args.lvcot_prompt,
+            "max_new_tokens": args.lvcot_max_new_tokens}  # fmt: skip
+    node = {k: v for k, v in node.items() if v is not None}
+    if not (args.lvcot or node):
+        return None
+    return LVCoTSettings.from_dict(node, where="lvcot")
+
+
+def answer_with_trace(
+    checkpoint: str,
+    collator_settings: dict,
+    video: str,
+    prompt: str,
+    max_new_tokens: int = 64,
+    lvcot: Any = None,
+) -> tuple[str, Any]:
+    """(greedy answer, ``LVCoTResult`` or None): see :func:`answer`."""
+    import torch
+
+    from vidtempo.data.collate import VideoCollator
+    from vidtempo.data.samples import ConversationSample
+    from vidtempo.models.checkpoint import load_pretrained
+
+    model, tokenizer, _ = load_pretrained(checkpoint)
+    if tokenizer is None:
+        raise FileNotFoundError(f"{checkpoint} has no tokenizer files")
+    model.eval()
+    collate = VideoCollator(tokenizer, **{**collator_settings, "generation": True})
+    sample = ConversationSample(video=video, messages=[{"role": "user", "content": prompt}], id="infer")
+    trace = None
+    if lvcot is not None:
+        from vidtempo.inference.lvcot import run_lvcot
+
+        (trace,) = run_lvcot(model, tokenizer, collate, [sample], lvcot)
+        if trace.skipped:
+            raise FileNotFoundError(f"cannot decode {video}: {trace.skipped}")
+        sample.messages = trace.messages
+    batch = collate([sample])
+    if batch.skipped:
+        raise FileNotFoundError(f"cannot decode {video}: {batch.skipped[0].reason}")
+    with torch.no_grad():
+        new = model.generate(**batch.model_inputs(with_labels=False), max_new_tokens=max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    return tokenizer.decode(new[0], skip_special_tokens=True).strip(), trace
+
+
+def answer(
+    checkpoint: str,
+    collator_settings: dict,
+    video: str,
+    prompt: str,
+    max_new_tokens: int = 64,
+    lvcot: Any = None,
+) -> str:
+    """Greedy answer of the checkpoint's model to ``prompt`` about ``video`` (with LVCoT when ``lvcot`` is a
+    ``LVCoTSettings``)."""
+    return answer_with_trace(checkpoint, collator_settings, video, prompt, max_new_tokens, lvcot)[0]
+
+
+def _print_trace(trace: Any) -> None:
+    if trace is None:
+        return
+    if not trace.segments:
+        print(f"[lvcot] {trace.duration:.1f} s video: one segment by the rule, answering directly", file=sys.stderr)
+    for (start, end), text in zip(trace.segments, trace.summaries):
+        print(f"[lvcot] {start:.1f}-{end:.1f} s: {json.dumps(text, ensure_ascii=False)}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from vidtempo.config.load import load_recipe, resolve_recipe
+    from vidtempo.inference.lvcot import LVCoTError
+
+    try:
+        lvcot = lvcot_settings(args)
+    except LVCoTError as err:
+        print(f"vidtempo infer: error: {err}", file=sys.stderr)
+        return 2
+    cfg = OmegaConf.to_container(resolve_recipe(load_recipe(args.recipe, args.overrides)))
+    collator = dict((cfg.get("data") or {}).get("collator") or {})
+    text, trace = answer_with_trace(args.checkpoint, collator, args.video, args.prompt, args.max_new_tokens, lvcot)
+    _print_trace(trace)
+    print(text)
+    return 0

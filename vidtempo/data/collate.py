@@ -1,0 +1,289 @@
+"""Collation: decode each sample's frames (and audio), tokenise its conversation, pad into a batch.
+
+Runs inside DataLoader workers, so decoding happens in parallel with the model. A sample whose video
+cannot be decoded is skipped and recorded in ``batch.skipped`` (path and reason); nothing is substituted.
+
+Example:
+    >>> from vidtempo.models.tokenizers import tiny_tokenizer
+    >>> collate = VideoCollator(tiny_tokenizer(), num_frames=4, frame_size=32)
+    >>> collate.frame_size
+    (32, 32)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+
+from vidtempo.data.chat import IGNORE_INDEX, ChatEncoder, first_user_text
+from vidtempo.data.errors import VideoDecodeError
+from vidtempo.data.samples import ConversationSample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SkipRecord:
+    """A sample left out of a batch, and why."""
+
+    id: str
+    path: str
+    reason: str
+
+
+@dataclass
+class VideoTextBatch:
+    """A padded batch. B samples, L text tokens, T frames, S audio samples.
+
+    Attributes:
+        input_ids: (B, L) long; the video placeholder is ``VIDEO_TOKEN_INDEX``; right-padded.
+        attention_mask: (B, L) long.
+        labels: (B, L) long, ``IGNORE_INDEX`` except assistant turns.
+        frames: (B, T, 3, H, W) float32 in [0, 1]; padded frames are zeros.
+        frame_mask: (B, T) bool, True = real frame.
+        timestamps: (B, T) float32 seconds of each frame.
+        audio: (B, S) float32 mono waveform or None.
+        audio_lengths: (B,) long valid samples per row (0 = no audio track) or None.
+        queries: first user turn of each sample (for query-aware compressors).
+        ids: sample ids. skipped: samples left out of this batch.
+        features: (B, T, P, D) cached encoder features (then ``frames`` is None) and their patch ``grid``.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    frames: torch.Tensor | None
+    frame_mask: torch.Tensor | None
+    timestamps: torch.Tensor | None
+    audio: torch.Tensor | None = None
+    audio_lengths: torch.Tensor | None = None
+    queries: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    skipped: list[SkipRecord] = field(default_factory=list)
+    meta: list[dict[str, Any]] = field(default_factory=list)
+    features: torch.Tensor | None = None
+    grid: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def model_inputs(self, with_labels: bool = True) -> dict[str, Any]:
+        """Keyword arguments for ``VideoLLM.forward`` / ``generate``."""
+        keys = ["input_ids", "attention_mask", "frames", "frame_mask", "timestamps", "audio", "audio_lengths"]
+        out = {k: getattr(self, k) for k in keys}
+        out["queries"] = self.queries
+        if self.features is not None:
+            out.update(frames=None, features=self.features, grid=self.grid)
+        if with_labels:
+            out["labels"] = self.labels
+        return out
+
+    def to(self, device: torch.device | str) -> VideoTextBatch:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+        return VideoTextBatch(**moved)
+
+
+@dataclass
+class DecodedVideo:
+    frames: torch.Tensor  # (T, 3, H, W) float in [0, 1]
+    timestamps: torch.Tensor  # (T,)
+    audio: torch.Tensor | None  # (S,)
+
+
+class VideoCollator:
+    """Decode + tokenise + pad.
+
+    Args:
+        tokenizer: transformers tokenizer with a chat template.
+        num_frames / fps / max_frames: frame sampling (see ``vidtempo.data.video.load_clip``).
+        frame_size: every frame is resized to this (H, W) (int = square) so frames stack.
+        backend: video decoder alias.
+        audio: also decode the audio track (16 kHz mono; a file without audio gives length 0).
+        system_prompt: system turn added when a conversation has none.
+        max_text_tokens: text longer than this raises ``ValueError`` naming the sample.
+        generation: render prompts for generation (drop the final assistant turn, add the generation
+            prompt) instead of teacher forcing.
+        cache_decoded: keep up to this many decoded clips in memory (per worker process), keyed by file,
+            modification time, clip bounds and sampling settings; 0 = off. For small data sets re-read
+            every epoch (several questions per video, tiny recipes).
+        feature_cache: folder written by ``vidtempo cache``; when every sample of a batch has an entry for
+            this encoder (``encoder_id``, injected by the trainer), the batch carries features, not frames.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        num_frames: int | None = 8,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        frame_size: int | tuple[int, int] = 224,
+        backend: str = "pyav",
+        audio: bool = False,
+        sample_rate: int = 16000,
+        system_prompt: str | None = None,
+        max_text_tokens: int | None = None,
+        generation: bool = False,
+        cache_decoded: int = 0,
+        feature_cache: str | None = None,
+        encoder_id: str | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.chat = ChatEncoder(tokenizer, system_prompt=system_prompt, max_text_tokens=max_text_tokens)
+        self.num_frames, self.fps, self.max_frames = num_frames, fps, max_frames
+        self.frame_size = (frame_size, frame_size) if isinstance(frame_size, int) else tuple(frame_size)
+        self.backend = backend
+        self.audio = audio
+        self.sample_rate = sample_rate
+        self.generation = generation
+        self.cache_decoded = cache_decoded
+        self._cache: OrderedDict[tuple, DecodedVideo] = OrderedDict()
+        self.feature_cache = feature_cache
+        self.encoder_id = encoder_id
+        if feature_cache and not encoder_id:
+            raise ValueError("feature_cache needs the encoder_id of the frozen vision encoder")
+
+    def sampling_settings(self) -> dict[str, Any]:
+        """What decides which pixels a clip has (part of every feature-cache key)."""
+        return {"num_frames": self.num_frames, "fps": self.fps, "max_frames": self.max_frames,
+                "frame_size": list(self.frame_size), "backend": self.backend}  # fmt: skip
+
+    def cache_key(self, sample: ConversationSample) -> str:
+        from vidtempo.data.feature_cache import FeatureCache
+
+        assert sample.video is not None and self.feature_cache and self.encoder_id
+        return FeatureCache(self.feature_cache).key(video=sample.video, settings=self.sampling_settings(),
+                                                    encoder_id=self.encoder_id, start=sample.start, end=sample.end)
+
+    def _cached_features(self, samples: list[ConversationSample]) -> list[Any] | None:
+        """Every sample's cached features, or None when any is missing (then the batch decodes pixels)."""
+        if not self.feature_cache or not samples or any(s.video is None for s in samples):
+            return None
+        from vidtempo.data.feature_cache import FeatureCache
+
+        cache = FeatureCache(self.feature_cache)
+        entries = [cache.get(self.cache_key(s)) for s in samples]
+        if any(e is None for e in entries):
+            log.info("feature cache miss in a batch: decoding pixels (run `vidtempo cache` to fill it)")
+            return None
+        return entries
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, sample: ConversationSample) -> DecodedVideo:
+        """Decoded frames (and audio) of one sample, through the in-memory cache when enabled."""
+        if not self.cache_decoded:
+            return self._decode(sample)
+        assert sample.video is not None
+        key = (sample.video, os.path.getmtime(sample.video) if os.path.exists(sample.video) else None,
+               sample.audio, sample.start, sample.end)  # fmt: skip
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        video = self._decode(sample)
+        self._cache[key] = video
+        if len(self._cache) > self.cache_decoded:
+            self._cache.popitem(last=False)
+        return video
+
+    def _decode(self, sample: ConversationSample) -> DecodedVideo:
+        from vidtempo.data.video import load_clip
+
+        assert sample.video is not None
+        clip = load_clip(
+            sample.video, num_frames=self.num_frames, fps=self.fps, max_frames=self.max_frames,
+            start=sample.start, end=sample.end, size=self.frame_size, backend=self.backend,
+        )  # fmt: skip
+        frames = clip.frames.permute(0, 3, 1, 2).float().div_(255.0)  # (T, 3, H, W)
+        audio = self._decode_audio(sample) if self.audio else None
+        return DecodedVideo(frames, torch.as_tensor(clip.timestamps, dtype=torch.float32), audio)
+
+    def _decode_audio(self, sample: ConversationSample) -> torch.Tensor:
+        from vidtempo.data.audio import load_audio
+
+        wave, _ = load_audio(sample.audio or sample.video, sr=self.sample_rate, start=sample.start, end=sample.end)
+        return torch.from_numpy(wave)
+
+    # ------------------------------------------------------------------ batching
+    def __call__(self, samples: list[Any]) -> VideoTextBatch:
+        kept: list[tuple[ConversationSample, DecodedVideo | None, list[int], list[int]]] = []
+        skipped: list[SkipRecord] = []
+        convs = [as_conversation(raw) for raw in samples]
+        cached = self._cached_features(convs)
+        for i, sample in enumerate(convs):
+            try:
+                if cached is not None:
+                    video = DecodedVideo(cached[i].feats, cached[i].timestamps, None)
+                else:
+                    video = self.decode(sample) if sample.video else None
+            except VideoDecodeError as err:
+                log.warning("skipping sample %s: %s", sample.id, err)
+                skipped.append(SkipRecord(sample.id, err.path, err.reason))
+                continue
+            messages = sample.messages
+            if self.generation and messages and messages[-1]["role"] == "assistant":
+                messages = messages[:-1]
+            ids, labels = self.chat.encode(messages, generation_prompt=self.generation, sample_id=sample.id)
+            kept.append((sample, video, ids, labels))
+        batch = self._pad(kept, skipped)
+        if cached is not None:  # frames slots hold (T, P, D) features: move them to `features`
+            batch.features, batch.frames, batch.grid = batch.frames, None, cached[0].grid
+        return batch
+
+    def _pad(self, kept: list[Any], skipped: list[SkipRecord]) -> VideoTextBatch:
+        b = len(kept)
+        longest = max((len(k[2]) for k in kept), default=0)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((b, longest), pad_id, dtype=torch.long)
+        attention = torch.zeros((b, longest), dtype=torch.long)
+        labels = torch.full((b, longest), IGNORE_INDEX, dtype=torch.long)
+        for i, (_, _, ids, lab) in enumerate(kept):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            attention[i, : len(ids)] = 1
+            labels[i, : len(lab)] = torch.tensor(lab)
+        frames, frame_mask, times = self._pad_frames([k[1] for k in kept])
+        audio, audio_len = self._pad_audio([k[1] for k in kept]) if self.audio else (None, None)
+        return VideoTextBatch(
+            input_ids=input_ids, attention_mask=attention, labels=labels, frames=frames,
+            frame_mask=frame_mask, timestamps=times, audio=audio, audio_lengths=audio_len,
+            queries=[first_user_text(k[0].messages) for k in kept], ids=[k[0].id for k in kept],
+            skipped=skipped, meta=[k[0].meta for k in kept],
+        )  # fmt: skip
+
+    def _pad_frames(self, videos: list[DecodedVideo | None]) -> tuple[Any, Any, Any]:
+        if not any(v is not None for v in videos):
+            return None, None, None
+        present = [v for v in videos if v is not None]
+        t = max(v.frames.shape[0] for v in present)
+        frames = present[0].frames.new_zeros(len(videos), t, *present[0].frames.shape[1:])
+        mask = torch.zeros(len(videos), t, dtype=torch.bool)
+        times = torch.zeros(len(videos), t)
+        for i, v in enumerate(videos):
+            if v is None:
+                continue
+            n = v.frames.shape[0]
+            frames[i, :n], mask[i, :n], times[i, :n] = v.frames, True, v.timestamps
+        return frames, mask, times
+
+    def _pad_audio(self, videos: list[DecodedVideo | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        waves = [v.audio if v is not None and v.audio is not None else torch.zeros(0) for v in videos]
+        lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+        out = torch.zeros(len(waves), max(int(lengths.max()), 1) if len(waves) else 1)
+        for i, w in enumerate(waves):
+            out[i, : len(w)] = w
+        return out, lengths
+
+
+def as_conversation(sample: Any) -> ConversationSample:
+    """Accept a ConversationSample or anything with a ``to_conversation()`` method."""
+    if isinstance(sample, ConversationSample):
+        return sample
+    convert = getattr(sample, "to_conversation", None)
+    if convert is None:
+        raise TypeError(f"cannot collate a {type(sample).__name__}: expected ConversationSample")
+    return convert()

@@ -1,0 +1,122 @@
+"""Hugging Face style save/load of a ``VideoLLM``: ``model.safetensors`` + ``vidtempo.json`` (+ ``adapter/``
+in peft format, + the tokenizer). With LoRA on a pretrained LLM only the adapter and the non-LLM weights
+are stored (``adapter_only``); the base LLM reloads from its ``name_or_path``.
+
+Example:
+    >>> import tempfile
+    >>> from vidtempo.models.build import build_video_llm
+    >>> node = {"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
+    ...         "compressor": {"_target_": "pool", "in_dim": 32}, "llm": {"_target_": "tiny"}}
+    >>> d = tempfile.mkdtemp()
+    >>> _ = save_pretrained(build_video_llm(node), d, model_config=node)
+    >>> type(load_pretrained(d)[0]).__name__
+    'VideoLLM'
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from vidtempo import __version__
+from vidtempo.models.build import build_video_llm
+
+CONFIG_NAME = "vidtempo.json"
+WEIGHTS_NAME = "model.safetensors"
+ADAPTER_DIR = "adapter"
+
+
+def _is_llm_base(key: str) -> bool:
+    return key.startswith("llm.") and "lora_" not in key
+
+
+def save_pretrained(
+    model: Any,
+    directory: str | Path,
+    *,
+    model_config: dict[str, Any],
+    tokenizer: Any = None,
+    adapter_only: bool | None = None,
+    extra: dict[str, Any] | None = None,
+    state_dict: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` to ``directory``; returns the directory.
+
+    ``state_dict`` overrides ``model.state_dict()`` (e.g. gathered from FSDP shards)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    base_source = getattr(model.llm, "name_or_path", None)
+    if adapter_only is None:
+        adapter_only = bool(model.has_lora and base_source and not getattr(model, "base_modified", False))
+    if adapter_only and not base_source:
+        raise ValueError("adapter_only needs an LLM with a name_or_path to reload its base weights from")
+    tensors, aliases = {}, {}
+    seen: dict[int, str] = {}
+    for key, value in (state_dict if state_dict is not None else model.state_dict()).items():
+        if adapter_only and _is_llm_base(key):
+            continue
+        ptr = value.data_ptr()
+        if ptr in seen and value.numel():  # tied weights: store once, record the alias
+            aliases[key] = seen[ptr]
+            continue
+        seen[ptr] = key
+        tensors[key] = value.detach().contiguous().cpu()
+    save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    if model.has_lora and state_dict is None:  # peft's own adapter format (unsharded models only)
+        model.llm.model.save_pretrained(str(out / ADAPTER_DIR))
+    config = {
+        "format_version": 1,
+        "vidtempo_version": __version__,
+        "model": _with_plan(model_config, model),
+        "adapter_only": adapter_only,
+        "llm_base": base_source,
+        "aliases": aliases,
+        **(extra or {}),
+    }
+    (out / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    return out
+
+
+def _with_plan(model_config: dict[str, Any], model: Any) -> dict[str, Any]:
+    node = dict(model_config)
+    node["trainable"] = asdict(model.trainable)
+    if model.lora is not None:
+        node["lora"] = asdict(model.lora)
+    return node
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a vidtempo checkpoint: {CONFIG_NAME} is missing")
+    return json.loads(path.read_text())
+
+
+def load_pretrained(directory: str | Path, *, load_tokenizer: bool = True) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer or None, config) from a directory written by :func:`save_pretrained`."""
+    directory = Path(directory)
+    config = read_config(directory)
+    weights = {"llm": config["llm_base"]} if config["adapter_only"] else None
+    model = build_video_llm(config["model"], weights=weights)
+    state = load_file(str(directory / WEIGHTS_NAME))
+    for alias, source in config.get("aliases", {}).items():
+        state[alias] = state[source]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad_missing = [k for k in missing if not (config["adapter_only"] and _is_llm_base(k))]
+    if bad_missing or unexpected:
+        raise ValueError(
+            f"checkpoint {directory} does not match its model config: missing {bad_missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    tokenizer = None
+    if load_tokenizer and (directory / "tokenizer_config.json").is_file():
+        from vidtempo.models.tokenizers import load_tokenizer as _load
+
+        tokenizer = _load(str(directory))
+    return model, tokenizer, config

@@ -1,0 +1,1 @@
+"""Token compressors: per-frame features -> video token sequence (see ``interfaces.TokenCompressor``)."""

@@ -1,0 +1,78 @@
+"""LLaVA-style baseline: average-pool each frame's patch grid, optionally add a time embedding.
+
+Example:
+    >>> import torch
+    >>> from vidtempo.models.interfaces import CompressorInput
+    >>> comp = SpatialPoolCompressor(in_dim=8, stride=2)
+    >>> out = comp(CompressorInput(feats=torch.randn(1, 3, 16, 8), frame_mask=torch.ones(1, 3, dtype=torch.bool),
+    ...                            timestamps=torch.tensor([[0.5, 1.5, 2.5]]), grid=(4, 4)))
+    >>> out.tokens.shape  # 3 frames x (2 x 2) pooled tokens
+    torch.Size([1, 12, 8])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vidtempo.models.interfaces import CompressorInput, TokenCompressor, VideoTokens
+from vidtempo.models.time_embedding import sinusoidal_time_embedding
+
+
+class SpatialPoolCompressor(TokenCompressor):
+    """Average-pool each frame's (h, w) patch grid by ``stride``; concatenate frames in time order.
+
+    Args:
+        in_dim: encoder feature width D (output width is the same).
+        stride: pooling window and stride over the patch grid (1 = keep every patch).
+        time_embedding: add a learnable-scaled sinusoidal embedding of each frame's timestamp (seconds).
+        frame_separator: append one learned separator token after every frame.
+    """
+
+    def __init__(
+        self, in_dim: int, stride: int = 2, time_embedding: bool = True, frame_separator: bool = False
+    ) -> None:
+        super().__init__()
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.in_dim = self.out_dim = in_dim
+        self.stride = stride
+        self.time_embedding = time_embedding
+        self.time_scale = nn.Parameter(torch.ones(1)) if time_embedding else None  # 1-D: FSDP2 shards no scalars
+        self.separator = nn.Parameter(torch.randn(in_dim) * 0.02) if frame_separator else None
+
+    def tokens_per_frame(self, grid: tuple[int, int]) -> int:
+        h, w = grid
+        return math.ceil(h / self.stride) * math.ceil(w / self.stride) + (self.separator is not None)
+
+    def num_tokens(self, num_frames: int, grid: tuple[int, int], audio: bool = False) -> int:
+        return num_frames * self.tokens_per_frame(grid)
+
+    def forward(self, inputs: CompressorInput) -> VideoTokens:
+        feats = inputs.feats  # (B, T, P, D)
+        b, t, p, d = feats.shape
+        h, w = inputs.grid
+        if h * w != p:
+            raise ValueError(f"grid {inputs.grid} does not match {p} patches per frame")
+        x = feats.reshape(b * t, h, w, d).permute(0, 3, 1, 2)  # (B*T, D, h, w)
+        x = nn.functional.avg_pool2d(x, self.stride, self.stride, ceil_mode=True)
+        x = x.flatten(2).transpose(1, 2).reshape(b, t, -1, d)  # (B, T, n, D)
+        if self.time_scale is not None:
+            x = x + self.time_scale * sinusoidal_time_embedding(inputs.timestamps, d).to(x.dtype).unsqueeze(2)
+        if self.separator is not None:
+            x = torch.cat([x, self.separator.to(x.dtype).expand(b, t, 1, d)], dim=2)
+        n = x.shape[2]
+        tokens = x.reshape(b, t * n, d)  # (B, T*n, D), padded frames are dropped by the mask
+        mask = inputs.frame_mask.repeat_interleave(n, dim=1)  # (B, T*n)
+        return pack_valid(tokens, mask)
+
+
+def pack_valid(tokens: torch.Tensor, mask: torch.Tensor) -> VideoTokens:
+    """Move each row's valid tokens to the front and trim to the longest row: (B, N, D) -> (B, N', D)."""
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # valid first, order kept
+    tokens = torch.gather(tokens, 1, order.unsqueeze(-1).expand_as(tokens))
+    mask = torch.gather(mask, 1, order)
+    keep = int(mask.sum(1).max().item()) if mask.numel() else 0
+    return VideoTokens(tokens=tokens[:, :keep], mask=mask[:, :keep])

@@ -1,0 +1,543 @@
+"""TDC: Temporal Dynamic Context compression (Hao et al., arXiv 2504.10443; released code Hoar012/TDC-Video,
+``tdc/cambrian_arch.py prepare_inputs_labels_for_multimodal``; facts in methods.md 2.2-2.6).
+
+Per video: cut scenes (:class:`~vidtempo.models.segmentation.SceneSegmenter`, top-k lowest consecutive-frame
+similarities), split every scene into chunks of at most ``chunk_size`` (8) frames. In each chunk:
+
+* frame 1 is the **static frame**: all of its tokens (the h x w grid projected to the LLM width, optionally a
+  learned newline token after every row, then its audio tokens) followed by a learnable ``<Sep>``;
+* every later frame j is compressed to K (16) tokens by a Q-Former reading ``[X_j; A_j]`` (visual + audio
+  tokens) with the instruction text as input; its queries are the static frame's visual tokens
+  adaptive-average-pooled to K and projected by ``query_proj`` (or K learned queries); the outputs go through
+  ``vision_proj`` back to the LLM width, are L2-normalised (released code) and followed by ``<Sep>``.
+
+Tokens per chunk of L frames (n_v visual tokens per frame, a audio tokens, K queries)::
+
+    add_static=True:  (n_v + a + 1) + (L - 1) * (K + 1)          n_v = h*w, or h*(w+1) with newline tokens
+    add_static=False: L * (K + 1)
+
+Example: one 8-frame chunk of a 12x12 grid without newlines: 144 + 1 + 7 * 17 = 264 tokens.
+
+The compressor emits LLM-width tokens, so pair it with
+``vidtempo.models.projectors.IdentityProjector`` (alias ``identity``) in a ``VideoLLM``.
+
+Example:
+    >>> import torch
+    >>> from vidtempo.models.interfaces import CompressorInput
+    >>> comp = TDCCompressor(in_dim=8, llm_dim=16, qformer="tiny", max_segments=0, newline=False).eval()
+    >>> out = comp(CompressorInput(feats=torch.randn(1, 8, 4, 8), frame_mask=torch.ones(1, 8, dtype=torch.bool),
+    ...                            timestamps=torch.arange(8.0)[None] + 0.5, grid=(2, 2), query=["when?"]))
+    >>> tuple(out.tokens.shape), comp.count_tokens([8], (2, 2))  # 4 + 1 + 7 * (16 + 1)
+    ((1, 124, 16), 124)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidtempo.models.compressors.qformer import QFormer, build_qformer_tokenizer
+from vidtempo.models.interfaces import AudioFeatures, CompressorInput, TokenCompressor, VideoTokens
+from vidtempo.models.segmentation import SceneSegmenter, Segmentation
+
+QUERY_TYPES = ("avg_pool", "learned")
+
+
+class TDCCompressor(TokenCompressor):
+    """TDC static-frame + Q-Former context compressor (defaults follow the released code).
+
+    Args:
+        in_dim: vision feature width D.
+        llm_dim: LLM hidden size H (width of every emitted token; ``out_dim``).
+        num_queries: K, tokens per compressed frame (TDC ``context_token_num``: 16).
+        chunk_size: most frames per chunk inside a scene (TDC: 8).
+        max_segments: scene cut points (TDC ``max_num_segments``: 24); 0 = no scene segmentation.
+        segment_mode: ``"topk"`` (released code) or ``"threshold"`` (paper variant).
+        segment_threshold: similarity threshold of the ``"threshold"`` mode.
+        segmenter: a ready :class:`SceneSegmenter` (overrides the three arguments above).
+        newline: append a learned newline token after every grid row of each frame (released code: on).
+        add_static: keep all tokens of each chunk's first frame; False = every frame compressed (ablation).
+        query_type: ``"avg_pool"`` (queries from the static frame, released default) or ``"learned"``.
+        l2_normalize: L2-normalise every Q-Former output token (released code).
+        qformer: a :class:`QFormer`, a preset name (``"bert_base"``, ``"tiny"``) or a config dict with an
+            optional ``preset`` key; its cross-attention reads ``llm_dim``-wide states.
+        tokenizer: the Q-Former's BERT-style tokenizer: ``"tiny"``, a local directory, or an object.
+        text_vocab_size: with a tokenizer directory, its vocabulary size (30522 for bert-base-uncased): the
+            tokenizer then loads on first use, so the model builds offline without its files.
+        text_input: feed the instruction (``CompressorInput.query``) to the Q-Former (released code: on).
+        max_text_len: instruction tokens kept (right truncation; TDC: 256).
+        audio_dim: audio feature width Da; enables ``audio_proj`` (None = no audio).
+        audio_tokens_per_frame: audio tokens per frame (TDC with BEATs: 50).
+        audio_window: seconds of audio per frame: a frame at time t gets the audio of
+            ``[floor(t / w) * w, start of the next frame's window)`` (TDC: 1 s at 1 fps).
+        max_tokens: token budget per video (TDC: model_max_length - 16 - text length); None = no guard.
+        qformer_batch: most frames per Q-Former call (None = all compressed frames of a batch at once).
+        frame_proj_hidden: hidden width of ``frame_proj`` (default ``llm_dim``).
+
+    Example:
+        >>> comp = TDCCompressor(in_dim=8, llm_dim=16, qformer="tiny", newline=True, audio_dim=4,
+        ...                      audio_tokens_per_frame=2)
+        >>> comp.count_tokens([8, 3], grid=(2, 2), audio=True)  # (2*3 + 2 + 1) + 7*17 + (6 + 2 + 1) + 2*17
+        171
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        llm_dim: int,
+        *,
+        num_queries: int = 16,
+        chunk_size: int = 8,
+        max_segments: int | None = 24,
+        segment_mode: str = "topk",
+        segment_threshold: float = 0.9,
+        segmenter: SceneSegmenter | None = None,
+        newline: bool = True,
+        add_static: bool = True,
+        query_type: str = "avg_pool",
+        l2_normalize: bool = True,
+        qformer: QFormer | Mapping[str, Any] | str = "bert_base",
+        tokenizer: Any = "tiny",
+        text_input: bool = True,
+        max_text_len: int = 256,
+        audio_dim: int | None = None,
+        audio_tokens_per_frame: int = 50,
+        audio_window: float = 1.0,
+        max_tokens: int | None = None,
+        qformer_batch: int | None = None,
+        frame_proj_hidden: int | None = None,
+        text_vocab_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive(in_dim=in_dim, llm_dim=llm_dim, num_queries=num_queries,
+                        audio_tokens_per_frame=audio_tokens_per_frame, max_text_len=max_text_len)  # fmt: skip
+        if query_type not in QUERY_TYPES:
+            raise ValueError(f"TDCCompressor: query_type must be one of {QUERY_TYPES}, got '{query_type}'")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"TDCCompressor: max_tokens must be >= 1 or None, got {max_tokens}")
+        if audio_window <= 0:
+            raise ValueError(f"TDCCompressor: audio_window must be > 0 seconds, got {audio_window}")
+        self.in_dim, self.out_dim = int(in_dim), int(llm_dim)
+        self.num_queries = int(num_queries)
+        self.segmenter = segmenter or SceneSegmenter(
+            max_segments=max_segments, chunk_size=chunk_size, mode=segment_mode, threshold=segment_threshold
+        )
+        self.chunk_size = self.segmenter.chunk_size
+        self.add_static, self.query_type, self.l2_normalize = add_static, query_type, l2_normalize
+        self.text_input, self.max_text_len = text_input, int(max_text_len)
+        self.audio_tokens_per_frame, self.audio_window = int(audio_tokens_per_frame), float(audio_window)
+        self.max_tokens, self.qformer_batch = max_tokens, qformer_batch
+
+        hidden = frame_proj_hidden or llm_dim  # like TDC's mm_projector: Linear -> GELU -> Linear
+        self.frame_proj = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, llm_dim))
+        self.newline = nn.Parameter(torch.randn(llm_dim) * llm_dim**-0.5) if newline else None
+        self.sep = nn.Parameter(torch.randn(llm_dim))  # TDC's ``frame_seg``: randn init
+        # A tokenizer directory with a declared vocabulary size loads lazily (first forward), so the model
+        # can be built offline (``vidtempo inspect``) before the tokenizer files exist on this machine.
+        lazy = text_input and text_vocab_size is not None and isinstance(tokenizer, (str, Path)) and tokenizer != "tiny"
+        self._tokenizer_spec = tokenizer if lazy else None
+        self.text_vocab_size = text_vocab_size
+        self.tokenizer = build_qformer_tokenizer(tokenizer) if text_input and not lazy else None
+        self.qformer = _build_qformer(qformer, llm_dim, self.tokenizer)
+        if lazy:
+            self.qformer.resize_vocab(int(text_vocab_size))
+        hq = self.qformer.hidden_size
+        if query_type == "avg_pool":
+            self.query_proj: nn.Linear | None = nn.Linear(llm_dim, hq)
+            self.learned_queries = None
+        else:
+            self.query_proj = None
+            self.learned_queries = nn.Parameter(torch.randn(num_queries, hq) * 0.02)  # BLIP-2 init std
+        self.vision_proj = nn.Linear(hq, llm_dim)
+        self.audio_dim = audio_dim
+        self.audio_proj = nn.Linear(audio_dim, llm_dim) if audio_dim is not None else None
+
+    # ------------------------------------------------------------------------------------------ counts
+    def frame_tokens(self, grid: tuple[int, int], audio: bool = False) -> int:
+        """Tokens of one uncompressed (static) frame without its ``<Sep>``: n_v (+ a with audio)."""
+        h, w = grid
+        n_v = h * (w + 1) if self.newline is not None else h * w
+        return n_v + (self.audio_tokens_per_frame if audio else 0)
+
+    def chunk_tokens(self, length: int, grid: tuple[int, int], audio: bool = False) -> int:
+        """Tokens of one chunk of ``length`` frames (methods.md 2.5), before the budget guard."""
+        if length < 1:
+            raise ValueError(f"a chunk has at least one frame, got {length}")
+        compressed = self.num_queries + 1
+        if not self.add_static:
+            return length * compressed
+        return self.frame_tokens(grid, audio) + 1 + (length - 1) * compressed
+
+    def count_tokens(
+        self, chunk_lengths: Sequence[int], grid: tuple[int, int], audio: bool = False, guard: bool = True
+    ) -> int:
+        """Exact tokens of one video made of chunks of the given lengths (after the budget guard if ``guard``)."""
+        sizes = [self.chunk_tokens(n, grid, audio) for n in chunk_lengths]
+        if guard:
+            sizes = _guarded_sizes(sizes, self.max_tokens)
+        return sum(sizes)
+
+    def num_tokens(self, num_frames: int, grid: tuple[int, int], audio: bool = False) -> int:
+        """Tokens for one video of ``num_frames`` frames: exact or an upper bound (then tight).
+
+        Exact without scene segmentation (``max_segments=0``: chunks of ``chunk_size``) and, in ``"topk"``
+        mode, for ``num_frames <= max_segments + 1`` (every frame is its own scene). Otherwise the count
+        depends on where the scene cuts fall; this returns the largest count any cut placement can give
+        (c cuts make at most ``c + ceil((T - c) / chunk_size)`` chunks and at least
+        ``max(c + 1, ceil(T / chunk_size))``). The budget guard (``max_tokens``) caps the result.
+        """
+        t, size = int(num_frames), self.chunk_size
+        if t <= 0:
+            return 0
+        seg = self.segmenter
+        cuts = t - 1 if seg.max_segments is None else min(seg.max_segments, t - 1)
+        if cuts == 0 or (seg.mode == "topk" and t <= cuts + 1):  # exact cases
+            lengths = [1] * t if cuts else [min(size, t - s) for s in range(0, t, size)]
+            return self.count_tokens(lengths, grid, audio)
+        fewest = max(cuts + 1, math.ceil(t / size)) if seg.mode == "topk" else math.ceil(t / size)
+        most = min(t, cuts + math.ceil((t - cuts) / size))
+        static = self.chunk_tokens(1, grid, audio)
+        best = max(n * static + (t - n) * (self.num_queries + 1) for n in (fewest, most))
+        if not self.add_static:
+            best = t * (self.num_queries + 1)
+        return best if self.max_tokens is None else min(best, self.max_tokens)
+
+    # ------------------------------------------------------------------------------------------ forward
+    def forward(self, inputs: CompressorInput) -> VideoTokens:
+        """Compress (B, T, P, D) features to (B, N, H) tokens; ``info`` reports chunks and trimmed tokens."""
+        feats, frame_mask = inputs.feats, inputs.frame_mask.bool()  # (B, T, P, D), (B, T)
+        self._check_inputs(inputs)
+        b, t, _, _ = feats.shape
+        segs = self.segmenter.segment_batch(feats.detach(), inputs.timestamps, frame_mask)
+        offsets = [0]
+        for seg in segs:
+            offsets.append(offsets[-1] + seg.num_frames)
+        vis = self._visual_tokens(feats[frame_mask], inputs.grid)  # (M, n_v, H), M valid frames in order
+        frame_tok = vis
+        if inputs.audio is not None:
+            aud = self._audio_tokens(inputs.audio, inputs.timestamps, segs)  # (M, a, H)
+            frame_tok = torch.cat([vis, aud.to(vis.dtype)], dim=1)  # (M, n_v + a, H)
+        plan = _plan(segs, offsets, self.add_static)
+        static = frame_tok[plan.static_frames]  # (S, n_s, H)
+        context = self._compress(vis, frame_tok, plan, inputs.query, b)  # (Nd, K, H)
+        bank = torch.cat(
+            [
+                static.flatten(0, 1),
+                context.flatten(0, 1),
+                self.sep[None].to(vis.dtype),
+                vis.new_zeros(1, vis.shape[-1]),
+            ]
+        )  # (S*n_s + Nd*K + 2, H): every token any video emits, plus <Sep> and a zero padding row
+        index, mask, info = self._layout(plan, static.shape[1], bank.shape[0])
+        tokens = bank[index.to(bank.device)]  # (B, N, H)
+        return VideoTokens(tokens=tokens, mask=mask.to(feats.device), info=info)
+
+    def _check_inputs(self, inputs: CompressorInput) -> None:
+        feats = inputs.feats
+        if feats.dim() != 4:
+            raise ValueError(f"TDCCompressor: feats must be (B, T, P, D), got shape {tuple(feats.shape)}")
+        h, w = inputs.grid
+        if h * w != feats.shape[2]:
+            raise ValueError(
+                f"TDCCompressor: grid {inputs.grid} does not match {feats.shape[2]} patches per frame"
+            )
+        if feats.shape[3] != self.in_dim:
+            raise ValueError(f"TDCCompressor: in_dim={self.in_dim} but the features are {feats.shape[3]}-d")
+        if inputs.frame_mask.shape != feats.shape[:2]:
+            raise ValueError(
+                f"TDCCompressor: frame_mask has shape {tuple(inputs.frame_mask.shape)}, expected {tuple(feats.shape[:2])}"
+            )
+        if inputs.audio is not None and self.audio_proj is None:
+            raise ValueError(
+                "TDCCompressor: audio features were given but audio_dim is not set (no audio_proj)"
+            )
+        if inputs.query is not None and len(inputs.query) != feats.shape[0]:
+            raise ValueError(
+                f"TDCCompressor: {len(inputs.query)} queries for a batch of {feats.shape[0]} videos"
+            )
+
+    def _visual_tokens(self, feats: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """(M, P, D) valid-frame features -> (M, n_v, H) projected tokens, newline after each row if enabled."""
+        x = self.frame_proj(feats)  # (M, P, H)
+        if self.newline is None:
+            return x
+        m, _, hid = x.shape
+        h, w = grid
+        rows = x.reshape(m, h, w, hid)
+        nl = self.newline.to(x.dtype).expand(m, h, 1, hid)
+        return torch.cat([rows, nl], dim=2).reshape(m, h * (w + 1), hid)  # (M, h*(w+1), H)
+
+    def _audio_tokens(
+        self, audio: AudioFeatures, timestamps: torch.Tensor, segs: list[Segmentation]
+    ) -> torch.Tensor:
+        """(M, a, H): each valid frame's audio window pooled to ``audio_tokens_per_frame`` and projected."""
+        assert self.audio_proj is not None
+        if audio.feats.shape[-1] != self.audio_dim:
+            raise ValueError(f"TDCCompressor: audio_dim={self.audio_dim} but the audio features are "
+                             f"{audio.feats.shape[-1]}-d")  # fmt: skip
+        pooled = [
+            pool_audio_per_frame(audio.feats[i], audio.times[i], audio.mask[i], timestamps[i, : seg.num_frames],
+                                 self.audio_tokens_per_frame, self.audio_window)
+            for i, seg in enumerate(segs)
+        ]  # fmt: skip
+        dtype = self.audio_proj.weight.dtype
+        return self.audio_proj(torch.cat(pooled).to(dtype))  # (M, a, Da) -> (M, a, H)
+
+    def _queries(self, vis: torch.Tensor, plan: _Plan) -> torch.Tensor:
+        """(C, K, Hq) queries per chunk: pooled static-frame visual tokens (newlines included) or learned."""
+        if self.learned_queries is not None:
+            return self.learned_queries.expand(len(plan.chunk_first), -1, -1)
+        assert self.query_proj is not None
+        first = vis[plan.chunk_first]  # (C, n_v, H)
+        pooled = F.adaptive_avg_pool1d(first.transpose(1, 2), self.num_queries).transpose(1, 2)  # (C, K, H)
+        return self.query_proj(pooled)
+
+    def _compress(
+        self, vis: torch.Tensor, frame_tok: torch.Tensor, plan: _Plan, query: list[str] | None, batch: int
+    ) -> torch.Tensor:
+        """One batched Q-Former pass over every compressed frame: -> (Nd, K, H)."""
+        n_dyn = len(plan.dyn_frames)
+        if n_dyn == 0:
+            return vis.new_zeros(0, self.num_queries, vis.shape[-1])
+        queries = self._queries(vis, plan)  # (C, K, Hq)
+        ids, text_mask = self._tokenize(query, batch, vis.device)
+        dyn_frames = torch.tensor(plan.dyn_frames, device=vis.device)
+        dyn_chunks = torch.tensor(plan.dyn_chunks, device=vis.device)
+        dyn_videos = torch.tensor(plan.dyn_videos, device=vis.device)
+        step = self.qformer_batch or n_dyn
+        outs = []
+        for s in range(0, n_dyn, step):  # one call unless qformer_batch limits memory
+            sl = slice(s, s + step)
+            rows = dyn_videos[sl]
+            outs.append(
+                self.qformer(
+                    queries[dyn_chunks[sl]],  # (n, K, Hq)
+                    frame_tok[dyn_frames[sl]],  # (n, n_v + a, H): the frame's visual (+ audio) tokens
+                    None if ids is None else ids[rows],
+                    None if text_mask is None else text_mask[rows],
+                )
+            )
+        out = self.vision_proj(torch.cat(outs).to(self.vision_proj.weight.dtype))  # (Nd, K, H)
+        return F.normalize(out, dim=-1) if self.l2_normalize else out
+
+    def _tokenize(
+        self, query: list[str] | None, batch: int, device: torch.device
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(B, L) instruction ids and mask, or (None, None) without text input."""
+        if self.tokenizer is None and self._tokenizer_spec is not None:
+            self.tokenizer = build_qformer_tokenizer(self._tokenizer_spec)
+            if len(self.tokenizer) != self.text_vocab_size:
+                raise ValueError(f"TDCCompressor: tokenizer {self._tokenizer_spec} has {len(self.tokenizer)} tokens, "
+                                 f"text_vocab_size={self.text_vocab_size}")  # fmt: skip
+        if self.tokenizer is None or query is None:
+            return None, None
+        texts = [_clean_instruction(q) for q in query]
+        enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.max_text_len,
+                             return_tensors="pt")  # fmt: skip
+        return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+    def _layout(
+        self, plan: _Plan, n_static: int, bank_rows: int
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Token indices into the bank per video (chunk order, budget guard applied), right-padded.
+
+        Returns (B, N) long indices, (B, N) bool mask and the info dict.
+        """
+        k = self.num_queries
+        ctx_base, sep, pad = plan.num_static * n_static, bank_rows - 2, bank_rows - 1
+        rows, trimmed = [], []
+        for video in plan.video_chunks:
+            chunks = []
+            for c in video:
+                parts = []
+                if self.add_static:
+                    s = plan.chunk_static[c]
+                    parts.append(torch.arange(s * n_static, (s + 1) * n_static))
+                    parts.append(torch.tensor([sep]))
+                for d in plan.chunk_dyn[c]:
+                    parts.append(torch.arange(ctx_base + d * k, ctx_base + (d + 1) * k))
+                    parts.append(torch.tensor([sep]))
+                chunks.append(torch.cat(parts))
+            kept = _guard(chunks, self.max_tokens)
+            row = torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long)
+            trimmed.append(sum(len(c) for c in chunks) - len(row))
+            rows.append(row)
+        longest = max((len(r) for r in rows), default=0)
+        index = torch.full((len(rows), longest), pad, dtype=torch.long)
+        mask = torch.zeros(len(rows), longest, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            index[i, : len(row)] = row
+            mask[i, : len(row)] = True
+        chunks_per_video = [len(video) for video in plan.video_chunks]
+        info = {"trimmed": sum(trimmed), "chunks": sum(chunks_per_video),
+                "trimmed_per_video": trimmed, "chunks_per_video": chunks_per_video}  # fmt: skip
+        return index, mask, info
+
+    # ------------------------------------------------------------------------------------------ weights
+    def load_pretrained(self, local_dir: str | Path) -> TDCCompressor:
+        """Initialise the Q-Former from a local BERT checkpoint (TDC stage 2: bert-base-uncased); returns self."""
+        self.qformer.load_pretrained(local_dir)
+        return self
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_dim={self.in_dim}, out_dim={self.out_dim}, num_queries={self.num_queries}, "
+            f"chunk_size={self.chunk_size}, query_type={self.query_type}, add_static={self.add_static}, "
+            f"newline={self.newline is not None}, l2_normalize={self.l2_normalize}, max_tokens={self.max_tokens}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+class _Plan:
+    """Which valid frames (global index over the batch) are static / compressed, per chunk and video."""
+
+    def __init__(self) -> None:
+        self.static_frames: list[int] = []  # global frame index of each static frame
+        self.chunk_first: list[int] = []  # global index of each chunk's first frame (query source)
+        self.chunk_static: list[int] = []  # index into static_frames per chunk (-1 without static frames)
+        self.chunk_dyn: list[list[int]] = []  # indices into dyn_frames per chunk
+        self.dyn_frames: list[int] = []
+        self.dyn_chunks: list[int] = []
+        self.dyn_videos: list[int] = []
+        self.video_chunks: list[list[int]] = []
+
+    @property
+    def num_static(self) -> int:
+        return len(self.static_frames)
+
+
+def _plan(segs: list[Segmentation], offsets: list[int], add_static: bool) -> _Plan:
+    plan = _Plan()
+    for v, seg in enumerate(segs):
+        plan.video_chunks.append([])
+        for start, end in seg.chunks:
+            c = len(plan.chunk_first)
+            plan.video_chunks[v].append(c)
+            first = offsets[v] + start
+            plan.chunk_first.append(first)
+            plan.chunk_static.append(len(plan.static_frames) if add_static else -1)
+            if add_static:
+                plan.static_frames.append(first)
+            plan.chunk_dyn.append([])
+            for f in range(start + 1 if add_static else start, end):
+                plan.chunk_dyn[c].append(len(plan.dyn_frames))
+                plan.dyn_frames.append(offsets[v] + f)
+                plan.dyn_chunks.append(c)
+                plan.dyn_videos.append(v)
+    return plan
+
+
+def _guard(chunks: list[torch.Tensor], max_tokens: int | None) -> list[torch.Tensor]:
+    """Budget guard (TDC): if over ``max_tokens``, drop ceil(excess / n_chunks) tokens from the end of every
+    chunk, then hard-truncate the total to ``max_tokens``."""
+    sizes = _guarded_sizes([len(c) for c in chunks], max_tokens)
+    return [c[:n] for c, n in zip(chunks, sizes)]
+
+
+def _guarded_sizes(sizes: list[int], max_tokens: int | None) -> list[int]:
+    """Chunk sizes after the budget guard (see :func:`_guard`)."""
+    total = sum(sizes)
+    if max_tokens is None or total <= max_tokens:
+        return list(sizes)
+    per = math.ceil((total - max_tokens) / len(sizes))
+    out, left = [], max_tokens
+    for n in sizes:
+        n = min(max(n - per, 0), left)  # the min() is the final hard truncation
+        out.append(n)
+        left -= n
+    return out
+
+
+def pool_audio_per_frame(
+    feats: torch.Tensor,
+    times: torch.Tensor,
+    mask: torch.Tensor,
+    frame_times: torch.Tensor,
+    tokens: int,
+    window: float = 1.0,
+) -> torch.Tensor:
+    """Pool the audio of each frame's window to ``tokens`` tokens (adaptive average pooling, as TDC).
+
+    Frame j owns the audio from ``floor(t_j / window) * window`` up to the start of the next frame's window
+    (audio of seconds whose frame was dropped joins the preceding kept frame, as TDC; audio before the first
+    frame joins the first). Frames sharing a window share its audio. An empty window gives zeros.
+
+    Args:
+        feats: (A, Da) audio features of one video; times: (A,) step times in seconds; mask: (A,) valid steps.
+        frame_times: (T,) ascending frame times in seconds.
+        tokens: output tokens per frame (TDC: 50).
+        window: seconds per frame window (TDC: 1).
+
+    Returns:
+        (T, tokens, Da) pooled audio.
+
+    Example:
+        >>> import torch
+        >>> times = torch.arange(4) * 0.5 + 0.25  # 2 steps per second over 2 s
+        >>> feats = torch.arange(4.0)[:, None]
+        >>> pool_audio_per_frame(feats, times, torch.ones(4, dtype=torch.bool), torch.tensor([0.5, 1.5]), 1)
+        tensor([[[0.5000]],
+        <BLANKLINE>
+                [[2.5000]]])
+    """
+    t = frame_times.shape[0]
+    feats, times = feats[mask.bool()], times[mask.bool()]  # (A', Da), (A',)
+    order = torch.argsort(times)
+    feats, times = feats[order], times[order]
+    starts = torch.floor(frame_times.double() / window) * window  # (T,)
+    groups, group_of_frame = torch.unique_consecutive(starts, return_inverse=True)  # (G,), (T,)
+    step_group = (torch.searchsorted(groups, times.double(), right=True) - 1).clamp(min=0)  # (A',)
+    counts = torch.bincount(step_group, minlength=len(groups))  # (G,) steps per window
+    first = torch.cumsum(counts, 0) - counts  # (G,) offset of each window's first step
+    i = torch.arange(
+        tokens, device=feats.device
+    )  # adaptive pooling bins: [floor(i n / k), ceil((i+1) n / k))
+    lo = first[:, None] + torch.div(i[None] * counts[:, None], tokens, rounding_mode="floor")  # (G, k)
+    hi = first[:, None] + torch.div(
+        (i[None] + 1) * counts[:, None] + tokens - 1, tokens, rounding_mode="floor"
+    )
+    csum = torch.cat([feats.new_zeros(1, feats.shape[1], dtype=torch.float64), feats.double().cumsum(0)])
+    sums = csum[hi] - csum[lo]  # (G, k, Da)
+    n = (hi - lo).clamp(min=1).unsqueeze(-1)
+    pooled = (sums / n).to(feats.dtype)  # (G, k, Da); empty windows are zeros
+    return pooled[group_of_frame] if t else pooled[:0]  # (T, k, Da)
+
+
+def _clean_instruction(text: str) -> str:
+    """The Q-Former text: the first user turn without media placeholders or newlines (TDC ``prompts[0]``)."""
+    for tag in ("<video>", "<image>"):
+        text = text.replace(tag, " ")
+    return " ".join(text.split())
+
+
+def _build_qformer(spec: QFormer | Mapping[str, Any] | str, width: int, tokenizer: Any) -> QFormer:
+    if isinstance(spec, QFormer):
+        qformer = spec
+        if qformer.encoder_width != width:
+            raise ValueError(
+                f"TDCCompressor: the Q-Former reads {qformer.encoder_width}-d states, llm_dim={width}"
+            )
+    elif isinstance(spec, str):
+        qformer = QFormer(width, preset=spec)
+    elif isinstance(spec, Mapping):
+        cfg = dict(spec)
+        qformer = QFormer(width, preset=cfg.pop("preset", "bert_base"), config=cfg)
+    else:
+        raise ValueError(
+            f"TDCCompressor: qformer must be a QFormer, a preset name or a config dict, got {spec!r}"
+        )
+    if tokenizer is not None:
+        qformer.resize_vocab(len(tokenizer))  # TDC: Qformer.resize_token_embeddings(len(tokenizer))
+    return qformer
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if int(value) < 1:
+            raise ValueError(f"TDCCompressor: {name} must be >= 1, got {value}")

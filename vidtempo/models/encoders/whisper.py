@@ -1,0 +1,238 @@
+"""Whisper's encoder as an :class:`AudioEncoder`, with its log-mel front end in torch (batched, any device).
+
+Whisper's front end (Radford et al. 2022, "Robust Speech Recognition via Large-Scale Weak Supervision";
+the same numbers as transformers' ``WhisperFeatureExtractor``): 16 kHz mono, 25 ms Hann window
+(n_fft = 400), 10 ms hop (160 samples), 80 (128 for large-v3) Slaney mel bins over 0-8 kHz, power
+spectrum, ``log10(max(mel, 1e-10))``, clamp to ``max - 8``, then ``(x + 4) / 4``. The encoder reads one
+30-s window (3000 mel frames) and its stride-2 conv halves that to 1500 steps, one per 20 ms.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidtempo.models.encoders.hf_vision import build_hf_config, check_same_arch, check_weights_dir, is_meta
+from vidtempo.models.interfaces import AudioEncoder, AudioFeatures
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_filters(n_mels: int, n_fft: int, sample_rate: int) -> torch.Tensor:
+    """(n_fft // 2 + 1, n_mels) Slaney-normalised, Slaney-scale triangular filters over 0-8 kHz (CPU)."""
+    from transformers.audio_utils import mel_filter_bank
+
+    filters = mel_filter_bank(
+        num_frequency_bins=n_fft // 2 + 1,
+        num_mel_filters=n_mels,
+        min_frequency=0.0,
+        max_frequency=8000.0,
+        sampling_rate=sample_rate,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+    return torch.from_numpy(filters).to(device="cpu", dtype=torch.float32)
+
+
+def log_mel_spectrogram(
+    audio: torch.Tensor,
+    n_mels: int = 80,
+    *,
+    n_fft: int = N_FFT,
+    hop_length: int = HOP_LENGTH,
+    sample_rate: int = SAMPLE_RATE,
+) -> torch.Tensor:
+    """Whisper's normalised log-mel spectrogram of each row.
+
+    Args:
+        audio: (B, S) float mono waveforms at ``sample_rate`` (S > n_fft // 2 for the reflect padding).
+        n_mels: mel bins (80; 128 for Whisper-large-v3).
+
+    Returns:
+        (B, n_mels, S // hop_length) float32 features; the max-8 dynamic-range clamp is per row.
+
+    Example:
+        >>> import torch
+        >>> log_mel_spectrogram(torch.zeros(2, 16000)).shape
+        torch.Size([2, 80, 100])
+    """
+    if audio.dim() != 2:
+        raise ValueError(f"log_mel_spectrogram expects (B, S) audio, got shape {tuple(audio.shape)}")
+    audio = audio.float()
+    window = torch.hann_window(n_fft, device=audio.device)
+    stft = torch.stft(
+        audio, n_fft, hop_length, window=window, center=True, pad_mode="reflect", return_complex=True
+    )
+    power = stft[..., :-1].abs().pow(2)  # (B, F, frames): Whisper drops the last frame
+    filters = _mel_filters(n_mels, n_fft, sample_rate).to(audio.device)  # (F, n_mels)
+    mel = torch.matmul(filters.T, power)  # (B, n_mels, frames)
+    log_spec = mel.clamp(min=1e-10).log10()
+    row_max = log_spec.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+    log_spec = torch.maximum(log_spec, row_max - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+def _hf_weight_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [path / s for s in shards]
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            return [path / name]
+    raise FileNotFoundError(
+        f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin"
+    )
+
+
+def read_encoder_state_dict(path: Path, prefixes: tuple[str, ...], probe: str) -> dict[str, torch.Tensor]:
+    """Read only the tensors under the first of ``prefixes`` whose ``prefix + probe`` key exists,
+    with the prefix stripped (e.g. ``model.encoder.`` of a ``WhisperForConditionalGeneration``)."""
+    from safetensors import safe_open
+
+    files = _hf_weight_files(path)
+    if files[0].suffix != ".safetensors":
+        full = torch.load(str(files[0]), map_location="cpu", weights_only=True)
+        keys: dict[str, Any] = dict.fromkeys(full)
+    else:
+        full = None
+        keys = {}
+        for f in files:
+            with safe_open(str(f), framework="pt") as fh:
+                keys.update(dict.fromkeys(fh.keys(), f))
+    prefix = next((p for p in prefixes if p + probe in keys), None)
+    if prefix is None:
+        raise ValueError(f"{path}: no '{probe}' weight under any of the prefixes {list(prefixes)}")
+    wanted = [k for k in keys if k.startswith(prefix) and (prefix or not k.startswith("decoder."))]
+    if full is not None:
+        return {k[len(prefix) :]: full[k] for k in wanted}
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            for k in wanted:
+                if keys[k] == f:
+                    out[k[len(prefix) :]] = fh.get_tensor(k)
+    return out
+
+
+class WhisperAudioEncoder(AudioEncoder):
+    """transformers' ``WhisperEncoder`` over consecutive 30-s windows, with timestamps and a validity mask.
+
+    Long audio is split into windows of ``max_source_positions * 2`` mel frames (30 s for every released
+    Whisper), each window is encoded on its own and the outputs are concatenated. Step ``i`` of window
+    ``k`` is centred at ``k * 30 + (i + 0.5) * 0.02`` s. Steps that start at or past a row's length are
+    masked out; windows holding no valid sample (e.g. a video with no audio track, length 0) are not run
+    and give zero features. The output is trimmed to the steps of the longest row.
+
+    Args:
+        config: keyword arguments for ``WhisperConfig`` (override those read from ``name_or_path``).
+        name_or_path: a local directory whose config.json gives the architecture (no weights are read).
+
+    Example:
+        >>> import torch
+        >>> enc = WhisperAudioEncoder({"d_model": 16, "encoder_layers": 1, "encoder_attention_heads": 2,
+        ...     "encoder_ffn_dim": 32, "max_source_positions": 50, "vocab_size": 8, "pad_token_id": 0,
+        ...     "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 1})
+        >>> out = enc(torch.randn(2, 24000), torch.tensor([24000, 8000]))
+        >>> tuple(out.feats.shape), out.mask.sum(1).tolist()
+        ((2, 75, 16), [75, 25])
+    """
+
+    arch_keys = (
+        "d_model",
+        "encoder_layers",
+        "encoder_attention_heads",
+        "num_mel_bins",
+        "max_source_positions",
+    )
+
+    def __init__(
+        self, config: Mapping[str, Any] | None = None, name_or_path: str | Path | None = None
+    ) -> None:
+        super().__init__()
+        from transformers import WhisperConfig
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        cfg = build_hf_config(WhisperConfig, config, name_or_path, "WhisperAudioEncoder")
+        self.encoder = WhisperEncoder(cfg)
+        self.name_or_path = None if name_or_path is None else str(name_or_path)
+        self.out_dim = int(cfg.d_model)
+        self.n_mels = int(cfg.num_mel_bins)
+        self.sample_rate = SAMPLE_RATE
+        stride = self.encoder.conv1.stride[0] * self.encoder.conv2.stride[0]  # 1 * 2
+        self.steps_per_window = int(cfg.max_source_positions)  # 1500
+        self.window_samples = self.steps_per_window * stride * HOP_LENGTH  # 480000 = 30 s
+        self.samples_per_step = stride * HOP_LENGTH  # 320 = 20 ms
+        self.step_seconds = self.samples_per_step / SAMPLE_RATE
+
+    def _check_inputs(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if waveform.dim() != 2:
+            raise ValueError(
+                f"WhisperAudioEncoder expects waveform (B, S), got shape {tuple(waveform.shape)}"
+            )
+        lengths = torch.as_tensor(lengths, device=waveform.device)
+        if lengths.shape != (waveform.shape[0],):
+            raise ValueError(
+                f"WhisperAudioEncoder: lengths must have shape ({waveform.shape[0]},), got {tuple(lengths.shape)}"
+            )
+        return lengths.long().clamp(0, waveform.shape[1])
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> AudioFeatures:
+        """waveform (B, S) at 16 kHz, lengths (B,) -> feats (B, A, D), times (B, A) s, mask (B, A)."""
+        lengths = self._check_inputs(waveform, lengths)
+        bsz, device, win = waveform.shape[0], waveform.device, self.window_samples
+        max_len = int(lengths.max()) if bsz else 0
+        n_win = max(1, math.ceil(max_len / win))
+        wave = waveform[:, : n_win * win].float()
+        wave = torch.nn.functional.pad(wave, (0, n_win * win - wave.shape[1]))  # (B, n_win * W)
+        wave = wave * (torch.arange(n_win * win, device=device)[None] < lengths[:, None])  # zero the padding
+        windows = wave.view(bsz * n_win, win)  # (B * n_win, W)
+        has_audio = (torch.arange(n_win, device=device)[None] * win < lengths[:, None]).reshape(-1)
+        dtype = self.encoder.conv1.weight.dtype
+        feats = torch.zeros(bsz * n_win, self.steps_per_window, self.out_dim, device=device, dtype=dtype)
+        if bool(has_audio.any()):
+            mel = log_mel_spectrogram(windows[has_audio], self.n_mels)  # (K, n_mels, 2 * steps)
+            feats[has_audio] = self.encoder(mel.to(dtype)).last_hidden_state  # (K, steps, D)
+        num_steps = max(1, math.ceil(max_len / self.samples_per_step))
+        feats = feats.view(bsz, n_win * self.steps_per_window, self.out_dim)[:, :num_steps]  # (B, A, D)
+        step = torch.arange(num_steps, device=device)
+        window, within = step // self.steps_per_window, step % self.steps_per_window
+        times = window * (win / SAMPLE_RATE) + (within + 0.5) * self.step_seconds  # (A,)
+        mask = step[None] * self.samples_per_step < lengths[:, None]  # (B, A)
+        return AudioFeatures(feats=feats, times=times.float()[None].expand(bsz, -1).contiguous(), mask=mask)
+
+    # ------------------------------------------------------------------ weights
+    def load_pretrained(self, path_or_dir: str | Path) -> WhisperAudioEncoder:
+        """Load the encoder weights from a local Whisper directory (a full ``WhisperForConditionalGeneration``
+        or ``WhisperModel`` snapshot, or this encoder's ``save_pretrained`` output). Strict; returns ``self``."""
+        from transformers import WhisperConfig
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        path = check_weights_dir(path_or_dir, "WhisperAudioEncoder")
+        theirs = WhisperConfig.from_pretrained(str(path), local_files_only=True)
+        check_same_arch(self.encoder.config, theirs, self.arch_keys, path, "WhisperAudioEncoder")
+        state = read_encoder_state_dict(path, ("model.encoder.", "encoder.", ""), probe="conv1.weight")
+        if is_meta(self.encoder):  # built for inspection: materialise a real module first
+            with torch.device("cpu"):
+                self.encoder = WhisperEncoder(self.encoder.config)
+        try:
+            self.encoder.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: weights do not fit the Whisper encoder: {err}") from err
+        return self
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write the encoder as a transformers directory (config.json + model.safetensors)."""
+        self.encoder.save_pretrained(str(path))
+
+    def extra_repr(self) -> str:
+        return f"out_dim={self.out_dim}, n_mels={self.n_mels}, window_s={self.window_samples / SAMPLE_RATE:g}"

@@ -1,0 +1,1 @@
+"""Causal LM backbones (any transformers ``AutoModelForCausalLM``) and named-size presets."""

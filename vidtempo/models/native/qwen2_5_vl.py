@@ -1,0 +1,684 @@
+"""Qwen2.5-VL as a native video backbone behind the ``VideoLLM`` contract (TEMPLE's base model).
+
+Our batches (``frames`` (B, T, 3, H, W) in [0, 1] + ``timestamps`` + one ``VIDEO_TOKEN_INDEX`` placeholder per
+prompt) are turned into Qwen2.5-VL inputs in torch, the way its processor does it:
+
+* each video's valid frames are resized to multiples of 28 under a pixel budget (``smart_resize``; with
+  ``total_pixels`` the per-frame budget shrinks with the frame count, as qwen-vl-utils does), normalised with
+  the CLIP mean/std, padded to an even count by repeating the last frame, and cut into 2x14x14 patches in the
+  order the vision tower's 2x2 merger expects (``pixel_values_videos`` + ``video_grid_thw``);
+* the placeholder becomes ``<|vision_start|>`` + ``<|video_pad|>`` x n + ``<|vision_end|>`` with
+  n = T/2 * H/28 * W/28; labels over those positions are ``IGNORE_INDEX``;
+* ``second_per_grid_ts`` = 2 x the mean frame spacing from ``timestamps``, so the temporal axis of MRoPE counts
+  real seconds (``tokens_per_second`` positions per second); the 3-D position ids are computed explicitly
+  (:meth:`Qwen25VLVideoModel.prepare_inputs`).
+
+Parts for ``trainable``: ``vision_encoder`` = the ViT without its merger, ``projector`` = the merger (the
+"aligner"), ``llm`` = the language model + LM head, ``compressor`` = none (always 0 parameters). LoRA (peft)
+wraps the whole HF model with targets scoped by regex: ``lora.target_modules`` inside the language model and,
+when ``lora_vit`` is set, ``lora_vit.target_modules`` inside the ViT blocks (TEMPLE SFT).
+
+Example:
+    >>> import torch
+    >>> model = Qwen25VLVideoModel(llm=tiny_qwen2_5_vl())
+    >>> ids = torch.tensor([[5, -200, 7, 8]])
+    >>> out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clamp(min=0),
+    ...             frames=torch.rand(1, 4, 3, 56, 56), timestamps=torch.tensor([[0.5, 1.5, 2.5, 3.5]]))
+    >>> int(out.num_video_tokens[0]), tuple(out.logits.shape[:2])
+    (8, (1, 13))
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vidtempo.models.lora import LoraSettings
+from vidtempo.models.video_llm import IGNORE_INDEX, VIDEO_TOKEN_INDEX, TrainableParts, VideoLLMOutput
+
+# The Qwen2.5-VL special tokens around vision content (the public tokenizer's added tokens).
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+
+# CLIP normalisation used by the Qwen2-VL / Qwen2.5-VL image processor (preprocessor_config.json).
+IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct/blob/main/config.json (8.29 B parameters).
+QWEN2_5_VL_7B_INSTRUCT: dict[str, Any] = {
+    "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+    "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 128000,
+    "max_window_layers": 28, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "use_sliding_window": False,
+    "sliding_window": 32768, "tie_word_embeddings": False, "bos_token_id": 151643, "eos_token_id": 151645,
+    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+    "vision_start_token_id": 151652, "vision_end_token_id": 151653, "image_token_id": 151655,
+    "video_token_id": 151656,
+    "vision_config": {
+        "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "in_channels": 3,
+        "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+        "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2,
+        "hidden_act": "silu",
+    },
+}  # fmt: skip
+
+# Tiny random shapes for tests / CPU recipes; the vision token ids match tiny_qwen2_5_vl_tokenizer().
+TINY_QWEN2_5_VL: dict[str, Any] = {
+    "vocab_size": 520, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+    "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}, "tie_word_embeddings": False,
+    "bos_token_id": None, "eos_token_id": 3, "pad_token_id": 1,
+    "vision_start_token_id": 512, "vision_end_token_id": 513, "image_token_id": 515, "video_token_id": 516,
+    "vision_config": {
+        "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+        "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+        "fullatt_block_indexes": [1], "tokens_per_second": 2,
+    },
+}  # fmt: skip
+
+LLM_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+VIT_LINEARS = ("qkv", "proj", "gate_proj", "up_proj", "down_proj")  # ViT blocks; the merger is the aligner
+PARTS = ("vision_encoder", "audio_encoder", "compressor", "projector", "llm")
+
+
+# ------------------------------------------------------------------------------------------ pixels
+def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 3136,
+                 max_pixels: int = 768 * 28 * 28) -> tuple[int, int]:  # fmt: skip
+    """(h, w) multiples of ``factor`` close to (height, width) with ``min_pixels <= h*w <= max_pixels``.
+
+    Same rule as the Qwen2-VL processor's ``smart_resize`` (round to the factor, then rescale both sides by
+    one factor when the area is out of bounds, keeping the aspect ratio).
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"smart_resize: frame size must be positive, got {height}x{width}")
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def frame_pixel_budget(num_frames: int, min_pixels: int, max_pixels: int, total_pixels: int | None) -> int:
+    """Per-frame pixel cap: ``max_pixels``, lowered to ``total_pixels / T * 2`` when a clip budget is set.
+
+    qwen-vl-utils' video rule (VIDEO_TOTAL_PIXELS; TEMPLE used 9e6 with 1 fps, <= 600 frames), never below
+    ``1.05 * min_pixels``.
+    """
+    if total_pixels is None:
+        return max_pixels
+    return max(min(max_pixels, int(total_pixels / max(num_frames, 1) * 2)), int(min_pixels * 1.05))
+
+
+def patchify_video(frames: torch.Tensor, temporal_patch: int = 2, patch: int = 14,
+                   merge: int = 2) -> tuple[torch.Tensor, tuple[int, int, int]]:  # fmt: skip
+    """Normalised frames (T, 3, H, W), T % temporal_patch == 0, H and W multiples of patch*merge ->
+    (patches (t*h*w, 3*temporal_patch*patch*patch), (t, h, w)) in the vision tower's input order.
+
+    Patches are listed merge-window by merge-window (each 2x2 window's 4 patches consecutive), channels
+    first then time then the 14x14 pixels inside a patch: the layout of the Qwen2-VL image processor.
+    """
+    t_len, channels, height, width = frames.shape
+    t, h, w = t_len // temporal_patch, height // patch, width // patch
+    if t * temporal_patch != t_len or h % merge or w % merge or h * patch != height or w * patch != width:
+        raise ValueError(f"patchify_video: got {tuple(frames.shape)}; need T % {temporal_patch} == 0 and H, W "
+                         f"multiples of {patch * merge}")  # fmt: skip
+    x = frames.reshape(t, temporal_patch, channels, h // merge, merge, patch, w // merge, merge, patch)
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (t, h/m, w/m, m, m, C, tp, p, p)
+    return x.reshape(t * h * w, channels * temporal_patch * patch * patch), (t, h, w)
+
+
+@dataclass
+class VideoPatches:
+    """One video ready for the vision tower: patches (P, 3*2*14*14), grid (t, h, w), seconds per grid step."""
+
+    patches: torch.Tensor
+    grid: tuple[int, int, int]
+    second_per_grid: float
+
+    @property
+    def num_tokens(self) -> int:
+        """Merged tokens the LLM sees (2x2 spatial merge)."""
+        t, h, w = self.grid
+        return t * h * w // 4
+
+
+# ------------------------------------------------------------------------------------------ backbone
+def _hf_config(config: dict[str, Any]) -> Any:
+    from transformers import Qwen2_5_VLConfig
+
+    config = dict(config)
+    config.pop("model_type", None)
+    vision = dict(config.pop("vision_config", None) or {})
+    ids = {k: config.pop(k) for k in ("vision_start_token_id", "vision_end_token_id", "image_token_id",
+                                      "video_token_id") if k in config}  # fmt: skip
+    tie = config.get("tie_word_embeddings", False)
+    return Qwen2_5_VLConfig(text_config=config, vision_config=vision, tie_word_embeddings=tie, **ids)
+
+
+class Qwen25VLBackbone(nn.Module):
+    """A ``Qwen2_5_VLForConditionalGeneration`` built offline from a config (random init), weights loaded
+    in one explicit step. Plays the ``llm`` part of the model node (so checkpoints reload its base weights).
+
+    Args:
+        name_or_path: local directory or cached hub id the weights come from (``load_pretrained``).
+        config: text-model keys at the top level, ``vision_config`` and the vision token ids
+            (see ``QWEN2_5_VL_7B_INSTRUCT``); without it the config is read offline from ``name_or_path``.
+        attn_implementation: ``sdpa`` (default), ``eager`` or ``flash_attention_2``.
+        gradient_checkpointing: activation checkpointing in the LLM and ViT blocks.
+
+    Example:
+        >>> backbone = tiny_qwen2_5_vl()
+        >>> backbone.hidden_size, backbone.config.video_token_id
+        (64, 516)
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | None = None,
+        *,
+        config: dict[str, Any] | None = None,
+        attn_implementation: str = "sdpa",
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
+
+        if config is not None:
+            hf_config = _hf_config(config)
+        elif name_or_path is not None:
+            try:
+                hf_config = AutoConfig.from_pretrained(name_or_path, local_files_only=True)
+            except OSError as err:
+                raise FileNotFoundError(
+                    f"Qwen2.5-VL '{name_or_path}' is not available offline (no local directory or cached copy); "
+                    "give a local directory or a `config:` mapping"
+                ) from err
+        else:
+            raise ValueError("Qwen25VLBackbone needs a config mapping or a name_or_path")
+        self.name_or_path = name_or_path
+        self.attn_implementation = attn_implementation
+        self.gradient_checkpointing = gradient_checkpointing
+        self.model = Qwen2_5_VLForConditionalGeneration._from_config(hf_config, attn_implementation=attn_implementation)
+        if gradient_checkpointing:
+            _enable_checkpointing(self.model)
+
+    @property
+    def config(self) -> Any:
+        return _unwrap(self.model).config
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.text_config.hidden_size)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def load_pretrained(self, path: str | Path | None = None) -> None:
+        """Load weights from ``path`` (default ``name_or_path``): a local directory or a cached hub id."""
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        source = str(path or self.name_or_path or "")
+        if not source:
+            raise ValueError("load_pretrained needs a path (this Qwen2.5-VL was built from a config only)")
+        if hasattr(self.model, "peft_config"):
+            raise ValueError("load_pretrained must run before LoRA wraps the model (build_video_llm does this)")
+        dtype = next(self.model.parameters()).dtype
+        try:
+            loaded = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                source, local_files_only=True, dtype=dtype, attn_implementation=self.attn_implementation
+            )
+        except OSError as err:
+            raise FileNotFoundError(f"cannot load Qwen2.5-VL weights from '{source}': {err}") from err
+        ours, theirs = self.model.state_dict(), loaded.state_dict()
+        bad = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
+        if bad:
+            raise ValueError(f"weights in '{source}' do not match the configured architecture: {bad[:5]}")
+        self.model = loaded  # same architecture: take the loaded module (no second copy of 8 B weights)
+        if self.gradient_checkpointing:
+            _enable_checkpointing(self.model)
+
+    def forward(self, **kwargs: Any) -> Any:
+        return self.model(**kwargs)
+
+
+def _enable_checkpointing(model: nn.Module) -> None:
+    """Activation checkpointing in the LLM and ViT blocks (the method was renamed in transformers 5.2x)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:  # pragma: no cover - older transformers
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _unwrap(model: nn.Module) -> Any:
+    """The HF ``Qwen2_5_VLForConditionalGeneration`` inside a peft wrapper (LoRA layers stay in place)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def tiny_qwen2_5_vl(**overrides: Any) -> Qwen25VLBackbone:
+    """A random Qwen2.5-VL: ViT depth 2 / width 32, 2-layer 64-wide LLM, vocab 520 (tiny tokenizer + vision
+    tokens). ``overrides`` replace top-level config keys (``vision_config`` is merged)."""
+    config = {**TINY_QWEN2_5_VL, **overrides}
+    config["vision_config"] = {**TINY_QWEN2_5_VL["vision_config"], **(overrides.get("vision_config") or {})}
+    return Qwen25VLBackbone(config=config)
+
+
+def qwen2_5_vl_7b_instruct(name_or_path: str | None = None, **kw: Any) -> Qwen25VLBackbone:
+    """Qwen2.5-VL-7B-Instruct (8.29 B parameters); weights from ``name_or_path`` on ``load_pretrained``."""
+    return Qwen25VLBackbone(name_or_path or "Qwen/Qwen2.5-VL-7B-Instruct", config=QWEN2_5_VL_7B_INSTRUCT, **kw)
+
+
+def tiny_qwen2_5_vl_tokenizer(vocab_size: int = 512) -> Any:
+    """The tiny BPE tokenizer plus the Qwen2.5-VL vision special tokens (ids 512-516, as ``TINY_QWEN2_5_VL``)."""
+    from vidtempo.models.tokenizers import tiny_tokenizer
+
+    tok = tiny_tokenizer(vocab_size)
+    tok.add_tokens(list(VISION_TOKENS), special_tokens=True)
+    return tok
+
+
+# ------------------------------------------------------------------------------------------ views for inspect
+class _VisionView:
+    """``model.vision_encoder`` for ``inspect``: nominal frame size and the 14-px patch grid of a frame."""
+
+    def __init__(self, owner: Qwen25VLVideoModel) -> None:
+        self._owner = owner
+
+    @property
+    def image_size(self) -> int:
+        """Side of the largest square frame within the per-frame pixel cap (multiple of 28)."""
+        return max(28, int(math.sqrt(self._owner.max_pixels)) // 28 * 28)
+
+    def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Shape-only: (N, 3, H, W) -> (empty (N, P, D) on the input's device, 14-px grid (h, w))."""
+        h, w = smart_resize(pixels.shape[-2], pixels.shape[-1], 28, self._owner.min_pixels, self._owner.max_pixels)
+        width = int(self._owner.hf.config.vision_config.out_hidden_size)
+        grid = (h // 14, w // 14)
+        return pixels.new_empty(pixels.shape[0], grid[0] * grid[1] // 4, width), grid
+
+
+class _MergerTokens:
+    """``model.compressor`` for ``inspect``: video tokens of T frames after the 2x2x2 patch merge."""
+
+    def __init__(self, owner: Qwen25VLVideoModel) -> None:
+        self._owner = owner
+
+    def num_tokens(self, frames: int, grid: tuple[int, int], audio: bool = False) -> int:
+        """Merged tokens for ``frames`` frames whose 14-px grid is ``grid`` (the clip budget applied)."""
+        o = self._owner
+        cap = frame_pixel_budget(frames, o.min_pixels, o.max_pixels, o.total_pixels)
+        h, w = smart_resize(grid[0] * 14, grid[1] * 14, 28, o.min_pixels, cap)
+        return math.ceil(frames / 2) * (h // 28) * (w // 28)
+
+
+# ------------------------------------------------------------------------------------------ the model
+class Qwen25VLVideoModel(nn.Module):
+    """Qwen2.5-VL with the ``VideoLLM`` forward / generate / trainable / LoRA / checkpoint contract.
+
+    Args:
+        llm: the :class:`Qwen25VLBackbone` (recipe: ``llm: {_target_: ...tiny_qwen2_5_vl}``).
+        trainable: which parts train (``TrainableParts`` or a dict); ``vision_encoder`` may be ``"lora"``
+            (needs ``lora_vit``), ``llm`` may be ``"lora"``; ``compressor`` has no parameters.
+        lora: LoRA for the language model (TEMPLE DPO: r 32, alpha 64, all-linear); ``target_modules`` are
+            LLM linear names (``all-linear`` = q/k/v/o/gate/up/down) or one regex over full module names.
+        lora_vit: LoRA settings of an adapter that also covers the ViT, used when a stage trains
+            ``vision_encoder: lora`` (TEMPLE SFT: r 32, alpha 32); its ``target_modules`` name ViT-block
+            linears (``all-linear`` = qkv/proj/gate/up/down; the merger stays out).
+        max_length: longest sequence after the video tokens are inserted (``ValueError`` beyond).
+        min_pixels / max_pixels: per-frame pixel bounds of ``smart_resize`` (TEMPLE: 3136 / 768*28*28).
+        total_pixels: pixel budget of a whole clip (TEMPLE: 9e6); None = per-frame cap only.
+
+    Example:
+        >>> model = Qwen25VLVideoModel(llm=tiny_qwen2_5_vl(), trainable={"llm": "lora"},
+        ...                            lora={"r": 4, "alpha": 8, "target_modules": "all-linear"})
+        >>> model.has_lora, model.parameter_counts()["compressor"]
+        (True, (0, 0))
+    """
+
+    def __init__(
+        self,
+        *,
+        llm: Qwen25VLBackbone,
+        trainable: TrainableParts | dict[str, Any] | None = None,
+        lora: LoraSettings | dict[str, Any] | None = None,
+        lora_vit: LoraSettings | dict[str, Any] | None = None,
+        max_length: int | None = None,
+        min_pixels: int = 4 * 28 * 28,
+        max_pixels: int = 768 * 28 * 28,
+        total_pixels: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(llm, Qwen25VLBackbone):
+            raise TypeError(f"Qwen25VLVideoModel: llm must be a Qwen25VLBackbone, got {type(llm).__name__}")
+        if min_pixels < 28 * 28 or max_pixels < min_pixels:
+            raise ValueError(f"need 784 <= min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
+        self.llm = llm
+        self.audio_encoder = None
+        self.max_length = max_length
+        self.min_pixels, self.max_pixels, self.total_pixels = min_pixels, max_pixels, total_pixels
+        self.lora = lora if isinstance(lora, LoraSettings) or lora is None else LoraSettings(**lora)
+        self.lora_vit = lora_vit if isinstance(lora_vit, LoraSettings) or lora_vit is None else LoraSettings(**lora_vit)
+        self._lora_scope: tuple[str, ...] = ()
+        self.base_modified = False
+        self.trainable = trainable if isinstance(trainable, TrainableParts) else TrainableParts(**(trainable or {}))
+        mean, std = torch.tensor(IMAGE_MEAN).view(3, 1, 1), torch.tensor(IMAGE_STD).view(3, 1, 1)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+        self.set_trainable(self.trainable)
+
+    # ----------------------------------------------------------------- parts
+    @property
+    def hf(self) -> Any:
+        """The ``Qwen2_5_VLForConditionalGeneration`` (inside peft when LoRA is on)."""
+        return _unwrap(self.llm.model)
+
+    @property
+    def vision_encoder(self) -> _VisionView:
+        return _VisionView(self)
+
+    @property
+    def compressor(self) -> _MergerTokens:
+        return _MergerTokens(self)
+
+    @staticmethod
+    def part_of(name: str) -> str:
+        """Which trainable part a parameter name belongs to (``projector`` = the ViT's merger)."""
+        if ".visual.merger." in f".{name}":
+            return "projector"
+        if ".visual." in f".{name}":
+            return "vision_encoder"
+        return "llm"
+
+    # ----------------------------------------------------------------- trainable / LoRA
+    def set_trainable(self, plan: TrainableParts) -> None:
+        """Apply a freeze plan; the first plan with a ``"lora"`` part wraps the model with peft."""
+        for part in ("compressor", "projector", "audio_encoder"):
+            if getattr(plan, part) == "lora":
+                raise ValueError(f"trainable.{part}: lora is not supported by Qwen25VLVideoModel (use true/false)")
+        self.trainable = plan
+        if plan.llm is True or plan.vision_encoder is True or plan.projector is True:
+            self.base_modified = True  # every HF weight lives under `llm.`: a full save is needed
+        scope = tuple(p for p in ("llm", "vision_encoder") if getattr(plan, p) == "lora")
+        if scope:
+            self._ensure_lora(scope)
+        for name, param in self.llm.named_parameters():
+            flag = getattr(plan, self.part_of(name))
+            param.requires_grad = "lora_" in name if flag == "lora" else bool(flag)
+
+    def _ensure_lora(self, scope: tuple[str, ...]) -> None:
+        if "vision_encoder" in scope and self.lora_vit is None:
+            raise ValueError("trainable.vision_encoder: lora needs model.lora_vit (the ViT-covering adapter)")
+        if self.has_lora:
+            if "vision_encoder" in scope and "vision_encoder" not in self._lora_scope:
+                raise ValueError(
+                    "this stage trains ViT LoRA but the adapter in place covers the LLM only: merge it first "
+                    "(merge_lora_after: true on the previous stage)"
+                )
+            return
+        from peft import LoraConfig, get_peft_model
+
+        settings = self.lora_vit if "vision_encoder" in scope else (self.lora or LoraSettings())
+        assert settings is not None
+        config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                            target_modules=self._target_regex("vision_encoder" in scope))  # fmt: skip
+        self.llm.model = get_peft_model(self.llm.model, config)
+        self._lora_scope = ("llm", "vision_encoder") if "vision_encoder" in scope else ("llm",)
+
+    def _target_regex(self, with_vit: bool) -> str:
+        llm_targets = (self.lora or LoraSettings()).target_modules
+        if isinstance(llm_targets, str) and llm_targets != "all-linear":
+            llm_re = llm_targets  # a user regex over full module names
+        else:
+            names = LLM_LINEARS if llm_targets == "all-linear" else tuple(llm_targets)
+            llm_re = rf".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:{'|'.join(map(re.escape, names))})"
+        if not with_vit:
+            return llm_re
+        assert self.lora_vit is not None
+        vit = self.lora_vit.target_modules
+        vit_names = VIT_LINEARS if vit == "all-linear" else ((vit,) if isinstance(vit, str) else tuple(vit))
+        vit_re = rf".*visual\.blocks\.\d+\.(?:attn|mlp)\.(?:{'|'.join(map(re.escape, vit_names))})"
+        return f"(?:{llm_re})|(?:{vit_re})"
+
+    def merge_lora(self) -> None:
+        """Fold the adapter into the weights and drop it (TEMPLE's hand-over between curriculum levels)."""
+        if not self.has_lora:
+            raise ValueError("merge_lora: the model has no LoRA adapter")
+        self.llm.model = self.llm.model.merge_and_unload()
+        self._lora_scope = ()
+        self.base_modified = True
+
+    @property
+    def has_lora(self) -> bool:
+        return any("lora_" in n for n, _ in self.llm.named_parameters())
+
+    def train(self, mode: bool = True) -> Qwen25VLVideoModel:
+        super().train(mode)
+        if not self.trainable.vision_encoder:  # frozen ViT stays deterministic
+            self.hf.model.visual.eval()
+        return self
+
+    # ----------------------------------------------------------------- batch -> Qwen2.5-VL inputs
+    def video_patches(self, frames: torch.Tensor, timestamps: torch.Tensor) -> VideoPatches:
+        """One video's valid frames (T, 3, H, W) in [0, 1] + timestamps (T,) -> patches for the ViT."""
+        vc = self.hf.config.vision_config
+        tp, patch, merge = int(vc.temporal_patch_size), int(vc.patch_size), int(vc.spatial_merge_size)
+        factor = patch * merge
+        cap = frame_pixel_budget(len(frames), self.min_pixels, self.max_pixels, self.total_pixels)
+        h, w = smart_resize(frames.shape[-2], frames.shape[-1], factor, self.min_pixels, cap)
+        x = frames.float()
+        if (h, w) != tuple(frames.shape[-2:]):
+            x = nn.functional.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+            x = x.clamp(0.0, 1.0)
+        x = (x - self.pixel_mean.to(x.device)) / self.pixel_std.to(x.device)
+        if len(x) % tp:  # the processor repeats the last frame up to a whole temporal patch
+            x = torch.cat([x, x[-1:].expand(tp - len(x) % tp, -1, -1, -1)])
+        patches, grid = patchify_video(x, tp, patch, merge)
+        return VideoPatches(patches, grid, tp * _frame_step(timestamps))
+
+    def prepare_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        frames: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        timestamps: torch.Tensor | None = None,
+        padding_side: str = "right",
+    ) -> dict[str, Any]:
+        """Our batch -> Qwen2.5-VL kwargs: ``input_ids``, ``attention_mask``, ``labels`` (or None),
+        ``pixel_values_videos``, ``video_grid_thw`` (V, 3), ``second_per_grid_ts`` (V,), ``mm_token_type_ids``,
+        ``position_ids`` (3, B, L') and ``num_video_tokens`` (B,)."""
+        videos = self._videos(frames, frame_mask, timestamps, input_ids.shape[0])
+        cfg = self.hf.config
+        rows, row_labels, n_video = [], [], []
+        for i in range(input_ids.shape[0]):
+            keep = attention_mask[i].bool()
+            ids = input_ids[i][keep]
+            lab = labels[i][keep] if labels is not None else None
+            ids, lab, n = self._expand_row(i, ids, lab, videos[i])
+            rows.append(ids)
+            row_labels.append(lab)
+            n_video.append(n)
+        ids, mask, out_labels = _pad(rows, row_labels if labels is not None else None,
+                                     int(cfg.text_config.pad_token_id or 0), padding_side)  # fmt: skip
+        used = [v for v, n in zip(videos, n_video) if v is not None and n]
+        mm_types = (ids == cfg.video_token_id).int() * 2  # 0 text, 2 video
+        out: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "labels": out_labels,
+                               "mm_token_type_ids": mm_types,
+                               "num_video_tokens": torch.tensor(n_video, device=ids.device)}  # fmt: skip
+        if used:
+            out["pixel_values_videos"] = torch.cat([v.patches for v in used])
+            out["video_grid_thw"] = torch.tensor([v.grid for v in used], device=ids.device)
+            out["second_per_grid_ts"] = torch.tensor([v.second_per_grid for v in used], device=ids.device)
+            out["position_ids"], _ = self.hf.model.get_rope_index(
+                ids, mm_token_type_ids=mm_types, video_grid_thw=out["video_grid_thw"],
+                second_per_grid_ts=out["second_per_grid_ts"], attention_mask=mask,
+            )  # fmt: skip
+        else:
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            out["position_ids"] = pos.unsqueeze(0).expand(3, -1, -1)
+        return out
+
+    def _videos(self, frames: torch.Tensor | None, frame_mask: torch.Tensor | None,
+                timestamps: torch.Tensor | None, batch: int) -> list[VideoPatches | None]:  # fmt: skip
+        if frames is None:
+            return [None] * batch
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise ValueError(f"frames must be (B, T, 3, H, W) in [0, 1], got {tuple(frames.shape)}")
+        b, t = frames.shape[:2]
+        if frame_mask is None:
+            frame_mask = torch.ones(b, t, dtype=torch.bool, device=frames.device)
+        if timestamps is None:
+            timestamps = torch.arange(t, device=frames.device).float().expand(b, t)
+        out: list[VideoPatches | None] = []
+        for i in range(b):
+            valid = frame_mask[i].bool()
+            out.append(self.video_patches(frames[i][valid], timestamps[i][valid]) if valid.any() else None)
+        return out
+
+    def _expand_row(self, i: int, ids: torch.Tensor, lab: torch.Tensor | None,
+                    video: VideoPatches | None) -> tuple[torch.Tensor, torch.Tensor | None, int]:  # fmt: skip
+        where = (ids == VIDEO_TOKEN_INDEX).nonzero().flatten()
+        if len(where) > 1:
+            raise ValueError(f"sample {i} has {len(where)} video placeholders; one video per sample is supported")
+        if len(where) == 0:
+            if video is not None:
+                raise ValueError(f"sample {i} has video frames but no video placeholder in its prompt")
+            return ids, lab, 0
+        if video is None:
+            raise ValueError(f"sample {i} has a video placeholder but no valid frames")
+        cfg, p, n = self.hf.config, int(where[0]), video.num_tokens
+        span = torch.cat([ids.new_tensor([cfg.vision_start_token_id]),
+                          ids.new_full((n,), cfg.video_token_id), ids.new_tensor([cfg.vision_end_token_id])])
+        out = torch.cat([ids[:p], span, ids[p + 1 :]])
+        if self.max_length is not None and len(out) > self.max_length:
+            raise ValueError(
+                f"sample {i}: {len(out)} tokens after inserting the video exceed max_length={self.max_length}; "
+                "sample fewer frames, lower model.max_pixels / total_pixels or raise model.max_length"
+            )
+        if lab is not None:
+            lab = torch.cat([lab[:p], lab.new_full((n + 2,), IGNORE_INDEX), lab[p + 1 :]])
+        return out, lab, n
+
+    # ----------------------------------------------------------------- forward / generate
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        frames: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        timestamps: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        queries: list[str] | None = None,
+        features: torch.Tensor | None = None,
+        grid: tuple[int, int] | None = None,
+    ) -> VideoLLMOutput:
+        """Teacher-forced forward; input_ids (B, L) with one -200 placeholder, frames (B, T, 3, H, W)."""
+        _check_unsupported(audio, features)
+        inputs = self.prepare_inputs(input_ids, attention_mask, labels, frames, frame_mask, timestamps)
+        embeds = self._embed(inputs)  # (B, L', H)
+        out = self.hf(inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
+                      position_ids=inputs["position_ids"], use_cache=False)  # fmt: skip
+        logits, lab = out.logits, inputs["labels"]
+        loss = None
+        if lab is not None:
+            loss = nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), lab[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+            )
+        info = {"video_grid_thw": inputs.get("video_grid_thw")}
+        return VideoLLMOutput(loss, logits, lab, inputs["attention_mask"], inputs["num_video_tokens"], info)
+
+    def _embed(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """Token embeddings with the merged video features scattered over the ``<|video_pad|>`` positions."""
+        hf = self.hf
+        embeds = hf.get_input_embeddings()(inputs["input_ids"])  # (B, L', H)
+        if "pixel_values_videos" not in inputs:
+            return embeds
+        plan = self.trainable
+        grad = torch.is_grad_enabled() and bool(plan.vision_encoder or plan.projector)
+        with torch.set_grad_enabled(grad):
+            feats = hf.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+        video = torch.cat(feats.pooler_output).to(embeds.dtype)  # (sum N, H)
+        where = (inputs["input_ids"] == hf.config.video_token_id).unsqueeze(-1)
+        return embeds.masked_scatter(where, video)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        frames: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        timestamps: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        queries: list[str] | None = None,
+        features: torch.Tensor | None = None,
+        grid: tuple[int, int] | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Greedy by default; returns only the new token ids (B, L_new)."""
+        _check_unsupported(audio, features)
+        inputs = self.prepare_inputs(input_ids, attention_mask, None, frames, frame_mask, timestamps, "left")
+        for key in ("labels", "num_video_tokens", "position_ids"):
+            inputs.pop(key)
+        generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("max_new_tokens", 32)
+        self.hf.model.rope_deltas = None  # stale deltas from an earlier call must not leak into this one
+        out = self.hf.generate(**inputs, **generate_kwargs)
+        return out[:, inputs["input_ids"].shape[1] :]
+
+    # ----------------------------------------------------------------- reporting
+    def parameter_counts(self) -> dict[str, tuple[int, int]]:
+        """{part: (total, trainable)}; ``compressor`` is (0, 0): the 2x2 merge has no separate weights."""
+        counts = {p: [0, 0] for p in ("vision_encoder", "compressor", "projector", "llm")}
+        for name, param in self.llm.named_parameters():
+            c = counts[self.part_of(name)]
+            c[0] += param.numel()
+            c[1] += param.numel() if param.requires_grad else 0
+        return {k: (v[0], v[1]) for k, v in counts.items()}
+
+    def trainable_plan(self) -> dict[str, Any]:
+        return asdict(self.trainable)
+
+
+def _frame_step(timestamps: torch.Tensor) -> float:
+    """Mean spacing (s) of a video's frame times; 0.5 s (the processor's 2 fps default) for one frame."""
+    if len(timestamps) < 2:
+        return 0.5
+    step = float(timestamps[-1] - timestamps[0]) / (len(timestamps) - 1)
+    if not math.isfinite(step) or step <= 0:
+        raise ValueError(f"timestamps must increase within a video, got {timestamps.tolist()[:8]}")
+    return step
+
+
+def _check_unsupported(audio: torch.Tensor | None, features: torch.Tensor | None) -> None:
+    if features is not None:
+        raise ValueError("Qwen25VLVideoModel encodes pixels only: remove data.collator.feature_cache")
+    if audio is not None:
+        raise ValueError("Qwen25VLVideoModel has no audio path: set data.collator.audio: false")
+
+
+def _pad(rows: list[torch.Tensor], labels: list[Any] | None, pad_id: int,
+         side: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    longest = max(len(r) for r in rows)
+    ids = rows[0].new_full((len(rows), longest), pad_id)
+    mask = torch.zeros_like(ids)
+    out_labels = None if labels is None else torch.full_like(ids, IGNORE_INDEX)
+    for i, row in enumerate(rows):
+        sl = slice(0, len(row)) if side == "right" else slice(longest - len(row), longest)
+        ids[i, sl], mask[i, sl] = row, 1
+        if out_labels is not None and labels is not None:
+            out_labels[i, sl] = labels[i]
+    return ids, mask, out_labels

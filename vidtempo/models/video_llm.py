@@ -1,0 +1,352 @@
+"""``VideoLLM``: composition of a per-frame vision encoder, optional audio encoder, a token compressor,
+a projector and a causal LM. Video tokens replace the ``VIDEO_TOKEN_INDEX`` placeholder in ``input_ids``.
+
+Example:
+    >>> import torch
+    >>> from vidtempo.models.encoders.presets import tiny_vision_encoder
+    >>> from vidtempo.models.compressors.pooling import SpatialPoolCompressor
+    >>> from vidtempo.models.llms.presets import tiny_llm
+    >>> enc = tiny_vision_encoder()
+    >>> model = VideoLLM(vision_encoder=enc, compressor=SpatialPoolCompressor(enc.out_dim), llm=tiny_llm())
+    >>> ids = torch.tensor([[5, VIDEO_TOKEN_INDEX, 7, 8]])
+    >>> out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clamp(min=0),
+    ...             frames=torch.rand(1, 2, 3, 32, 32), frame_mask=torch.ones(1, 2, dtype=torch.bool),
+    ...             timestamps=torch.tensor([[0.5, 1.5]]))
+    >>> out.loss.ndim
+    0
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from vidtempo.models.interfaces import (
+    AudioEncoder,
+    AudioFeatures,
+    CompressorInput,
+    TokenCompressor,
+    VideoTokens,
+    VisionEncoder,
+)
+from vidtempo.models.lora import LoraSettings, apply_lora
+from vidtempo.models.projectors import MLPProjector
+
+VIDEO_TOKEN_INDEX = -200  # LLaVA's IMAGE_TOKEN_INDEX convention: never a real vocabulary id
+IGNORE_INDEX = -100
+
+PARTS = ("vision_encoder", "audio_encoder", "compressor", "projector", "llm")
+
+
+@dataclass
+class TrainableParts:
+    """Which parts get gradients. ``llm`` may be ``"lora"`` (adapters only)."""
+
+    vision_encoder: bool = False
+    audio_encoder: bool = False
+    compressor: bool = True
+    projector: bool = True
+    llm: bool | Literal["lora"] = False
+
+
+@dataclass
+class VideoLLMOutput:
+    """Forward result. ``labels``/``attention_mask`` are aligned with ``logits`` (after splicing).
+
+    Attributes:
+        loss: mean next-token CE over non-ignored labels (None without labels).
+        logits: (B, L', V).
+        labels: (B, L') with video positions set to IGNORE_INDEX.
+        attention_mask: (B, L').
+        num_video_tokens: (B,) video tokens spliced per sample.
+    """
+
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+    labels: torch.Tensor | None
+    attention_mask: torch.Tensor
+    num_video_tokens: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class VideoLLM(nn.Module):
+    """A video LLM made of injected parts (constructor injection; nothing is built from config here).
+
+    Args:
+        vision_encoder: per-frame encoder (``VisionEncoder``).
+        compressor: turns (B, T, P, D) features into (B, N, D_c) tokens.
+        llm: causal LM wrapper (``HFCausalLM``).
+        projector: D_c -> H; default an MLP sized from the parts.
+        audio_encoder: optional; its features are handed to the compressor.
+        trainable: which parts train (``TrainableParts`` or a dict of its fields).
+        lora: LoRA settings used when ``trainable.llm == "lora"``.
+        max_length: LLM context; a longer spliced sequence raises ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        *,
+        vision_encoder: VisionEncoder,
+        compressor: TokenCompressor,
+        llm: nn.Module,
+        projector: nn.Module | None = None,
+        audio_encoder: AudioEncoder | None = None,
+        trainable: TrainableParts | dict[str, Any] | None = None,
+        lora: LoraSettings | dict[str, Any] | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.vision_encoder = vision_encoder
+        self.audio_encoder = audio_encoder
+        self.compressor = compressor
+        self.llm = llm
+        hidden = int(llm.hidden_size)
+        self.projector = projector if projector is not None else MLPProjector(compressor.out_dim, hidden)
+        self._check_dims(hidden)
+        self.max_length = max_length
+        self.trainable = trainable if isinstance(trainable, TrainableParts) else TrainableParts(**(trainable or {}))
+        self.lora = lora if isinstance(lora, LoraSettings) or lora is None else LoraSettings(**lora)
+        self.base_modified = False  # True once the LLM's own weights were trained or merged
+        self.set_trainable(self.trainable)
+
+    # ----------------------------------------------------------------- construction helpers
+    def _check_dims(self, hidden: int) -> None:
+        comp_in = getattr(self.compressor, "in_dim", None)
+        if comp_in is not None and comp_in != self.vision_encoder.out_dim:
+            raise ValueError(
+                f"compressor in_dim={comp_in} but the vision encoder gives {self.vision_encoder.out_dim}-d features"
+            )
+        proj_in, proj_out = getattr(self.projector, "in_dim", None), getattr(self.projector, "out_dim", None)
+        if proj_in is not None and proj_in != self.compressor.out_dim:
+            raise ValueError(f"projector in_dim={proj_in} but the compressor emits {self.compressor.out_dim}-d tokens")
+        if proj_out is not None and proj_out != hidden:
+            raise ValueError(f"projector out_dim={proj_out} but the LLM hidden size is {hidden}")
+
+    def set_trainable(self, plan: TrainableParts) -> None:
+        """Apply a freeze plan (wraps the LLM with LoRA the first time ``llm == "lora"``)."""
+        self.trainable = plan
+        if plan.llm is True:
+            self.base_modified = True
+        if plan.llm == "lora" and not self.has_lora:
+            apply_lora(self.llm, self.lora or LoraSettings())
+        for part in PARTS:
+            module = getattr(self, part)
+            if module is None:
+                continue
+            flag = getattr(plan, part)
+            unused = module.unused_parameter_names() if hasattr(module, "unused_parameter_names") else set()
+            for name, param in module.named_parameters():
+                param.requires_grad = ("lora_" in name if flag == "lora" else bool(flag)) and name not in unused
+
+    def merge_lora(self) -> None:
+        """Fold the LoRA adapter into the LLM weights and drop it (TEMPLE's stage hand-over)."""
+        if not self.has_lora:
+            raise ValueError("merge_lora: the LLM has no LoRA adapter")
+        self.llm.model = self.llm.model.merge_and_unload()
+        self.base_modified = True
+
+    @property
+    def has_lora(self) -> bool:
+        return any("lora_" in n for n, _ in self.llm.named_parameters())
+
+    def train(self, mode: bool = True) -> VideoLLM:
+        super().train(mode)
+        for part in ("vision_encoder", "audio_encoder"):  # frozen encoders stay deterministic
+            module = getattr(self, part)
+            if module is not None and not getattr(self.trainable, part):
+                module.eval()
+        return self
+
+    # ----------------------------------------------------------------- video tokens
+    def encode_video(
+        self,
+        frames: torch.Tensor | None,
+        frame_mask: torch.Tensor,
+        timestamps: torch.Tensor,
+        audio: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        queries: list[str] | None = None,
+        features: torch.Tensor | None = None,
+        grid: tuple[int, int] | None = None,
+    ) -> VideoTokens:
+        """frames (B, T, 3, H, W) in [0, 1] (or cached ``features`` (B, T, P, D) + ``grid``) -> video tokens
+        (B, N, H_llm) with mask (B, N)."""
+        if features is not None:
+            if grid is None:
+                raise ValueError("cached features need their patch grid")
+            full = features.to(next(self.compressor.parameters(), features).dtype)
+        else:
+            assert frames is not None
+            full, grid = self._encode_frames(frames, frame_mask)
+        audio_feats = self._encode_audio(audio, audio_lengths)
+        comp = self.compressor(
+            CompressorInput(feats=full, frame_mask=frame_mask, timestamps=timestamps, grid=grid,
+                            audio=audio_feats, query=queries)
+        )  # fmt: skip
+        return VideoTokens(tokens=self.projector(comp.tokens), mask=comp.mask, info=comp.info)
+
+    def _encode_frames(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        b, t = frames.shape[:2]
+        valid = frames[frame_mask]  # (M, 3, H, W): padded frames are never encoded
+        with torch.set_grad_enabled(torch.is_grad_enabled() and bool(self.trainable.vision_encoder)):
+            feats, grid = self.vision_encoder.encode(valid)  # (M, P, D)
+        full = feats.new_zeros(b, t, *feats.shape[1:])
+        full[frame_mask] = feats  # (B, T, P, D)
+        return full, grid
+
+    def _encode_audio(self, audio: torch.Tensor | None, lengths: torch.Tensor | None) -> AudioFeatures | None:
+        if self.audio_encoder is None or audio is None:
+            return None
+        if lengths is None:
+            lengths = torch.full((audio.shape[0],), audio.shape[1], device=audio.device)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and bool(self.trainable.audio_encoder)):
+            return self.audio_encoder(audio, lengths)
+
+    # ----------------------------------------------------------------- splicing
+    def splice(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        video: VideoTokens | None,
+        labels: torch.Tensor | None = None,
+        padding_side: str = "right",
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Replace each row's single placeholder with its valid video tokens.
+
+        Returns (inputs_embeds (B, L', H), attention_mask (B, L'), labels (B, L') or None, n_video (B,)).
+        """
+        embed = self.llm.get_input_embeddings()
+        text = embed(input_ids.clamp(min=0))  # (B, L, H); placeholder ids embedded as 0, replaced below
+        rows, row_labels, n_video = [], [], []
+        for i in range(input_ids.shape[0]):
+            keep = attention_mask[i].bool()
+            ids, emb = input_ids[i][keep], text[i][keep]
+            lab = labels[i][keep] if labels is not None else None
+            where = (ids == VIDEO_TOKEN_INDEX).nonzero().flatten()
+            if len(where) > 1:
+                raise ValueError(f"sample {i} has {len(where)} video placeholders; one video per sample is supported")
+            vid = video.tokens[i][video.mask[i]].to(emb.dtype) if video is not None else emb[:0]
+            if len(where) == 0:
+                if video is not None and len(vid):
+                    raise ValueError(f"sample {i} has video frames but no video placeholder in its prompt")
+                rows.append(emb)
+                row_labels.append(lab)
+                n_video.append(0)
+                continue
+            p = int(where[0])
+            rows.append(torch.cat([emb[:p], vid, emb[p + 1 :]]))
+            if lab is not None:
+                row_labels.append(torch.cat([lab[:p], lab.new_full((len(vid),), IGNORE_INDEX), lab[p + 1 :]]))
+            n_video.append(len(vid))
+        self._check_length(rows)
+        return _pad_rows(rows, row_labels if labels is not None else None, padding_side) + (
+            torch.tensor(n_video, device=input_ids.device),
+        )
+
+    def _check_length(self, rows: list[torch.Tensor]) -> None:
+        if self.max_length is None:
+            return
+        for i, row in enumerate(rows):
+            if len(row) > self.max_length:
+                raise ValueError(
+                    f"sample {i}: {len(row)} tokens after inserting the video exceed max_length={self.max_length}; "
+                    "sample fewer frames, use a stronger compressor or raise model.max_length"
+                )
+
+    # ----------------------------------------------------------------- forward / generate
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        frames: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        timestamps: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        queries: list[str] | None = None,
+        features: torch.Tensor | None = None,
+        grid: tuple[int, int] | None = None,
+    ) -> VideoLLMOutput:
+        """Teacher-forced forward. Shapes: input_ids (B, L), frames (B, T, 3, H, W) or features (B, T, P, D)."""
+        video = self._video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid)
+        embeds, mask, spliced_labels, n_video = self.splice(input_ids, attention_mask, video, labels)
+        out = self.llm(inputs_embeds=embeds, attention_mask=mask)
+        logits = out.logits
+        loss = None
+        if spliced_labels is not None:
+            loss = nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), spliced_labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+            )
+        info = dict(video.info or {}) if video is not None else {}
+        return VideoLLMOutput(loss, logits, spliced_labels, mask, n_video, info)
+
+    def _video(
+        self, frames: torch.Tensor | None, frame_mask: torch.Tensor | None, timestamps: torch.Tensor | None,
+        audio: torch.Tensor | None, audio_lengths: torch.Tensor | None, queries: list[str] | None,
+        features: torch.Tensor | None, grid: tuple[int, int] | None,
+    ) -> VideoTokens | None:  # fmt: skip
+        source = features if features is not None else frames
+        if source is None:
+            return None
+        if frame_mask is None:
+            frame_mask = torch.ones(source.shape[:2], dtype=torch.bool, device=source.device)
+        if timestamps is None:
+            timestamps = torch.arange(source.shape[1], device=source.device).float().expand(source.shape[:2])
+        return self.encode_video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        frames: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        timestamps: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        queries: list[str] | None = None,
+        features: torch.Tensor | None = None,
+        grid: tuple[int, int] | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Greedy by default; returns only the new token ids (B, L_new)."""
+        video = self._video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid)
+        embeds, mask, _, _ = self.splice(input_ids, attention_mask, video, padding_side="left")
+        generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("max_new_tokens", 32)
+        return self.llm.model.generate(inputs_embeds=embeds, attention_mask=mask, **generate_kwargs)
+
+    # ----------------------------------------------------------------- reporting
+    def parameter_counts(self) -> dict[str, tuple[int, int]]:
+        """{part: (total, trainable)} parameter counts."""
+        counts = {}
+        for part in PARTS:
+            module = getattr(self, part)
+            if module is not None:
+                params = list(module.parameters())
+                counts[part] = (sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
+        return counts
+
+    def trainable_plan(self) -> dict[str, Any]:
+        return asdict(self.trainable)
+
+
+def _pad_rows(
+    rows: list[torch.Tensor], labels: list[torch.Tensor] | None, side: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    longest = max(len(r) for r in rows)
+    hidden = rows[0].shape[-1]
+    embeds = rows[0].new_zeros(len(rows), longest, hidden)
+    mask = torch.zeros(len(rows), longest, dtype=torch.long, device=rows[0].device)
+    out_labels = None if labels is None else torch.full_like(mask, IGNORE_INDEX)
+    for i, row in enumerate(rows):
+        sl = slice(0, len(row)) if side == "right" else slice(longest - len(row), longest)
+        embeds[i, sl] = row
+        mask[i, sl] = 1
+        if labels is not None and out_labels is not None:
+            out_labels[i, sl] = labels[i]
+    return embeds, mask, out_labels

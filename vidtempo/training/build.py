@@ -1,0 +1,137 @@
+"""Recipe -> (tokenizer, model, datamodule, objective, trainer). The only place that wires sections.
+
+Example:
+    >>> from omegaconf import OmegaConf
+    >>> stages = expand_stages({"optim": {"lr": 1.0}, "stages": [{"name": "a", "optim": {"lr": 2.0}}]})
+    >>> stages[0]["optim"]["lr"], stages[0]["name"]
+    (2.0, 'a')
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from vidtempo.config.instantiate import instantiate
+from vidtempo.data.collate import VideoCollator
+
+
+class VideoDataModule(L.LightningDataModule):
+    """Train/val datasets of samples + the collator that decodes them in the workers."""
+
+    def __init__(
+        self,
+        train: Dataset,
+        collator: VideoCollator,
+        val: Dataset | None = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        shuffle: bool = True,
+    ) -> None:
+        super().__init__()
+        self.train_set, self.val_set, self.collator = train, val, collator
+        self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            collate_fn=self.collator, persistent_workers=self.num_workers > 0,
+        )  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.shuffle)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, False) if self.val_set is not None else []
+
+
+def expand_stages(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """One merged settings dict per stage (a recipe without ``stages`` has a single stage ``sft``)."""
+    base = {
+        "name": cfg.get("objective", {}).get("_target_", "train") if cfg.get("objective") else "train",
+        "trainable": (cfg.get("model") or {}).get("trainable") or {},
+        "optim": cfg.get("optim") or {},
+        "data": cfg.get("data") or {},
+        "trainer": cfg.get("trainer") or {},
+        "objective": cfg.get("objective") or {"_target_": "sft"},
+        "checkpoint": cfg.get("checkpoint") or {},
+    }
+    stages = cfg.get("stages") or [{}]
+    out = []
+    for i, stage in enumerate(stages):
+        merged = copy.deepcopy(base)
+        merged["name"] = stage.get("name") or (base["name"] if len(stages) == 1 else f"stage{i}")
+        for key in ("trainable", "optim", "trainer", "checkpoint"):
+            merged[key] = {**merged[key], **(stage.get(key) or {})}
+        if stage.get("data"):
+            merged["data"] = {**merged["data"], **stage["data"]}
+        if stage.get("objective"):
+            merged["objective"] = stage["objective"]
+        merged["merge_lora_after"] = bool(stage.get("merge_lora_after", False))
+        out.append(merged)
+    return out
+
+
+def build_tokenizer(cfg: dict[str, Any], recipe: str) -> Any:
+    node = cfg.get("tokenizer") or {"_target_": "tiny"}
+    return instantiate(node, key="tokenizer", recipe=recipe)
+
+
+def build_datamodule(
+    data: dict[str, Any], tokenizer: Any, recipe: str, prefix: str = "data", collator_class: type | None = None
+) -> VideoDataModule:
+    """Datasets + collator. ``collator_class`` comes from the objective (``SFTModule.collator_class``)."""
+    train = instantiate(data["train"], key=f"{prefix}.train", recipe=recipe)
+    val = instantiate(data["val"], key=f"{prefix}.val", recipe=recipe) if data.get("val") else None
+    collator = (collator_class or VideoCollator)(tokenizer, **(data.get("collator") or {}))
+    return VideoDataModule(
+        train, collator, val, batch_size=int(data.get("batch_size", 1)),
+        num_workers=int(data.get("num_workers", 0)), shuffle=bool(data.get("shuffle", True)),
+    )  # fmt: skip
+
+
+class RecipeInCheckpoint(L.Callback):
+    """Stores the fully resolved recipe (YAML text) inside every Lightning checkpoint."""
+
+    def __init__(self, recipe_yaml: str) -> None:
+        self.recipe_yaml = recipe_yaml
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["vidtempo_recipe"] = self.recipe_yaml
+
+
+def build_trainer(stage: dict[str, Any], stage_dir: Path, recipe_yaml: str | None = None) -> L.Trainer:
+    """A Lightning Trainer with checkpointing (last + every N steps), CSV/TensorBoard logs, rich progress."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from vidtempo.training.strategies import resolve_strategy
+
+    kwargs = dict(stage["trainer"])
+    kwargs["strategy"] = resolve_strategy(kwargs.get("strategy", "auto"), kwargs.get("accelerator", "auto"),
+                                          kwargs.get("devices", 1), kwargs.get("num_nodes", 1))
+    kwargs.setdefault("gradient_clip_val", stage["optim"].get("grad_clip", 1.0) or None)
+    ckpt = stage.get("checkpoint") or {}
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=stage_dir / "checkpoints", save_last=True, save_top_k=int(ckpt.get("save_top_k", 1)),
+            every_n_train_steps=int(ckpt.get("every_n_steps", 50)) or None,
+        ),
+        RichProgressBar(leave=True),
+    ]  # fmt: skip
+    if recipe_yaml is not None:
+        callbacks.append(RecipeInCheckpoint(recipe_yaml))
+    loggers = [CSVLogger(stage_dir, name="logs", version=""), TensorBoardLogger(stage_dir, name="tb", version="")]
+    return L.Trainer(default_root_dir=stage_dir, callbacks=callbacks, logger=loggers, **kwargs)
+
+
+def build_objective(stage: dict[str, Any], model: Any, recipe: str, prefix: str) -> L.LightningModule:
+    data = stage.get("data") or {}
+    return instantiate(
+        stage["objective"], key=f"{prefix}objective", recipe=recipe, model=model, optim=stage["optim"],
+        max_skip_fraction=float(data.get("max_skip_fraction", 0.1)),
+    )  # fmt: skip

@@ -1,0 +1,116 @@
+"""Run a training recipe: validate, build, then train its stages in order inside one process.
+
+Each stage writes ``<output_dir>/<i>_<name>/`` with Lightning checkpoints (``checkpoints/last.ckpt``),
+logs, and on completion ``final/`` (Hugging Face style weights + resolved recipe + tokenizer). Running
+the same command again skips finished stages (their ``final/`` weights are loaded) and resumes the
+running stage from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig
+from safetensors.torch import load_file
+
+from vidtempo.config.load import recipe_path, resolve_recipe, save_recipe, to_yaml
+from vidtempo.models.build import build_video_llm
+from vidtempo.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
+from vidtempo.models.video_llm import TrainableParts
+from vidtempo.training.build import (
+    build_datamodule,
+    build_objective,
+    build_tokenizer,
+    build_trainer,
+    expand_stages,
+)
+from vidtempo.training.schema import validate_recipe
+from vidtempo.training.strategies import full_state_dict
+
+log = logging.getLogger(__name__)
+
+
+def prepare(cfg: DictConfig) -> tuple[dict[str, Any], str]:
+    """Resolve and validate a loaded recipe; returns (plain dict, recipe path)."""
+    from omegaconf import OmegaConf
+
+    recipe = recipe_path(cfg)
+    plain = OmegaConf.to_container(resolve_recipe(cfg), resolve=True)
+    assert isinstance(plain, dict)
+    validate_recipe(plain, recipe)
+    return plain, recipe
+
+
+def stage_dirs(plain: dict[str, Any]) -> list[Path]:
+    out = Path(plain.get("output_dir") or f"runs/{plain.get('name', 'run')}")
+    return [out / f"{i}_{stage['name']}" for i, stage in enumerate(expand_stages(plain))]
+
+
+def train(cfg: DictConfig) -> Path:
+    """Train every stage of ``cfg``; returns the final checkpoint directory of the last stage."""
+    plain, recipe = prepare(cfg)
+    if (plain.get("dpo") or plain.get("curriculum")) and not plain.get("stages"):
+        log.warning("%s has dpo/curriculum sections that `train` does not expand: use `vidtempo dpo`", recipe)
+    L.seed_everything(int(plain.get("seed", 0)), workers=True)
+    out = Path(plain.get("output_dir") or f"runs/{plain.get('name', 'run')}")
+    save_recipe(cfg, out)
+    tokenizer = build_tokenizer(plain, recipe)
+    model = build_video_llm(plain["model"], weights=plain.get("weights"), recipe=recipe)
+    final = out
+    for i, (stage, sdir) in enumerate(zip(expand_stages(plain), stage_dirs(plain))):
+        model.set_trainable(TrainableParts(**stage["trainable"]))
+        final = sdir / "final"
+        if (final / CONFIG_NAME).is_file():
+            log.info("stage %s already finished: loading %s", stage["name"], final)
+            load_weights(model, final)
+            if stage.get("merge_lora_after") and model.has_lora:
+                model.merge_lora()
+            continue
+        prefix = f"stages.{i}." if plain.get("stages") else ""
+        module = build_objective(stage, model, recipe, prefix)
+        datamodule = build_datamodule(_with_encoder_id(stage, model, recipe), tokenizer, recipe,
+                                      prefix=f"{prefix}data", collator_class=getattr(module, "collator_class", None))
+        trainer = build_trainer(stage, sdir, recipe_yaml=to_yaml(cfg))
+        last = sdir / "checkpoints" / "last.ckpt"
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+        state = full_state_dict(model)  # collective when sharded: every rank takes part
+        if trainer.is_global_zero:
+            save_pretrained(model, final, model_config=plain["model"], tokenizer=tokenizer, state_dict=state,
+                            extra={"stage": stage["name"], "recipe": recipe})  # fmt: skip
+            save_recipe(cfg, final)
+        if stage.get("merge_lora_after") and model.has_lora:
+            model.merge_lora()  # the next stage starts a fresh adapter on the merged weights
+    return final
+
+
+def _with_encoder_id(stage: dict[str, Any], model: Any, recipe: str) -> dict[str, Any]:
+    """Inject the frozen encoder's identity when the stage reads cached features."""
+    from vidtempo.config.errors import RecipeError
+    from vidtempo.data.feature_cache import encoder_fingerprint
+
+    data = dict(stage["data"])
+    collator = dict(data.get("collator") or {})
+    if not collator.get("feature_cache"):
+        return data
+    if stage["trainable"].get("vision_encoder"):
+        raise RecipeError("cached features need a frozen vision encoder in this stage", recipe=recipe,
+                          key="data.collator.feature_cache")  # fmt: skip
+    collator["encoder_id"] = encoder_fingerprint(model.vision_encoder)
+    data["collator"] = collator
+    return data
+
+
+def load_weights(model: Any, directory: Path) -> None:
+    """Load a ``final/`` directory's tensors into an already-built model (stage hand-over)."""
+    import json
+
+    state = load_file(str(directory / WEIGHTS_NAME))
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    for alias, source in config.get("aliases", {}).items():
+        state[alias] = state[source]
+    _, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"{directory}: weights do not fit the model: unexpected {unexpected[:5]}")
