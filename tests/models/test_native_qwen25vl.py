@@ -200,7 +200,7 @@ def test_sft_run_on_the_tiny_recipe_lowers_the_loss(video_dir, tmp_path):
     train_node = json.dumps({"_target_": "conversation", "path": str(video_dir / "train.jsonl"),
                              "video_root": str(video_dir)})  # fmt: skip
     final = _train(tmp_path, f"data.train={train_node}", "trainer.max_steps=8", "optim.lr=3e-3",
-                   "data.shuffle=false")  # fmt: skip
+                   "+data.shuffle=false")  # fmt: skip
     losses = [float(r["train/loss"]) for r in _metrics(final.parent)]
     assert len(losses) == 8 and all(map(torch.isfinite, torch.tensor(losses)))
     assert sum(losses[-2:]) < sum(losses[:2]) - 0.5, losses

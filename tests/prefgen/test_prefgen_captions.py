@@ -40,8 +40,9 @@ def fake_generate(tokenizer, seen):
     """A generate that answers with each row's first frame time (or its prompt's last caption line)."""
 
     def generate(*, input_ids, frames=None, timestamps=None, **kwargs):
-        seen.append({"prompts": tokenizer.batch_decode(input_ids.clamp(min=0), skip_special_tokens=True),
-                     "frames": None if frames is None else tuple(frames.shape), "kwargs": kwargs})  # fmt: skip
+        prompts = tokenizer.batch_decode(input_ids.clamp(min=0), skip_special_tokens=True)
+        shape = None if frames is None else tuple(frames.shape)
+        seen.append({"prompts": prompts, "frames": shape, "kwargs": kwargs})
         rows = []
         for b in range(input_ids.shape[0]):
             if timestamps is not None:
@@ -76,7 +77,9 @@ def test_no_context_captions_in_one_batch(videos, tiny, tokenizer, monkeypatch):
     seen: list[dict] = []
     monkeypatch.setattr(tiny, "generate", fake_generate(tokenizer, seen))
     settings = CaptionSettings(caption_context="none", frames_per_clip=None)
-    caps = SelfCaptioner(tiny, tokenizer, COLLATOR, settings).caption_clips(str(videos["good"]), [(0, 2), (4, 6)])
+    caps = SelfCaptioner(tiny, tokenizer, COLLATOR, settings).caption_clips(
+        str(videos["good"]), [(0, 2), (4, 6)]
+    )
     assert len(seen) == 1 and seen[0]["frames"][:2] == (2, 4)  # the recipe's 4 frames per clip
     assert caps == ["clip at 0.25", "clip at 4.25"]
 
@@ -88,7 +91,9 @@ def test_postprocess_caption():
 
 
 def test_real_tiny_model_captions(videos, tiny, tokenizer):
-    captioner = SelfCaptioner(tiny, tokenizer, COLLATOR, CaptionSettings(caption_max_new_tokens=5, max_new_tokens=6))
+    captioner = SelfCaptioner(
+        tiny, tokenizer, COLLATOR, CaptionSettings(caption_max_new_tokens=5, max_new_tokens=6)
+    )
     caps = captioner.caption_clips(str(videos["good"]), [(0.0, 2.0), (2.0, 4.0)])
     assert len(caps) == 2 and all(isinstance(c, str) for c in caps)
     torch.manual_seed(0)
@@ -104,8 +109,8 @@ def test_cli_end_to_end(videos, checkpoint, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         "data:\n  collator: {num_frames: 4, frame_size: 32}\n"
-        "prefgen: {caption_max_new_tokens: 4, max_new_tokens: 6, magnitudes: [4, 2], perturbations: [reverse],"
-        " pair_filters: false, video_size: 32}\n"
+        "prefgen: {caption_max_new_tokens: 4, max_new_tokens: 6, magnitudes: [4, 2],"
+        " perturbations: [reverse], pair_filters: false, video_size: 32}\n"
     )
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
@@ -120,6 +125,8 @@ def test_cli_end_to_end(videos, checkpoint, tmp_path):
     assert len(status[1]["captions"]) == 5 and status[2]["status"] == "rejected"
     assert cli.run(parser.parse_args(argv)) == 0  # resumed: nothing left to do
     assert len(PreferenceDataset(out)) == 4
-    changed = parser.parse_args([str(recipe), "prefgen.seed=3", *argv[1:]])
-    with pytest.raises(ValueError, match="other settings"):  # resuming with other settings is refused
+    from vidtempo.cli.main import UserError
+
+    changed = parser.parse_args([str(recipe), "+prefgen.seed=3", *argv[1:]])
+    with pytest.raises(UserError, match="other settings"):  # resuming with other settings is refused
         cli.run(changed)

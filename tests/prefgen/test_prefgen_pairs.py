@@ -10,6 +10,7 @@ import pytest
 from vidtempo.prefgen.captions import CaptionSettings, join_captions
 from vidtempo.prefgen.pairs import (
     PairSettings,
+    PrefgenError,
     PrefgenSettings,
     build_pairs,
     pair_filter_reason,
@@ -17,7 +18,7 @@ from vidtempo.prefgen.pairs import (
     video_units,
     write_perturbed_video,
 )
-from vidtempo.prefgen.select import SelectSettings, Selection, select_video
+from vidtempo.prefgen.select import Selection, SelectSettings, select_video
 
 
 class JoinCaptioner:
@@ -36,8 +37,9 @@ class JoinCaptioner:
 
 def fake_selection(n: int) -> Selection:
     clips = [(8 * i, 8 * (i + 1)) for i in range(n)]
+    segments = [(i, [i]) for i in range(n)]
     return Selection(video="v.mp4", video_id="v", fps=8.0, num_frames=8 * n, duration=float(n), clips=clips,
-                     groups=[[i] for i in range(n)], segments=[(i, [i]) for i in range(n)], keep=True)  # fmt: skip
+                     groups=[[i] for i in range(n)], segments=segments, keep=True)  # fmt: skip
 
 
 def _orders(records, domain="caption"):
@@ -47,7 +49,9 @@ def _orders(records, domain="caption"):
 def test_perturbations_at_each_magnitude(tmp_path):
     n = 16
     captions = [f"event {i}" for i in range(n)]
-    res = build_pairs(fake_selection(n), captions, JoinCaptioner(), PairSettings(domains=["caption"]), tmp_path)
+    res = build_pairs(
+        fake_selection(n), captions, JoinCaptioner(), PairSettings(domains=["caption"]), tmp_path
+    )
     orders = _orders(res.records)
     assert len(orders) == 12  # 3 perturbations x 4 magnitudes, none filtered
     for m in (16, 8, 4, 2):
@@ -102,7 +106,9 @@ def test_filtered_pairs_are_counted(tmp_path):
         def describe(self, caption_lists):  # every answer identical: every pair is filtered
             return ["the same text"] * len(caption_lists)
 
-    res = build_pairs(fake_selection(8), list("abcdefgh"), Echo(), PairSettings(domains=["caption"]), tmp_path)
+    res = build_pairs(
+        fake_selection(8), list("abcdefgh"), Echo(), PairSettings(domains=["caption"]), tmp_path
+    )
     assert res.records == [] and sum(res.status["stats"].values()) == 12
 
 
@@ -158,7 +164,7 @@ def test_resume_skips_finished_videos_and_repairs_a_crash(videos, tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert all(r["id"] != "orphan" for r in rows) and len(rows) == 24
 
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(PrefgenError, match="other settings"):
         run_prefgen(inputs, out, _settings(domains=["caption"], seed=1), JoinCaptioner(), progress=False)
 
 

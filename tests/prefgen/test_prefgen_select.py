@@ -51,7 +51,9 @@ def test_short_and_blank_shots_are_dropped():
     frames = np.zeros((40, 16, 16, 3), dtype=np.uint8)
     frames[:, :, 8:] = 200  # textured (half black, half bright) everywhere ...
     frames[20:30] = 90  # ... except a flat 10-frame shot
-    kept, dropped = filter_clips(frames, [(0, 1), (1, 20), (20, 30), (30, 40)], fps=10.0, settings=SelectSettings())
+    kept, dropped = filter_clips(
+        frames, [(0, 1), (1, 20), (20, 30), (30, 40)], fps=10.0, settings=SelectSettings()
+    )
     assert kept == [(1, 20), (30, 40)]
     assert [i for i, _ in dropped] == [0, 2]
     assert dropped[0][1].startswith("short") and dropped[1][1].startswith("blank")

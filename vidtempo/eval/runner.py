@@ -55,6 +55,7 @@ from vidtempo.eval.benchmarks import (
     get_benchmark,
 )
 from vidtempo.eval.controls import CONTROLS, ControlledCollator
+from vidtempo.eval.plots import grounding_pictures
 from vidtempo.eval.results import (
     benchmark_metrics,
     official_mc_policy,
@@ -574,6 +575,8 @@ def run_eval(
         digest,
         {"generated_this_run": generated, "resumed": len(items) * len(conditions) - generated},
     )
+    pictures = grounding_pictures(list(gen_log.read().values()), out)
+    report["pictures"] = [p.name for p in pictures]
     _write_json(out / REPORT, report)
     return EvalResult(report, out, generated)
 

@@ -184,6 +184,11 @@ class LVCoTResult:
         segments: (start, end) seconds of each segment in the video ([] when not applied).
         duration: seconds of the span that was split (None when it could not be probed).
         skipped: why LVCoT could not run (a decode error), else None.
+
+    Example:
+        >>> messages, summaries = LVCoTResult([{"role": "user", "content": "<video>\\nWhy?"}], ["a", "b"])
+        >>> summaries
+        ['a', 'b']
     """
 
     messages: list[dict[str, str]]

@@ -43,7 +43,8 @@ CONTEXT_PROMPT = (
 AGGREGATE_HEADER = (
     "Here are captions of consecutive clips cut from one video, listed in the order the clips were taken. "
     "Write a single detailed paragraph that narrates the whole video, telling the events in that order. "
-    "Keep as many details as you can, write fluently and do not repeat yourself. Answer with the paragraph only."
+    "Keep as many details as you can, write fluently and do not repeat yourself. "
+    "Answer with the paragraph only."
 )
 
 
@@ -134,7 +135,7 @@ class SelfCaptioner:
         settings: :class:`CaptionSettings`.
 
     Example:
-        >>> captioner = SelfCaptioner(model, tokenizer, {"frame_size": 32}, CaptionSettings())  # doctest: +SKIP
+        >>> captioner = SelfCaptioner(model, tok, {"frame_size": 32}, CaptionSettings())  # doctest: +SKIP
         >>> captioner.caption_clips("v.mp4", [(0.0, 2.0), (2.0, 4.0)])  # doctest: +SKIP
         ['A red square ...', 'The square ...']
     """
@@ -150,8 +151,8 @@ class SelfCaptioner:
         if settings.frames_per_clip is not None:
             opts.update(num_frames=settings.frames_per_clip, fps=None)
         self.clip_collate = VideoCollator(tokenizer, **opts, generation=True)
-        self.text_collate = VideoCollator(tokenizer, **{k: v for k, v in opts.items() if k in ("system_prompt", "max_text_tokens")},
-                                          generation=True)  # fmt: skip
+        text_opts = {k: v for k, v in opts.items() if k in ("system_prompt", "max_text_tokens")}
+        self.text_collate = VideoCollator(tokenizer, **text_opts, generation=True)
 
     def generate(self, samples: list[ConversationSample], collate: Any, **kwargs: Any) -> list[str]:
         """One decoded, stripped answer per sample (batched by ``batch_size``).

@@ -1,21 +1,22 @@
 """TEMPO / TEMPLE preference pairs from self-generated captions: perturbation, pair filters, resumable writer.
 
-For every selected video (:mod:`vidtempo.prefgen.select`) with clip captions (:mod:`vidtempo.prefgen.captions`)
-and every perturbation ``drop`` / ``shuffle`` / ``reverse`` at every magnitude (16, 8, 4, 2), the merged-segment
-order is perturbed with :func:`vidtempo.data.pref_synth.perturb_indices` (identity shuffles re-drawn, a
-deliberate deviation from the released code: methods.md 3.10), then:
+For every selected video (:mod:`vidtempo.prefgen.select`) with clip captions
+(:mod:`vidtempo.prefgen.captions`) and every perturbation ``drop`` / ``shuffle`` / ``reverse`` at every
+magnitude (16, 8, 4, 2), the merged-segment order is perturbed with
+:func:`vidtempo.data.pref_synth.perturb_indices` (identity shuffles re-drawn, a deliberate deviation from
+the released code: methods.md 3.10), then:
 
 * ``caption`` domain (the released code, ``../shared/docs/methods.md`` 3.5-3.6): chosen = the model's
   description of the captions in true order, rejected = its description of the perturbed list; both answer
-  the clean video. TEMPLE's pair filters apply: chosen contained in rejected; ``drop`` with a rejected answer at
-  least as long as the chosen one; ``shuffle``/``reverse`` with a length ratio above 1.5 either way.
+  the clean video. TEMPLE's pair filters apply: chosen contained in rejected; ``drop`` with a rejected
+  answer at least as long as the chosen one; ``shuffle``/``reverse`` with a length ratio above 1.5 either way.
 * ``video`` domain (input-side pairs, "the model sees perturbed clips"): the rejected side keeps the chosen
   description but sees a copy of the video whose segments are dropped / shuffled / reversed the same way,
   written with PyAV (``rejected_video``).
 
-Each JSONL record is a :class:`~vidtempo.data.datasets.PreferenceDataset` record whose extra keys (``perturbation``,
-``magnitude``, ``domain``, ``video_id``, ``order``, ...) land in ``PreferenceSample.meta``, where
-:class:`~vidtempo.training.curriculum.MagnitudeFilter` reads ``magnitude``.
+Each JSONL record is a :class:`~vidtempo.data.datasets.PreferenceDataset` record whose extra keys
+(``perturbation``, ``magnitude``, ``domain``, ``video_id``, ``order``, ...) land in
+``PreferenceSample.meta``, where :class:`~vidtempo.training.curriculum.MagnitudeFilter` reads ``magnitude``.
 
 Resumable: a video's pairs are appended in one ``write`` call, then its status line (kept, rejected with the
 reason, or undecodable) goes to ``<out stem>.status.jsonl``; a re-run skips every video with a status line
@@ -62,6 +63,10 @@ CAPTION_INSTRUCTIONS: tuple[str, ...] = (
     "Describe the timeline of events as they unfold in the footage.",
     "Explain the progression of events from start to finish in the video.",
 )
+
+
+class PrefgenError(ValueError):
+    """Outputs that cannot be resumed (written with other settings, or a corrupt line inside a log)."""
 
 
 @dataclass
@@ -227,7 +232,10 @@ def write_perturbed_video(
             assert vs is not None
             out.mux(vs.encode(None))
             if aus is not None:
-                spans = [(int(round(units[u][0] * sample_rate)), int(round(units[u][1] * sample_rate))) for u in order]
+                spans = [
+                    (int(round(units[u][0] * sample_rate)), int(round(units[u][1] * sample_rate)))
+                    for u in order
+                ]
                 _encode_audio(out, aus, np.concatenate([wave[a:b] for a, b in spans]).astype(np.float32))
         os.replace(tmp, target)
     finally:
@@ -315,7 +323,7 @@ class PairWriter:
 
     Args:
         out: the pairs file (``.jsonl``).
-        fingerprint: settings of this run; resuming with a different one raises ``ValueError``.
+        fingerprint: settings of this run; resuming with a different one raises :class:`PrefgenError`.
         fresh: delete previous outputs first.
 
     Example:
@@ -338,7 +346,7 @@ class PairWriter:
         ]
         rows = _read_jsonl(self.status_path)
         if rows and rows[0].get("run") != digest:
-            raise ValueError(
+            raise PrefgenError(
                 f"{self.status_path}: written by a run with other settings ({rows[0].get('settings')}); "
                 "use --fresh to start over or another --out"
             )
@@ -355,7 +363,12 @@ class PairWriter:
         data = self.out.read_bytes()
         lines = data.split(b"\n")
         complete, tail = lines[:-1], lines[-1]
-        kept = [ln for ln in complete if ln.strip() and str(json.loads(ln).get("video_id")) in self.done]
+        try:
+            kept = [ln for ln in complete if ln.strip() and str(json.loads(ln).get("video_id")) in self.done]
+        except json.JSONDecodeError as err:
+            raise PrefgenError(
+                f"{self.out}: a line is not JSON ({err.msg}); delete it or use --fresh"
+            ) from err
         if tail or len(kept) != len([ln for ln in complete if ln.strip()]):
             log.warning("%s: removing %d pair lines of unfinished videos%s", self.out,
                         len(complete) - len(kept), " and a partial last line" if tail else "")  # fmt: skip
@@ -398,9 +411,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             if n == len(lines):
                 log.warning("%s: ignoring a partial last line (interrupted run)", path)
                 continue
-            raise ValueError(
-                f"{path}: line {n} is not JSON ({err.msg}); delete the file or use --fresh"
-            ) from err
+            raise PrefgenError(f"{path}: line {n} is not JSON ({err.msg}); delete it or use --fresh") from err
     return rows
 
 
@@ -436,8 +447,10 @@ def _progress(enabled: bool) -> Any:
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("[bold]prefgen"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), disable=not enabled)  # fmt: skip
+    note = TextColumn("{task.fields[note]}")
+    columns = (TextColumn("[bold]prefgen"), BarColumn(), MofNCompleteColumn(), note, TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
+    return Progress(*columns, disable=not enabled)
 
 
 def run_prefgen(
@@ -480,8 +493,8 @@ def run_prefgen(
             try:
                 sel = select_video(path, settings.select, embed, video_id=vid)
                 if not sel.keep:
-                    result = VideoResult([], {"video_id": vid, "video": str(path), "status": "rejected",
-                                              "reason": sel.reason, "selection": sel.to_record()})  # fmt: skip
+                    status = {"video_id": vid, "video": str(path), "status": "rejected", "reason": sel.reason}
+                    result = VideoResult([], {**status, "selection": sel.to_record()})
                 else:
                     captions = captioner.caption_clips(str(path), sel.segment_times())
                     result = build_pairs(
@@ -501,7 +514,8 @@ def run_prefgen(
 
 
 __all__ = [
-    "CAPTION_INSTRUCTIONS", "DOMAINS", "PairSettings", "PairWriter", "PrefgenSettings", "VideoResult",
+    "CAPTION_INSTRUCTIONS", "DOMAINS", "PairSettings", "PairWriter", "PrefgenError", "PrefgenSettings",
+    "VideoResult",
     "build_pairs", "find_videos", "pair_filter_reason", "rng_for", "run_prefgen", "video_ids", "video_units",
     "write_perturbed_video",
 ]  # fmt: skip

@@ -21,8 +21,8 @@ Example:
     >>> sim = np.array([[1.0, 0.9, 0.1], [0.9, 1.0, 0.2], [0.1, 0.2, 1.0]])
     >>> merge_groups(sim, 0.8)
     [[0, 1], [2]]
-    >>> merged_segments([[0, 2], [1]], 4)
-    [(0, [0]), (1, [1]), (0, [2]), (2, [3])]
+    >>> merged_segments([[0, 2], [1], [3, 4]], 5)  # clips 3 and 4 are adjacent: one merged segment
+    [(0, [0]), (1, [1]), (0, [2]), (2, [3, 4])]
 """
 
 from __future__ import annotations
@@ -268,8 +268,8 @@ def check_repetition(segments: list[tuple[int, list[int]]], settings: SelectSett
     counts = Counter(g for g, _ in segments)
     group, times = counts.most_common(1)[0]
     if times >= settings.max_group_repeats or times > n // settings.repeat_divisor:
-        return (f"repetitive: group {group} recurs in {times} of {n} merged segments "
-                f"(limit: < {settings.max_group_repeats} and <= {n} // {settings.repeat_divisor})")  # fmt: skip
+        limit = f"limit: < {settings.max_group_repeats} and <= {n} // {settings.repeat_divisor}"
+        return f"repetitive: group {group} recurs in {times} of {n} merged segments ({limit})"
     return None
 
 
@@ -307,9 +307,14 @@ def encoder_embedder(model: Any, batch_size: int = 32) -> Embedder:
 
 # ---------------------------------------------------------------------------------------------- one video
 def select_frames(
-    frames: np.ndarray, fps: float, settings: SelectSettings, embed: Embedder | None = None,
-    video: str = "<frames>", video_id: str = "", middle_frames: Callable[[list[int]], np.ndarray] | None = None,
-) -> Selection:  # fmt: skip
+    frames: np.ndarray,
+    fps: float,
+    settings: SelectSettings,
+    embed: Embedder | None = None,
+    video: str = "<frames>",
+    video_id: str = "",
+    middle_frames: Callable[[list[int]], np.ndarray] | None = None,
+) -> Selection:
     """Run every selection step on decoded (T, H, W, 3) uint8 frames at ``fps``.
 
     Args:
@@ -360,8 +365,9 @@ def select_video(
         with open_video(path, settings.backend) as decoder:
             return decoder.get_frames(native[idx], None)[0]  # (N, H, W, 3)
 
-    return select_frames(clip.frames.numpy(), clip.fps, settings, embed, str(path), video_id or Path(path).stem,
-                         middle_frames if embed is not None else None)  # fmt: skip
+    vid = video_id or Path(path).stem
+    mids = middle_frames if embed is not None else None
+    return select_frames(clip.frames.numpy(), clip.fps, settings, embed, str(path), vid, mids)
 
 
 __all__ = [
