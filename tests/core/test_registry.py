@@ -59,9 +59,10 @@ def test_entry_point_plugins_are_listed_and_resolved(monkeypatch):
     assert reg.resolve("dumper") is json.dumps
 
 
-def test_importing_vidtempo_and_registry_imports_no_model_code():
+def test_importing_vidtempo_and_building_the_cli_imports_no_model_code():
     code = (
         "import sys, vidtempo, vidtempo.registry, vidtempo.models, vidtempo.data, vidtempo.cli.main;"
+        "vidtempo.cli.main.build_parser();"
         "heavy = [m for m in ('torch', 'transformers', 'lightning', 'timm', 'peft') if m in sys.modules];"
         "print(','.join(heavy))"
     )

@@ -253,6 +253,7 @@ def test_infer_cli_with_lvcot(checkpoint, videos, tmp_path, monkeypatch, capsys)
     assert [len(c["texts"]) for c in recorders[-1].calls] == [1] and "<think>" not in recorders[-1].calls[0]["texts"][0]
     assert "answering directly" in capsys.readouterr().err
     assert main([*base, "--video", str(videos["v599"]), "--lvcot-rule", "nope"]) == 2
+    assert "lvcot.rule: unknown preset 'nope'" in capsys.readouterr().err
     assert main([*base[:-2], "--video", str(videos["v905"])]) == 0  # no --lvcot flag: the plain answer
     assert [len(c["texts"]) for c in recorders[-1].calls] == [1] and "<think>" not in recorders[-1].calls[0]["texts"][0]
     assert capsys.readouterr().err == ""

@@ -191,8 +191,7 @@ def _train(tmp_path: Path, *overrides: str) -> Path:
     from vidtempo.training.run import train
 
     base = [f"output_dir={tmp_path}", "data.val=null", "data.batch_size=2", "data.collator.num_frames=4",
-            "trainer.log_every_n_steps=1", "trainer.val_check_interval=null", "checkpoint.every_n_steps=0",
-            "+trainer.enable_progress_bar=false"]  # fmt: skip
+            "trainer.log_every_n_steps=1", "trainer.val_check_interval=null", "checkpoint.every_n_steps=0"]  # fmt: skip
     return train(load_recipe(TINY_RECIPE, [*base, *overrides]))
 
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("vidtempo.cli.inspect", "parameter counts and tokens per video, offline (meta device)"),
     "infer": ("vidtempo.cli.infer", "generate an answer for one video with a checkpoint"),
     "dpo": ("vidtempo.cli.dpo", "preference optimisation (DPO / TEMPO curriculum), pre- or post-SFT"),
+    "prefgen": ("vidtempo.cli.prefgen", "self-generated TEMPO preference pairs (select, self-caption, perturb); resumable"),
     "eval": ("vidtempo.cli.eval", "evaluate a checkpoint on a benchmark (report.json + generations.jsonl, resumable)"),
     "cache": ("vidtempo.cli.cache", "precompute frozen-encoder features for a recipe's data (feature cache)"),
     "demo": ("vidtempo.cli.demo", "generate TempoSynth, train a tiny video LLM on CPU, evaluate with controls"),
