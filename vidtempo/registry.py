@@ -149,6 +149,12 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
             "vidtempo.models.llms.presets:llama3_2_3b_instruct",
             "meta-llama/Llama-3.2-3B-Instruct",
         ),
+        "qwen2_5_vl": ("vidtempo.models.native.qwen2_5_vl:Qwen25VLBackbone", "native Qwen2.5-VL (video VLM) backbone"),
+        "tiny_qwen2_5_vl": ("vidtempo.models.native.qwen2_5_vl:tiny_qwen2_5_vl", "tiny random Qwen2.5-VL"),
+        "qwen2_5_vl_7b_instruct": (
+            "vidtempo.models.native.qwen2_5_vl:qwen2_5_vl_7b_instruct",
+            "Qwen/Qwen2.5-VL-7B-Instruct (8.3 B)",
+        ),
         "mistral_7b_instruct": (
             "vidtempo.models.llms.presets:mistral_7b_instruct",
             "mistralai/Mistral-7B-Instruct-v0.3",
@@ -157,6 +163,10 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "tokenizer": {
         "tiny": ("vidtempo.models.tokenizers:tiny_tokenizer", "byte-level BPE trained locally (tests, CPU)"),
         "hf": ("vidtempo.models.tokenizers:load_tokenizer", "transformers AutoTokenizer, local files only"),
+        "tiny_qwen2_5_vl": (
+            "vidtempo.models.native.qwen2_5_vl:tiny_qwen2_5_vl_tokenizer",
+            "tiny BPE + Qwen2.5-VL vision special tokens",
+        ),
     },
     "objective": {
         "sft": ("vidtempo.training.sft:SFTModule", "supervised fine-tuning (masked next-token CE)"),

@@ -166,3 +166,16 @@ def test_containers_are_closed(media, spec, backend: str) -> None:
     assert len(os.listdir("/proc/self/fd")) <= before
     with open_video(media["main"], backend) as dec:
         assert dec.meta.num_frames == int(spec.duration * spec.fps)
+
+
+def test_decord_resize_of_a_square_video_regression(tmp_path):
+    """decord 0.6's own resize failed on 64x64 -> 48x48 ("from_size == to_size"); we resize in torch."""
+    pytest.importorskip("decord")
+    from vidtempo.data.testing import make_test_video, read_frame_index
+    from vidtempo.data.video import load_clip
+
+    path = make_test_video(tmp_path / "sq.mp4", duration=2.0, fps=8, size=(64, 64), audio=False)
+    clip = load_clip(path, num_frames=4, size=(48, 48), backend="decord")
+    assert tuple(clip.frames.shape) == (4, 48, 48, 3)
+    native = load_clip(path, num_frames=4, backend="decord")
+    assert [read_frame_index(f.numpy()) for f in native.frames] == clip.indices.tolist()

@@ -334,13 +334,17 @@ class DecordDecoder(VideoDecoder):
         return self._readers[size]
 
     def get_frames(self, indices: np.ndarray, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
-        reader = self._reader(size)
+        # decord 0.6's own resize (VideoReader(width=, height=)) fails on some inputs ("from_size == to_size"
+        # for a 64x64 -> 48x48 request): decode at native size and resize in torch instead.
+        reader = self._reader(None)
         idx = [int(i) for i in indices]
         try:
             frames = reader.get_batch(idx).asnumpy()  # (T, H, W, 3)
             times = reader.get_frame_timestamp(idx)[:, 0].astype(np.float64) - self._t0
         except (self._decord.DECORDError, RuntimeError) as err:
             raise self._fail(f"decoding failed: {str(err).splitlines()[0]}") from err
+        if size is not None and tuple(frames.shape[1:3]) != tuple(size):
+            frames = _resize(torch.from_numpy(frames), size).numpy()
         return frames, times
 
     def close(self) -> None:

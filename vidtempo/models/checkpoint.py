@@ -86,6 +86,8 @@ def save_pretrained(
 def _with_plan(model_config: dict[str, Any], model: Any) -> dict[str, Any]:
     node = dict(model_config)
     node["trainable"] = asdict(model.trainable)
+    if node["trainable"].get("llm") == "lora" and not model.has_lora:  # adapter merged away: no LoRA to rebuild
+        node["trainable"]["llm"] = False
     if model.lora is not None:
         node["lora"] = asdict(model.lora)
     return node

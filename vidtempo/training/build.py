@@ -72,6 +72,7 @@ def expand_stages(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         if stage.get("objective"):
             merged["objective"] = stage["objective"]
         merged["merge_lora_after"] = bool(stage.get("merge_lora_after", False))
+        merged["lora"] = stage.get("lora")  # settings for an adapter this stage creates (None = model.lora)
         out.append(merged)
     return out
 

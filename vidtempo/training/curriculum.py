@@ -266,6 +266,10 @@ def expand_curriculum(
     except ValueError as err:
         raise RecipeError(str(err), recipe=recipe, key="curriculum.per_level") from err
     sft_part = copy.deepcopy(cfg.get("stages") or [{"name": "sft"}]) if settings.with_sft else []
+    if sft_part and not settings.pre_sft:
+        # baseline ordering: fold the SFT adapter (if any) into the weights so DPO's adapter-off reference
+        # is the SFT model, not the model before SFT
+        sft_part[-1]["merge_lora_after"] = True
     out = {k: copy.deepcopy(v) for k, v in cfg.items() if k not in ("dpo", "curriculum")}
     out["stages"] = dpo_part + sft_part if settings.pre_sft else sft_part + dpo_part
     return out

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from vidtempo.config.load import recipe_path, resolve_recipe, save_recipe, to_yaml
 from vidtempo.models.build import build_video_llm
 from vidtempo.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
+from vidtempo.models.lora import LoraSettings
 from vidtempo.models.video_llm import TrainableParts
 from vidtempo.training.build import (
     build_datamodule,
@@ -61,6 +62,8 @@ def train(cfg: DictConfig) -> Path:
     model = build_video_llm(plain["model"], weights=plain.get("weights"), recipe=recipe)
     final = out
     for i, (stage, sdir) in enumerate(zip(expand_stages(plain), stage_dirs(plain))):
+        if stage.get("lora"):
+            model.lora = LoraSettings(**stage["lora"])  # used by the adapter this stage creates
         model.set_trainable(TrainableParts(**stage["trainable"]))
         final = sdir / "final"
         if (final / CONFIG_NAME).is_file():

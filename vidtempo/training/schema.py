@@ -23,7 +23,7 @@ TOP_LEVEL = {
     "prefgen", "_recipe_path_",
 }  # fmt: skip
 DATA_KEYS = {"train", "val", "collator", "batch_size", "num_workers", "max_skip_fraction", "shuffle"}
-STAGE_KEYS = {"name", "trainable", "optim", "data", "trainer", "objective", "checkpoint", "merge_lora_after"}
+STAGE_KEYS = {"name", "trainable", "optim", "data", "trainer", "objective", "checkpoint", "merge_lora_after", "lora"}
 CHECKPOINT_KEYS = {"every_n_steps", "save_top_k"}
 TRAINABLE_KEYS = {"vision_encoder", "audio_encoder", "compressor", "projector", "llm"}
 
@@ -83,6 +83,7 @@ def validate_recipe(cfg: dict[str, Any], recipe: str) -> None:
         raise RecipeError("expected a list of stages", recipe=recipe, key="stages")
     for i, stage in enumerate(stages):
         check_keys(stage, STAGE_KEYS, f"stages.{i}", recipe)
+        check_fields(stage.get("lora"), LoraSettings, f"stages.{i}.lora", recipe)
         _validate_stage_like(stage, f"stages.{i}.", recipe)
 
 

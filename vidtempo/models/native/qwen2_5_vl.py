@@ -208,7 +208,9 @@ class Qwen25VLBackbone(nn.Module):
         self.name_or_path = name_or_path
         self.attn_implementation = attn_implementation
         self.gradient_checkpointing = gradient_checkpointing
-        self.model = Qwen2_5_VLForConditionalGeneration._from_config(hf_config, attn_implementation=attn_implementation)
+        self.model = Qwen2_5_VLForConditionalGeneration._from_config(
+            hf_config, attn_implementation=attn_implementation
+        )
         if gradient_checkpointing:
             _enable_checkpointing(self.model)
 
@@ -231,7 +233,9 @@ class Qwen25VLBackbone(nn.Module):
         if not source:
             raise ValueError("load_pretrained needs a path (this Qwen2.5-VL was built from a config only)")
         if hasattr(self.model, "peft_config"):
-            raise ValueError("load_pretrained must run before LoRA wraps the model (build_video_llm does this)")
+            raise ValueError(
+                "load_pretrained must run before LoRA wraps the model (build_video_llm does this)"
+            )
         dtype = next(self.model.parameters()).dtype
         try:
             loaded = Qwen2_5_VLForConditionalGeneration.from_pretrained(
@@ -274,7 +278,9 @@ def tiny_qwen2_5_vl(**overrides: Any) -> Qwen25VLBackbone:
 
 def qwen2_5_vl_7b_instruct(name_or_path: str | None = None, **kw: Any) -> Qwen25VLBackbone:
     """Qwen2.5-VL-7B-Instruct (8.29 B parameters); weights from ``name_or_path`` on ``load_pretrained``."""
-    return Qwen25VLBackbone(name_or_path or "Qwen/Qwen2.5-VL-7B-Instruct", config=QWEN2_5_VL_7B_INSTRUCT, **kw)
+    return Qwen25VLBackbone(
+        name_or_path or "Qwen/Qwen2.5-VL-7B-Instruct", config=QWEN2_5_VL_7B_INSTRUCT, **kw
+    )
 
 
 def tiny_qwen2_5_vl_tokenizer(vocab_size: int = 512) -> Any:
@@ -300,7 +306,9 @@ class _VisionView:
 
     def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Shape-only: (N, 3, H, W) -> (empty (N, P, D) on the input's device, 14-px grid (h, w))."""
-        h, w = smart_resize(pixels.shape[-2], pixels.shape[-1], 28, self._owner.min_pixels, self._owner.max_pixels)
+        h, w = smart_resize(
+            pixels.shape[-2], pixels.shape[-1], 28, self._owner.min_pixels, self._owner.max_pixels
+        )
         width = int(self._owner.hf.config.vision_config.out_hidden_size)
         grid = (h // 14, w // 14)
         return pixels.new_empty(pixels.shape[0], grid[0] * grid[1] // 4, width), grid
@@ -366,10 +374,14 @@ class Qwen25VLVideoModel(nn.Module):
         self.max_length = max_length
         self.min_pixels, self.max_pixels, self.total_pixels = min_pixels, max_pixels, total_pixels
         self.lora = lora if isinstance(lora, LoraSettings) or lora is None else LoraSettings(**lora)
-        self.lora_vit = lora_vit if isinstance(lora_vit, LoraSettings) or lora_vit is None else LoraSettings(**lora_vit)
+        self.lora_vit = (
+            lora_vit if isinstance(lora_vit, LoraSettings) or lora_vit is None else LoraSettings(**lora_vit)
+        )
         self._lora_scope: tuple[str, ...] = ()
         self.base_modified = False
-        self.trainable = trainable if isinstance(trainable, TrainableParts) else TrainableParts(**(trainable or {}))
+        self.trainable = (
+            trainable if isinstance(trainable, TrainableParts) else TrainableParts(**(trainable or {}))
+        )
         mean, std = torch.tensor(IMAGE_MEAN).view(3, 1, 1), torch.tensor(IMAGE_STD).view(3, 1, 1)
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)
@@ -403,7 +415,9 @@ class Qwen25VLVideoModel(nn.Module):
         """Apply a freeze plan; the first plan with a ``"lora"`` part wraps the model with peft."""
         for part in ("compressor", "projector", "audio_encoder"):
             if getattr(plan, part) == "lora":
-                raise ValueError(f"trainable.{part}: lora is not supported by Qwen25VLVideoModel (use true/false)")
+                raise ValueError(
+                    f"trainable.{part}: lora is not supported by Qwen25VLVideoModel (use true/false)"
+                )
         self.trainable = plan
         if plan.llm is True or plan.vision_encoder is True or plan.projector is True:
             self.base_modified = True  # every HF weight lives under `llm.`: a full save is needed
@@ -439,7 +453,9 @@ class Qwen25VLVideoModel(nn.Module):
             llm_re = llm_targets  # a user regex over full module names
         else:
             names = LLM_LINEARS if llm_targets == "all-linear" else tuple(llm_targets)
-            llm_re = rf".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:{'|'.join(map(re.escape, names))})"
+            llm_re = (
+                rf".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:{'|'.join(map(re.escape, names))})"
+            )
         if not with_vit:
             return llm_re
         assert self.lora_vit is not None
@@ -549,7 +565,9 @@ class Qwen25VLVideoModel(nn.Module):
                     video: VideoPatches | None) -> tuple[torch.Tensor, torch.Tensor | None, int]:  # fmt: skip
         where = (ids == VIDEO_TOKEN_INDEX).nonzero().flatten()
         if len(where) > 1:
-            raise ValueError(f"sample {i} has {len(where)} video placeholders; one video per sample is supported")
+            raise ValueError(
+                f"sample {i} has {len(where)} video placeholders; one video per sample is supported"
+            )
         if len(where) == 0:
             if video is not None:
                 raise ValueError(f"sample {i} has video frames but no video placeholder in its prompt")
@@ -557,8 +575,13 @@ class Qwen25VLVideoModel(nn.Module):
         if video is None:
             raise ValueError(f"sample {i} has a video placeholder but no valid frames")
         cfg, p, n = self.hf.config, int(where[0]), video.num_tokens
-        span = torch.cat([ids.new_tensor([cfg.vision_start_token_id]),
-                          ids.new_full((n,), cfg.video_token_id), ids.new_tensor([cfg.vision_end_token_id])])
+        span = torch.cat(
+            [
+                ids.new_tensor([cfg.vision_start_token_id]),
+                ids.new_full((n,), cfg.video_token_id),
+                ids.new_tensor([cfg.vision_end_token_id]),
+            ]
+        )
         out = torch.cat([ids[:p], span, ids[p + 1 :]])
         if self.max_length is not None and len(out) > self.max_length:
             raise ValueError(
