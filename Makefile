@@ -43,6 +43,7 @@ demo: install
 bench: install
 	$(PY) benchmarks/decode.py
 	$(PY) benchmarks/tokens.py
+	$(PY) benchmarks/dpo_step.py
 
 lint: install
 	$(VENV)/bin/ruff check vidtempo tests benchmarks

@@ -124,6 +124,29 @@ def join_captions(captions: Sequence[str]) -> str:
     return " ".join(parts)
 
 
+def drop_text_only_placeholders(batch: Any) -> Any:
+    """A batch without frames, minus the one ``<video>`` placeholder per row the chat encoder inserted.
+
+    The chat encoder gives every conversation's first user turn a placeholder, even a text-only one (the
+    aggregation prompt). The composed ``VideoLLM`` splices zero video tokens there; the native Qwen2.5-VL
+    backbone refuses a placeholder without frames. Removing it changes nothing for the former.
+    """
+    import dataclasses
+
+    from vidtempo.data.chat import VIDEO_TOKEN_INDEX
+
+    if batch.frames is not None or batch.features is not None:
+        return batch
+    keep = batch.input_ids != VIDEO_TOKEN_INDEX  # (B, L)
+    if not bool((keep.sum(dim=1) == keep.shape[1] - 1).all()):
+        return batch  # not exactly one placeholder per row: leave it to the model to judge
+    b, n = keep.shape[0], keep.shape[1] - 1
+    cut = {"input_ids": batch.input_ids[keep].view(b, n), "attention_mask": batch.attention_mask[keep].view(b, n)}
+    if batch.labels is not None:
+        cut["labels"] = batch.labels[keep].view(b, n)
+    return dataclasses.replace(batch, **cut)
+
+
 class SelfCaptioner:
     """Captions clips and writes video descriptions with the model being trained.
 
@@ -170,6 +193,7 @@ class SelfCaptioner:
             batch = collate(samples[i : i + self.settings.batch_size])
             if batch.skipped:
                 raise VideoDecodeError(batch.skipped[0].path, batch.skipped[0].reason)
+            batch = drop_text_only_placeholders(batch)
             with torch.no_grad():
                 new = self.model.generate(**batch.to(device).model_inputs(with_labels=False),
                                           pad_token_id=self.tokenizer.pad_token_id,
@@ -213,5 +237,5 @@ class SelfCaptioner:
         return self.generate(samples, self.text_collate, **kwargs)
 
 
-__all__ = ["CaptionSettings", "SelfCaptioner", "aggregate_prompt", "clip_prompt", "join_captions",
-           "postprocess_caption"]  # fmt: skip
+__all__ = ["CaptionSettings", "SelfCaptioner", "aggregate_prompt", "clip_prompt", "drop_text_only_placeholders",
+           "join_captions", "postprocess_caption"]  # fmt: skip

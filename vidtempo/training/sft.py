@@ -1,8 +1,7 @@
 """Supervised fine-tuning: masked next-token cross-entropy on assistant turns.
 
 Example:
-    >>> from vidtempo.data.collate import VideoCollator
-from vidtempo.training.optim import OptimSettings
+    >>> from vidtempo.training.optim import OptimSettings
     >>> import torch
     >>> module = SFTModule(model=torch.nn.Linear(2, 2), optim=OptimSettings(lr=1e-3))
     >>> module.max_skip_fraction

@@ -29,11 +29,15 @@ class SpatialPoolCompressor(TokenCompressor):
         stride: pooling window and stride over the patch grid (1 = keep every patch).
         time_embedding: add a learnable-scaled sinusoidal embedding of each frame's timestamp (seconds).
         frame_separator: append one learned separator token after every frame.
+        norm: LayerNorm the pooled features first, so visual content and the (unit-amplitude) time embedding
+            have comparable scales whatever the encoder's output scale is (a tiny CNN's features are ~0.1,
+            and without the norm the time signal drowned the content in our TempoSynth runs).
     """
 
     def __init__(
-        self, in_dim: int, stride: int = 2, time_embedding: bool = True, frame_separator: bool = False
-    ) -> None:
+        self, in_dim: int, stride: int = 2, time_embedding: bool = True, frame_separator: bool = False,
+        norm: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__()
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
@@ -42,6 +46,7 @@ class SpatialPoolCompressor(TokenCompressor):
         self.time_embedding = time_embedding
         self.time_scale = nn.Parameter(torch.ones(1)) if time_embedding else None  # 1-D: FSDP2 shards no scalars
         self.separator = nn.Parameter(torch.randn(in_dim) * 0.02) if frame_separator else None
+        self.norm = nn.LayerNorm(in_dim) if norm else None
 
     def tokens_per_frame(self, grid: tuple[int, int]) -> int:
         h, w = grid
@@ -59,6 +64,8 @@ class SpatialPoolCompressor(TokenCompressor):
         x = feats.reshape(b * t, h, w, d).permute(0, 3, 1, 2)  # (B*T, D, h, w)
         x = nn.functional.avg_pool2d(x, self.stride, self.stride, ceil_mode=True)
         x = x.flatten(2).transpose(1, 2).reshape(b, t, -1, d)  # (B, T, n, D)
+        if self.norm is not None:
+            x = self.norm(x)
         if self.time_scale is not None:
             x = x + self.time_scale * sinusoidal_time_embedding(inputs.timestamps, d).to(x.dtype).unsqueeze(2)
         if self.separator is not None:

@@ -572,8 +572,9 @@ class Qwen25VLVideoModel(nn.Module):
             if video is not None:
                 raise ValueError(f"sample {i} has video frames but no video placeholder in its prompt")
             return ids, lab, 0
-        if video is None:
-            raise ValueError(f"sample {i} has a video placeholder but no valid frames")
+        if video is None:  # a text-only sample: drop the placeholder (as VideoLLM splices zero tokens)
+            keep = ids != VIDEO_TOKEN_INDEX
+            return ids[keep], (lab[keep] if lab is not None else None), 0
         cfg, p, n = self.hf.config, int(where[0]), video.num_tokens
         span = torch.cat(
             [
