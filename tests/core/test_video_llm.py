@@ -129,3 +129,26 @@ def test_lora_checkpoint_is_adapter_only_and_reloads_exactly(tmp_path, tokenizer
     assert config["adapter_only"]
     b = batch(tokenizer)
     torch.testing.assert_close(loaded.eval()(**b).logits, model(**b).logits, rtol=0, atol=0)
+
+
+def test_the_answer_flows_from_the_video(video_dir, tokenizer):
+    """Same question, different videos and answers: only the video can tell them apart. The model fits them
+    with the video and stays at the text-only loss when the frames are blanked (the visual path carries
+    information end to end: decoder -> encoder -> compressor -> projector -> LLM)."""
+    from vidtempo.data.collate import VideoCollator
+    from vidtempo.data.datasets import ConversationDataset
+
+    torch.manual_seed(0)
+    model = build_video_llm(node(trainable={"vision_encoder": True, "llm": True}))
+    samples = ConversationDataset(video_dir / "train.jsonl", video_root=video_dir).samples
+    batch = VideoCollator(tokenizer, num_frames=4, frame_size=32)(samples).model_inputs()
+    blind = {**batch, "frames": torch.zeros_like(batch["frames"])}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(150):
+        opt.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        seen, unseen = model(**batch).loss.item(), model(**blind).loss.item()
+    assert seen < 0.05 and unseen > 10 * seen, (seen, unseen)
