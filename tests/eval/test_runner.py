@@ -138,6 +138,10 @@ def test_synth_end_to_end_real_model_controls_and_resume(
         assert set(m["mcq"]["strict"]["per_task"]) == tasks - {"grounding"}
         assert m["grounding"]["strict"]["n"] == 1 and "mIoU" in m["grounding"]["strict"]
         assert set(m["mcq"]["subsets"]) == {"order_dependent", "order_independent"}
+    assert rep["pictures"] == ["timeline.png", "iou_histogram.png"]
+    from PIL import Image
+
+    assert all(Image.open(out / name).size[0] > 100 for name in rep["pictures"])  # real PNGs on disk
     assert rep["chance"]["mcq"] == {t: 25.0 for t in tasks - {"grounding"}}
     assert 0 < rep["chance"]["grounding"]["mIoU"] < 50
     assert rep["order_dependent_tasks"] == {
