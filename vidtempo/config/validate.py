@@ -33,14 +33,14 @@ def _hints(target: Any) -> dict[str, Any]:
         return {}
 
 
-def _accepts(annotation: Any, value: Any) -> bool:
+def accepts_value(annotation: Any, value: Any) -> bool:
     """Whether a plain YAML ``value`` fits ``annotation`` (lenient for anything non-trivial)."""
     if annotation in (Any, inspect.Parameter.empty, object):
         return True
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        return any(_accepts(a, value) for a in args)
+        return any(accepts_value(a, value) for a in args)
     if origin is typing.Literal:
         return value in args
     if annotation is type(None):
@@ -69,7 +69,7 @@ def _accepts(annotation: Any, value: Any) -> bool:
     return True
 
 
-def _describe(annotation: Any) -> str:
+def describe_type(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
@@ -96,9 +96,9 @@ def validate_node(
             )
         hints = _hints(target)
         for name, value in args.items():
-            if name in hints and not _accepts(hints[name], value):
+            if name in hints and not accepts_value(hints[name], value):
                 raise RecipeError(
-                    f"expected {_describe(hints[name])}, got {type(value).__name__} {value!r}",
+                    f"expected {describe_type(hints[name])}, got {type(value).__name__} {value!r}",
                     recipe=recipe,
                     key=f"{key}.{name}" if key else name,
                 )

@@ -13,7 +13,7 @@ import inspect
 from typing import Any
 
 from vidtempo.config.errors import RecipeError
-from vidtempo.config.validate import _accepts, _describe, validate_node, validate_tree
+from vidtempo.config.validate import accepts_value, describe_type, validate_node, validate_tree
 from vidtempo.models.lora import LoraSettings
 from vidtempo.training.optim import OptimSettings
 
@@ -53,8 +53,8 @@ def check_fields(section: Any, cls: type, where: str, recipe: str) -> None:
     check_keys(section, set(fields), where, recipe)
     hints = __import__("typing").get_type_hints(cls)
     for key, value in section.items():
-        if not _accepts(hints[key], value):
-            raise RecipeError(f"expected {_describe(hints[key])}, got {type(value).__name__} {value!r}",
+        if not accepts_value(hints[key], value):
+            raise RecipeError(f"expected {describe_type(hints[key])}, got {type(value).__name__} {value!r}",
                               recipe=recipe, key=f"{where}.{key}")  # fmt: skip
 
 

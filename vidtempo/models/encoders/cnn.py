@@ -23,6 +23,7 @@ class FrameCNN(VisionEncoder):
         image_size: frames are resized to this square side.
         grid: (h, w) output patch grid.
         mean, std: input normalisation (default 0.5/0.5, i.e. pixels mapped to [-1, 1]).
+        pool: ``avg`` or ``max`` pooling of the last feature map to ``grid``.
 
     Example:
         >>> import torch
@@ -40,6 +41,7 @@ class FrameCNN(VisionEncoder):
         grid: Sequence[int] | int = (3, 3),
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
+        pool: str = "avg",
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -62,7 +64,10 @@ class FrameCNN(VisionEncoder):
             prev = c
         self.stages = nn.Sequential(*stages)
         self.proj = nn.Conv2d(prev, out_dim, 1)
-        self.pool = nn.AdaptiveAvgPool2d(self.grid)
+        if pool not in ("avg", "max"):
+            raise ValueError(f"FrameCNN: pool must be 'avg' or 'max', got '{pool}'")
+        # max keeps "is X anywhere in this cell" (a small object) instead of averaging it into the background
+        self.pool = nn.AdaptiveAvgPool2d(self.grid) if pool == "avg" else nn.AdaptiveMaxPool2d(self.grid)
         self.out_dim = out_dim
         self.image_size = image_size
         self.mean = tuple(mean)
