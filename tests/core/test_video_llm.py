@@ -152,3 +152,18 @@ def test_the_answer_flows_from_the_video(video_dir, tokenizer):
     with torch.no_grad():
         seen, unseen = model(**batch).loss.item(), model(**blind).loss.item()
     assert seen < 0.05 and unseen > 10 * seen, (seen, unseen)
+
+
+def test_video_position_after_text_puts_the_placeholder_after_the_question(tokenizer):
+    messages = [{"role": "user", "content": "<video>\nWhen is the red circle visible?"},
+                {"role": "assistant", "content": "1.0 - 2.0 seconds"}]
+    keep, keep_labels = ChatEncoder(tokenizer).encode(messages)
+    after, labels = ChatEncoder(tokenizer, video_position="after_text").encode(messages)
+    question = tokenizer("When is the red circle visible?", add_special_tokens=False)["input_ids"]
+    assert keep.index(VIDEO_TOKEN_INDEX) < after.index(VIDEO_TOKEN_INDEX)
+    start = after.index(question[0])
+    assert after[start : start + len(question)] == question and after.index(VIDEO_TOKEN_INDEX) > start
+    assert sorted(keep) == sorted(after)  # same tokens, only the video moved
+    assert [t for t in labels if t != IGNORE_INDEX] == [t for t in keep_labels if t != IGNORE_INDEX]
+    with pytest.raises(ValueError, match="video_position"):
+        ChatEncoder(tokenizer, video_position="middle")

@@ -32,10 +32,16 @@ class ChatEncoder:
         max_text_tokens: raise ``ValueError`` when the text alone is longer (the video is added later).
     """
 
-    def __init__(self, tokenizer: Any, system_prompt: str | None = None, max_text_tokens: int | None = None):
+    def __init__(
+        self, tokenizer: Any, system_prompt: str | None = None, max_text_tokens: int | None = None,
+        video_position: str = "keep",
+    ) -> None:  # fmt: skip
+        if video_position not in ("keep", "after_text"):
+            raise ValueError(f"video_position must be 'keep' or 'after_text', got '{video_position}'")
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
         self.max_text_tokens = max_text_tokens
+        self.video_position = video_position
 
     def _render(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(
@@ -83,6 +89,8 @@ class ChatEncoder:
     ) -> tuple[list[int], list[int]]:
         """(input_ids, labels) for one conversation; the first user turn gets ``<video>`` if absent."""
         messages = ensure_placeholder(messages)
+        if self.video_position == "after_text":
+            messages = move_placeholder_after_text(messages)
         ids: list[int] = []
         labels: list[int] = []
         for text, target in self.segments(messages, generation_prompt):
@@ -104,6 +112,18 @@ def ensure_placeholder(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     for m in out:
         if m["role"] == "user":
             m["content"] = f"{VIDEO_PLACEHOLDER}\n{m['content']}"
+            break
+    return out
+
+
+def move_placeholder_after_text(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Put ``<video>`` at the end of the turn that holds it: under causal attention the video tokens can
+    then attend to the question (query-aware video tokens), instead of only the answer attending to both."""
+    out = [dict(m) for m in messages]
+    for m in out:
+        if VIDEO_PLACEHOLDER in m["content"]:
+            text = " ".join(m["content"].replace(VIDEO_PLACEHOLDER, " ").split())
+            m["content"] = f"{text}\n{VIDEO_PLACEHOLDER}"
             break
     return out
 

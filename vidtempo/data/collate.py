@@ -114,6 +114,8 @@ class VideoCollator:
             every epoch (several questions per video, tiny recipes).
         feature_cache: folder written by ``vidtempo cache``; when every sample of a batch has an entry for
             this encoder (``encoder_id``, injected by the trainer), the batch carries features, not frames.
+        video_position: ``keep`` the ``<video>`` placeholder where the data puts it, or move it ``after_text``
+            of its turn (question first, so the video tokens can attend to it).
     """
 
     def __init__(
@@ -133,9 +135,11 @@ class VideoCollator:
         cache_decoded: int = 0,
         feature_cache: str | None = None,
         encoder_id: str | None = None,
+        video_position: str = "keep",
     ) -> None:
         self.tokenizer = tokenizer
-        self.chat = ChatEncoder(tokenizer, system_prompt=system_prompt, max_text_tokens=max_text_tokens)
+        self.chat = ChatEncoder(tokenizer, system_prompt=system_prompt, max_text_tokens=max_text_tokens,
+                                video_position=video_position)
         self.num_frames, self.fps, self.max_frames = num_frames, fps, max_frames
         self.frame_size = (frame_size, frame_size) if isinstance(frame_size, int) else tuple(frame_size)
         self.backend = backend
