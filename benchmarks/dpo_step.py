@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from results_md import write_section  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## DPO step vs SFT step"
@@ -353,18 +354,6 @@ def section(rows: list[dict[str, Any]], args: argparse.Namespace, device: torch.
     )
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace this benchmark's section of RESULTS.md (or append it); other sections are kept as they are."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    if SECTION in old:
-        start = old.index(SECTION)
-        nxt = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[nxt:] if nxt != -1 else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vidtempo_bench")
@@ -388,7 +377,7 @@ def main() -> None:
     text = section(rows, args, device)
     print("\n" + text)
     if args.write:
-        write_section(text, Path(__file__).resolve().parent / "RESULTS.md")
+        write_section(SECTION, text, Path(__file__).resolve().parent / "RESULTS.md")
 
 
 if __name__ == "__main__":

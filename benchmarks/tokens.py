@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_md import write_section  # benchmarks/ is on sys.path when run as a script
 
 from vidtempo.models.compressors.pooling import SpatialPoolCompressor
 from vidtempo.models.compressors.tdc import TDCCompressor
@@ -146,18 +147,6 @@ def section(rows: list[dict], preset: str, repeats: int) -> str:
     )  # fmt: skip
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace this benchmark's section of RESULTS.md (or append it); other sections are kept as they are."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    if SECTION in old:
-        start = old.index(SECTION)
-        nxt = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[nxt:] if nxt != -1 else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="reduced")
@@ -168,7 +157,7 @@ def main() -> None:
     text = section(rows, args.preset, args.repeats)
     print(text)
     if args.write:
-        write_section(text, Path(__file__).resolve().parent / "RESULTS.md")
+        write_section(SECTION, text, Path(__file__).resolve().parent / "RESULTS.md")
 
 
 if __name__ == "__main__":
