@@ -124,6 +124,7 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
         "clip_vit_l14": ("vidtempo.models.encoders.presets:clip_vit_l14", "CLIP ViT-L/14-336"),
         "eva02_clip_l": ("vidtempo.models.encoders.presets:eva02_clip_l", "timm EVA02-CLIP-L/14-336"),
         "concat": ("vidtempo.models.encoders.multi:ConcatEncoder", "several towers, grids resized and concatenated"),
+        "pixels": ("vidtempo.models.encoders.pixels:PixelPatchEncoder", "raw pixel patches (no weights; baseline)"),
         "frame_cnn": ("vidtempo.models.encoders.cnn:FrameCNN", "small per-frame CNN trained from scratch"),
     },
     "audio_encoder": {
