@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import subprocess
 import sys
@@ -16,7 +15,6 @@ from vidtempo.data.chat import VIDEO_TOKEN_INDEX
 from vidtempo.data.collate import VideoCollator
 from vidtempo.data.samples import ConversationSample
 from vidtempo.data.testing import make_test_video, read_frame_index
-from vidtempo.inference import lvcot
 from vidtempo.inference.lvcot import (
     DESCRIBE_PROMPT,
     QUESTION_PROMPT,
@@ -153,8 +151,7 @@ def test_final_prompt_puts_thoughts_before_the_question() -> None:
     assert no_placeholder[0]["content"] == "<think>a b</think>Which first?"
 
 
-def test_module_doctests_and_light_import() -> None:
-    assert doctest.testmod(lvcot).failed == 0 and doctest.testmod(lvcot).attempted > 0
+def test_package_import_is_light() -> None:
     code = "import sys, vidtempo.inference; print('torch' in sys.modules or 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from torch import nn
 
@@ -38,8 +37,3 @@ def apply_lora(llm: nn.Module, settings: LoraSettings) -> None:
         task_type="CAUSAL_LM",
     )
     llm.model = get_peft_model(llm.model, config)
-
-
-def lora_state_dict(module: nn.Module) -> dict[str, Any]:
-    """Only the adapter tensors of ``module``."""
-    return {k: v for k, v in module.state_dict().items() if "lora_" in k}

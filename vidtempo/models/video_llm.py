@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -330,9 +330,6 @@ class VideoLLM(nn.Module):
                 params = list(module.parameters())
                 counts[part] = (sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
         return counts
-
-    def trainable_plan(self) -> dict[str, Any]:
-        return asdict(self.trainable)
 
 
 def _pad_rows(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -80,14 +81,14 @@ def trainable_non_adapter(model: nn.Module) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- references
-class Reference:
+class Reference(ABC):
     """How the reference log-probs of a batch are obtained (see the module docstring)."""
 
     name = ""
 
+    @abstractmethod
     def logps(self, policy: nn.Module, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen (B,), rejected (B,)) reference log-probs, without gradient."""
-        raise NotImplementedError
 
 
 class AdapterOffReference(Reference):

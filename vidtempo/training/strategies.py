@@ -14,11 +14,6 @@ import torch
 from torch import nn
 
 
-def decoder_layer_classes(model: nn.Module) -> set[type[nn.Module]]:
-    """The transformer block classes of the LLM (for FSDP wrapping), found by name."""
-    return {type(m) for m in model.modules() if type(m).__name__.endswith("DecoderLayer")}
-
-
 def resolve_strategy(strategy: Any, accelerator: str = "auto", devices: Any = 1, num_nodes: int = 1) -> Any:
     if not isinstance(strategy, str) or strategy not in ("fsdp", "fsdp2"):
         return strategy

@@ -7,11 +7,6 @@ import importlib.util
 from types import ModuleType
 
 
-def is_available(module: str) -> bool:
-    """True when ``module`` can be imported (checked without importing it)."""
-    return importlib.util.find_spec(module) is not None
-
-
 def require(module: str, *, package: str | None = None, why: str = "") -> ModuleType:
     """Import ``module`` or raise ``ImportError`` naming the pip package to install.
 
