@@ -41,3 +41,23 @@ def test_loaders_read_every_format(small_set: Manifest) -> None:
         for ds in (sta, conv, mcq, anet, ret):
             missing = {getattr(s, "video", None) for s in ds} - {str(videos / f"{v}.mp4") for v in ids}
             assert not missing, (type(ds).__name__, sorted(missing)[:3])
+
+
+def test_multi_turn_groups_every_question_of_a_video(small_set: Manifest, tokenizer) -> None:
+    from vidtempo.data.chat import ChatEncoder
+    from vidtempo.synth.dataset import SynthConversations
+
+    single = SynthConversations(str(small_set.root), "train", tasks=["grounding"])
+    multi = SynthConversations(str(small_set.root), "train", tasks=["grounding"], multi_turn=True)
+    assert len(multi) == len({s.video for s in single}) < len(single)
+    answers = [m["content"] for s in single for m in s.messages if m["role"] == "assistant"]
+    merged = [m["content"] for s in multi for m in s.messages if m["role"] == "assistant"]
+    assert merged == answers  # every answer kept, in order
+    for s in multi:
+        users = [m["content"] for m in s.messages if m["role"] == "user"]
+        assert users[0].startswith("<video>") and not any("<video>" in u for u in users[1:])
+        assert s.meta["turns"] == len(users)
+    ids, labels = ChatEncoder(tokenizer).encode(multi[0].messages)
+    labelled = tokenizer.decode([t for t in labels if t >= 0])
+    assert all(m["content"] in labelled for m in multi[0].messages if m["role"] == "assistant")
+    assert "When is" not in labelled  # questions are never trained on
