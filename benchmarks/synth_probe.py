@@ -24,6 +24,7 @@ The last line printed is a JSON record of the run (settings and scores), for doc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -44,6 +45,17 @@ from vidtempo.synth.generate import Manifest, generate
 from vidtempo.training.build import build_tokenizer
 
 CONDITIONS = ("normal", "time", "blind")
+
+
+def whole_seconds(sample: ConversationSample) -> ConversationSample:
+    """Training answers as two-digit whole seconds ("08 - 12 seconds"): no decimal digit to guess."""
+    messages = [dict(m) for m in sample.messages]
+    for m in messages:
+        if m["role"] == "assistant":
+            interval = first_interval(m["content"])
+            if interval is not None:
+                m["content"] = f"{round(interval[0]):02d} - {round(interval[1]):02d} seconds"
+    return dataclasses.replace(sample, messages=messages)
 
 
 def iou(pred: tuple[float, float] | None, gt: tuple[float, float]) -> float:
@@ -159,6 +171,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recipe", default="recipes/tiny/synth_grounding.yaml")
     p.add_argument("--features", choices=("pixels", "oracle"), default="pixels")
     p.add_argument("--multi-turn", action="store_true", help="all questions of a video in one conversation")
+    p.add_argument(
+        "--answers", choices=("as_is", "whole_seconds"), default="as_is", help="training answer format"
+    )
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -186,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_set = SynthConversations(
         str(root), "train", tasks=["grounding"], multi_turn=args.multi_turn
     ).samples
+    if args.answers == "whole_seconds":
+        train_set = [whole_seconds(s) for s in train_set]
     test = SynthConversations(str(root), "test", tasks=["grounding"]).samples
     random.Random(1).shuffle(test)
     test = test[: args.eval_n]

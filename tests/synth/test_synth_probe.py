@@ -40,8 +40,18 @@ def test_oracle_features_mark_exactly_the_visible_objects(small_set: Manifest, t
 def test_a_short_probe_run_scores_all_conditions(small_set: Manifest) -> None:
     record = _probe().main([
         "--root", str(small_set.root), "--recipe", RECIPE, "--features", "oracle", "--multi-turn",
-        "--steps", "3", "--batch-size", "2", "--eval-n", "3",
+        "--steps", "3", "--batch-size", "2", "--eval-n", "3", "--answers", "whole_seconds",
     ])  # fmt: skip
     assert record["steps"] == 3 and len(record["loss_curve"]) == 2
     assert set(record["scores"]) == {"normal", "time", "blind"}
     assert all(r["n"] == 3 and 0.0 <= r["mIoU"] <= 1.0 for r in record["scores"].values())
+
+
+def test_whole_seconds_rewrites_only_the_answers() -> None:
+    from vidtempo.data.samples import ConversationSample
+
+    sample = ConversationSample("v.mp4", [{"role": "user", "content": "<video>\nWhen is the red circle visible?"},
+                                          {"role": "assistant", "content": "1.6 - 13.5 seconds"}])  # fmt: skip
+    out = _probe().whole_seconds(sample)
+    assert [m["content"] for m in out.messages] == ["<video>\nWhen is the red circle visible?", "02 - 14 seconds"]
+    assert sample.messages[1]["content"] == "1.6 - 13.5 seconds"  # the input is not modified
