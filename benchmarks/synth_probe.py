@@ -47,15 +47,34 @@ from vidtempo.training.build import build_tokenizer
 CONDITIONS = ("normal", "time", "blind")
 
 
-def whole_seconds(sample: ConversationSample) -> ConversationSample:
-    """Training answers as two-digit whole seconds ("08 - 12 seconds"): no decimal digit to guess."""
+def rewrite_answers(sample: ConversationSample, answers: str) -> ConversationSample:
+    """Training answers in another format: ``whole_seconds`` ("08 - 12 seconds", no decimal digit to guess)
+    or ``percent`` of the video, two digits ("08 - 23", VTimeLLM-style relative time)."""
+    if answers == "as_is":
+        return sample
     messages = [dict(m) for m in sample.messages]
+    duration = float(sample.meta["duration"])
     for m in messages:
-        if m["role"] == "assistant":
-            interval = first_interval(m["content"])
-            if interval is not None:
-                m["content"] = f"{round(interval[0]):02d} - {round(interval[1]):02d} seconds"
+        interval = first_interval(m["content"]) if m["role"] == "assistant" else None
+        if interval is not None:
+            a, b = to_answer_units(interval, answers, duration)
+            m["content"] = (
+                f"{a:02d} - {b:02d} seconds" if answers == "whole_seconds" else f"{a:02d} - {b:02d}"
+            )
     return dataclasses.replace(sample, messages=messages)
+
+
+def to_answer_units(interval: tuple[float, float], answers: str, duration: float) -> tuple[int, int]:
+    if answers == "whole_seconds":
+        return round(interval[0]), round(interval[1])
+    return tuple(min(99, round(100 * x / duration)) for x in interval)  # type: ignore[return-value]
+
+
+def from_answer_units(interval: tuple[float, float] | None, answers: str, duration: float):
+    """A predicted interval back to seconds (``percent`` answers are fractions of the video)."""
+    if interval is None or answers != "percent":
+        return interval
+    return interval[0] * duration / 100, interval[1] * duration / 100
 
 
 def iou(pred: tuple[float, float] | None, gt: tuple[float, float]) -> float:
@@ -102,9 +121,18 @@ def make_collator(tok: Any, cc: dict[str, Any], clips: Clips | None, generation:
     return col
 
 
-def batch_inputs(col: VideoCollator, samples: list[ConversationSample], oracle: bool, labels: bool) -> dict:
+def batch_inputs(
+    col: VideoCollator,
+    samples: list[ConversationSample],
+    oracle: bool,
+    labels: bool,
+    relative_time: bool = False,
+) -> dict:
     batch = col(samples)
     kw = batch.model_inputs(with_labels=labels)
+    if relative_time:  # the time embedding sees % of the video (0-100) instead of seconds
+        durations = torch.tensor([float(s.meta["duration"]) for s in samples]).unsqueeze(1)  # (B, 1)
+        kw["timestamps"] = kw["timestamps"] * 100.0 / durations
     if oracle:  # the "frames" slots hold (T, 1, D) oracle features
         kw.update(features=kw.pop("frames"), frames=None, grid=(1, 1))
     return kw
@@ -124,7 +152,8 @@ def train(model: Any, col: VideoCollator, data: list[ConversationSample], args: 
             order = list(range(len(data)))
             rng.shuffle(order)
         batch = [data[order.pop()] for _ in range(args.batch_size)]
-        loss = model(**batch_inputs(col, batch, args.features == "oracle", labels=True)).loss
+        kw = batch_inputs(col, batch, args.features == "oracle", True, args.time == "relative")
+        loss = model(**kw).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -142,13 +171,13 @@ def train(model: Any, col: VideoCollator, data: list[ConversationSample], args: 
 
 @torch.no_grad()
 def evaluate(model: Any, tok: Any, col: VideoCollator, test: list[ConversationSample], condition: str,
-             oracle: bool) -> dict[str, float]:  # fmt: skip
+             oracle: bool, args: argparse.Namespace) -> dict[str, float]:  # fmt: skip
     model.eval()
     key = "features" if oracle else "frames"
     scores, end = [], tok.convert_tokens_to_ids("<|im_end|>")
     for i in range(0, len(test), 32):
         chunk = test[i : i + 32]
-        kw = batch_inputs(col, chunk, oracle, labels=False)
+        kw = batch_inputs(col, chunk, oracle, False, args.time == "relative")
         if condition == "blind":
             kw[key] = torch.zeros_like(kw[key])
         elif condition == "time":
@@ -157,7 +186,8 @@ def evaluate(model: Any, tok: Any, col: VideoCollator, test: list[ConversationSa
         ids = model.generate(**kw, max_new_tokens=12, pad_token_id=tok.pad_token_id, eos_token_id=end)
         for s, row in zip(chunk, ids):
             text = tok.decode(row, skip_special_tokens=True)
-            scores.append(iou(first_interval(text), tuple(s.meta["timestamps"])))
+            pred = from_answer_units(first_interval(text), args.answers, float(s.meta["duration"]))
+            scores.append(iou(pred, tuple(s.meta["timestamps"])))
     n = len(scores)
     return {"mIoU": sum(scores) / n, "R1@0.3": sum(x >= 0.3 for x in scores) / n,
             "R1@0.5": sum(x >= 0.5 for x in scores) / n, "n": n}  # fmt: skip
@@ -172,7 +202,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--features", choices=("pixels", "oracle"), default="pixels")
     p.add_argument("--multi-turn", action="store_true", help="all questions of a video in one conversation")
     p.add_argument(
-        "--answers", choices=("as_is", "whole_seconds"), default="as_is", help="training answer format"
+        "--answers",
+        choices=("as_is", "whole_seconds", "percent"),
+        default="as_is",
+        help="training answer format",
+    )
+    p.add_argument(
+        "--time", choices=("absolute", "relative"), default="absolute", help="time-embedding input"
     )
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=16)
@@ -201,8 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_set = SynthConversations(
         str(root), "train", tasks=["grounding"], multi_turn=args.multi_turn
     ).samples
-    if args.answers == "whole_seconds":
-        train_set = [whole_seconds(s) for s in train_set]
+    train_set = [rewrite_answers(s, args.answers) for s in train_set]
     test = SynthConversations(str(root), "test", tasks=["grounding"]).samples
     random.Random(1).shuffle(test)
     test = test[: args.eval_n]
@@ -214,7 +249,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("root", "threads")}
     record |= train(model, make_collator(tok, cc, clips, False), train_set, args)
     gen = make_collator(tok, cc, clips, True)
-    record["scores"] = {c: evaluate(model, tok, gen, test, c, oracle_dim is not None) for c in CONDITIONS}
+    record["scores"] = {
+        c: evaluate(model, tok, gen, test, c, oracle_dim is not None, args) for c in CONDITIONS
+    }
     for c, r in record["scores"].items():
         print(
             f"{c:7s} mIoU {r['mIoU']:.3f}  R1@0.3 {r['R1@0.3']:.3f}  R1@0.5 {r['R1@0.5']:.3f}  (n={r['n']})"

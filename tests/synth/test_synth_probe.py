@@ -40,18 +40,25 @@ def test_oracle_features_mark_exactly_the_visible_objects(small_set: Manifest, t
 def test_a_short_probe_run_scores_all_conditions(small_set: Manifest) -> None:
     record = _probe().main([
         "--root", str(small_set.root), "--recipe", RECIPE, "--features", "oracle", "--multi-turn",
-        "--steps", "3", "--batch-size", "2", "--eval-n", "3", "--answers", "whole_seconds",
+        "--steps", "3", "--batch-size", "2", "--eval-n", "3", "--answers", "percent", "--time", "relative",
     ])  # fmt: skip
     assert record["steps"] == 3 and len(record["loss_curve"]) == 2
     assert set(record["scores"]) == {"normal", "time", "blind"}
     assert all(r["n"] == 3 and 0.0 <= r["mIoU"] <= 1.0 for r in record["scores"].values())
 
 
-def test_whole_seconds_rewrites_only_the_answers() -> None:
+def test_answer_formats_rewrite_only_the_answers_and_map_back() -> None:
     from vidtempo.data.samples import ConversationSample
 
-    sample = ConversationSample("v.mp4", [{"role": "user", "content": "<video>\nWhen is the red circle visible?"},
-                                          {"role": "assistant", "content": "1.6 - 13.5 seconds"}])  # fmt: skip
-    out = _probe().whole_seconds(sample)
-    assert [m["content"] for m in out.messages] == ["<video>\nWhen is the red circle visible?", "02 - 14 seconds"]
+    probe = _probe()
+    q = "<video>\nWhen is the red circle visible?"
+    sample = ConversationSample("v.mp4", [{"role": "user", "content": q},
+                                          {"role": "assistant", "content": "1.6 - 13.5 seconds"}],
+                                meta={"duration": 20.0})  # fmt: skip
+    whole = probe.rewrite_answers(sample, "whole_seconds")
+    assert [m["content"] for m in whole.messages] == [q, "02 - 14 seconds"]
+    percent = probe.rewrite_answers(sample, "percent")
+    assert percent.messages[1]["content"] == "08 - 68"  # 1.6 / 20 s, 13.5 / 20 s
+    assert probe.from_answer_units((8.0, 68.0), "percent", 20.0) == (1.6, 13.6)
+    assert probe.rewrite_answers(sample, "as_is") is sample
     assert sample.messages[1]["content"] == "1.6 - 13.5 seconds"  # the input is not modified
