@@ -45,6 +45,11 @@ from vidtempo.synth.generate import Manifest, generate
 from vidtempo.training.build import build_tokenizer
 
 CONDITIONS = ("normal", "time", "blind")
+# No roles, no system turn: the question, a newline, then the answer ending in <|im_end|>.
+PLAIN_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'assistant' %}{{ m['content'] + '<|im_end|>' }}"
+    "{% else %}{{ m['content'] + '\\n' }}{% endif %}{% endfor %}"
+)
 
 
 def rewrite_answers(sample: ConversationSample, answers: str) -> ConversationSample:
@@ -210,6 +215,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--time", choices=("absolute", "relative"), default="absolute", help="time-embedding input"
     )
+    p.add_argument("--template", choices=("recipe", "plain"), default="recipe", help="chat template")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -231,6 +237,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         generate(root, num_videos=args.generate, seed=1, max_duration=args.max_duration)
     plain = OmegaConf.to_container(load_recipe(args.recipe, args.overrides), resolve=True)
     tok, model = build_tokenizer(plain, args.recipe), build_video_llm(plain["model"])
+    if args.template == "plain":
+        tok.chat_template = PLAIN_TEMPLATE
     cc = plain["data"]["collator"]
     oracle_dim = plain["model"]["compressor"]["in_dim"] if args.features == "oracle" else None
     clips = Clips(make_collator(tok, cc, None, False), Manifest.load(root), oracle_dim)
