@@ -40,7 +40,7 @@ def test_oracle_features_mark_exactly_the_visible_objects(small_set: Manifest, t
 def test_a_short_probe_run_scores_all_conditions(small_set: Manifest) -> None:
     record = _probe().main([
         "--root", str(small_set.root), "--recipe", RECIPE, "--features", "oracle", "--multi-turn",
-        "--steps", "3", "--batch-size", "2", "--eval-n", "3", "--answers", "percent", "--time", "relative",
+        "--steps", "3", "--batch-size", "2", "--eval-n", "3", "--answers", "percent", "--time", "relative", "--template", "plain",
     ])  # fmt: skip
     assert record["steps"] == 3 and len(record["loss_curve"]) == 2
     assert set(record["scores"]) == {"normal", "time", "blind"}
