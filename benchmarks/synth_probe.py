@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 from vidtempo.config.load import load_recipe
 from vidtempo.data.collate import DecodedVideo, VideoCollator
 from vidtempo.data.samples import ConversationSample
+from vidtempo.eval.metrics import temporal_iou
 from vidtempo.eval.scorers import first_interval
 from vidtempo.models.build import build_video_llm
 from vidtempo.synth.dataset import SynthConversations
@@ -82,14 +83,6 @@ def from_answer_units(interval: tuple[float, float] | None, answers: str, durati
     return interval[0] * duration / 100, interval[1] * duration / 100
 
 
-def iou(pred: tuple[float, float] | None, gt: tuple[float, float]) -> float:
-    if pred is None:
-        return 0.0
-    inter = max(0.0, min(pred[1], gt[1]) - max(pred[0], gt[0]))
-    union = max(pred[1], gt[1]) - min(pred[0], gt[0])
-    return inter / union if union > 0 else 0.0
-
-
 class Clips:
     """Decode each video once with the recipe's sampling; serve pixels or oracle features from memory."""
 
@@ -103,7 +96,7 @@ class Clips:
     def prefetch(self, samples: list[ConversationSample]) -> None:
         for s in samples:
             if s.video not in self.frames:
-                v = self.collator._decode(s)
+                v = self.collator.decode(s)  # the collator has no in-memory cache: one decode
                 self.frames[s.video] = (v.frames.half(), v.timestamps)  # (T, 3, H, W), (T,)
 
     def __call__(self, sample: ConversationSample) -> DecodedVideo:
@@ -192,7 +185,7 @@ def evaluate(model: Any, tok: Any, col: VideoCollator, test: list[ConversationSa
         for s, row in zip(chunk, ids):
             text = tok.decode(row, skip_special_tokens=True)
             pred = from_answer_units(first_interval(text), args.answers, float(s.meta["duration"]))
-            scores.append(iou(pred, tuple(s.meta["timestamps"])))
+            scores.append(temporal_iou(pred, tuple(s.meta["timestamps"])))
     n = len(scores)
     return {"mIoU": sum(scores) / n, "R1@0.3": sum(x >= 0.3 for x in scores) / n,
             "R1@0.5": sum(x >= 0.5 for x in scores) / n, "n": n}  # fmt: skip
