@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from vidtempo.data.samples import ConversationSample
 from vidtempo.eval.metrics import temporal_iou
 from vidtempo.eval.scorers import first_interval
 from vidtempo.models.build import build_video_llm
+from vidtempo.models.video_llm import IGNORE_INDEX, VIDEO_TOKEN_INDEX
 from vidtempo.synth.dataset import SynthConversations
 from vidtempo.synth.generate import Manifest, generate
 from vidtempo.training.build import build_tokenizer
@@ -88,7 +90,7 @@ class Clips:
 
     def __init__(self, collator: VideoCollator, manifest: Manifest, oracle_dim: int | None) -> None:
         self.collator = collator
-        self.scripts = manifest.scripts() if oracle_dim else {}
+        self.scripts = manifest.scripts()
         self.names = sorted({o.name for s in self.scripts.values() for o in s.objects})
         self.oracle_dim = oracle_dim
         self.frames: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -136,8 +138,55 @@ def batch_inputs(
     return kw
 
 
-def train(model: Any, col: VideoCollator, data: list[ConversationSample], args: argparse.Namespace) -> dict:
-    params = [p for p in model.parameters() if p.requires_grad]
+QUESTION = re.compile(r"When is the (.+) visible\?")
+
+
+def saliency_targets(sample: ConversationSample, clips: Clips, times: list[float]) -> torch.Tensor:
+    """(T,) 1.0 where the object the grounding question names is on screen at each frame time."""
+    name = QUESTION.search(sample.messages[0]["content"])
+    if name is None:
+        raise ValueError(f"{sample.id}: not a single grounding question; saliency needs one per sample")
+    obj = next(o for o in clips.scripts[Path(sample.video).stem].objects if o.name == name.group(1))
+    return torch.tensor([float(obj.visible(t)) for t in times])
+
+
+def lm_and_saliency_loss(
+    model: Any, head: torch.nn.Module, kw: dict, batch: list[ConversationSample], clips: Clips
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token loss plus a per-frame "is the named object here?" BCE on the LLM's last hidden states at
+    the video positions (a Moment-DETR-style saliency loss). The video must come after the question."""
+    labels = kw["labels"]
+    video = model._video(kw["frames"], kw["frame_mask"], kw["timestamps"], None, None, kw["queries"],
+                         kw.get("features"), kw.get("grid"))  # fmt: skip
+    embeds, mask, labels, n_video = model.splice(kw["input_ids"], kw["attention_mask"], video, labels)
+    out = model.llm.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
+    lm = torch.nn.functional.cross_entropy(
+        out.logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+    )
+    logits, targets = [], []
+    for i, sample in enumerate(batch):
+        ids = kw["input_ids"][i][kw["attention_mask"][i].bool()]
+        start, n, t = (
+            int((ids == VIDEO_TOKEN_INDEX).nonzero()[0]),
+            int(n_video[i]),
+            int(kw["frame_mask"][i].sum()),
+        )
+        if n % t:
+            raise ValueError(
+                f"saliency needs a whole number of tokens per frame, got {n} tokens for {t} frames"
+            )
+        frame_logits = head(out.hidden_states[-1][i, start : start + n]).reshape(t, n // t).mean(1)  # (T,)
+        logits.append(frame_logits)
+        targets.append(saliency_targets(sample, clips, kw["timestamps"][i][:t].tolist()))
+    sal = torch.nn.functional.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(targets))
+    return lm, sal
+
+
+def train(
+    model: Any, col: VideoCollator, data: list[ConversationSample], args: argparse.Namespace, clips: Clips
+) -> dict:
+    head = torch.nn.Linear(model.llm.model.config.hidden_size, 1)
+    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     warm = min(30, args.steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -151,8 +200,12 @@ def train(model: Any, col: VideoCollator, data: list[ConversationSample], args: 
             rng.shuffle(order)
         batch = [data[order.pop()] for _ in range(args.batch_size)]
         kw = batch_inputs(col, batch, args.features == "oracle", True, args.time == "relative")
-        loss = model(**kw).loss
-        loss.backward()
+        if args.saliency_weight:
+            loss, sal = lm_and_saliency_loss(model, head, kw, batch, clips)
+            (loss + args.saliency_weight * sal).backward()
+        else:
+            loss = model(**kw).loss
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad()
@@ -209,6 +262,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--time", choices=("absolute", "relative"), default="absolute", help="time-embedding input"
     )
     p.add_argument("--template", choices=("recipe", "plain"), default="recipe", help="chat template")
+    p.add_argument(
+        "--saliency-weight",
+        type=float,
+        default=0.0,
+        help="add a per-frame 'is the named object here?' loss (needs video_position=after_text)",
+    )
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -229,6 +288,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not (root / "manifest.json").is_file():
         generate(root, num_videos=args.generate, seed=1, max_duration=args.max_duration)
     plain = OmegaConf.to_container(load_recipe(args.recipe, args.overrides), resolve=True)
+    if args.saliency_weight and (
+        args.multi_turn or plain["data"]["collator"].get("video_position") != "after_text"
+    ):
+        raise SystemExit(
+            "--saliency-weight needs single-turn samples and +data.collator.video_position=after_text"
+        )
     tok, model = build_tokenizer(plain, args.recipe), build_video_llm(plain["model"])
     if args.template == "plain":
         tok.chat_template = PLAIN_TEMPLATE
@@ -248,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{len(train_set)} training conversations, {len(test)} test queries; decoded in {time.time() - start:.0f} s"
     )
     record: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("root", "threads")}
-    record |= train(model, make_collator(tok, cc, clips, False), train_set, args)
+    record |= train(model, make_collator(tok, cc, clips, False), train_set, args, clips)
     gen = make_collator(tok, cc, clips, True)
     record["scores"] = {
         c: evaluate(model, tok, gen, test, c, oracle_dim is not None, args) for c in CONDITIONS
