@@ -42,7 +42,7 @@ from vidtempo.data.samples import ConversationSample
 from vidtempo.eval.metrics import temporal_iou
 from vidtempo.eval.scorers import first_interval
 from vidtempo.models.build import build_video_llm
-from vidtempo.models.video_llm import IGNORE_INDEX, VIDEO_TOKEN_INDEX
+from vidtempo.models.video_llm import VIDEO_TOKEN_INDEX
 from vidtempo.synth.dataset import SynthConversations
 from vidtempo.synth.generate import Manifest, generate
 from vidtempo.training.build import build_tokenizer
@@ -155,14 +155,8 @@ def lm_and_saliency_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token loss plus a per-frame "is the named object here?" BCE on the LLM's last hidden states at
     the video positions (a Moment-DETR-style saliency loss). The video must come after the question."""
-    labels = kw["labels"]
-    video = model._video(kw["frames"], kw["frame_mask"], kw["timestamps"], None, None, kw["queries"],
-                         kw.get("features"), kw.get("grid"))  # fmt: skip
-    embeds, mask, labels, n_video = model.splice(kw["input_ids"], kw["attention_mask"], video, labels)
-    out = model.llm.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
-    lm = torch.nn.functional.cross_entropy(
-        out.logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
-    )
+    out = model(**kw, output_hidden_states=True)  # last_hidden_state (B, L', H)
+    n_video = out.num_video_tokens
     logits, targets = [], []
     for i, sample in enumerate(batch):
         ids = kw["input_ids"][i][kw["attention_mask"][i].bool()]
@@ -175,11 +169,11 @@ def lm_and_saliency_loss(
             raise ValueError(
                 f"saliency needs a whole number of tokens per frame, got {n} tokens for {t} frames"
             )
-        frame_logits = head(out.hidden_states[-1][i, start : start + n]).reshape(t, n // t).mean(1)  # (T,)
+        frame_logits = head(out.last_hidden_state[i, start : start + n]).reshape(t, n // t).mean(1)  # (T,)
         logits.append(frame_logits)
         targets.append(saliency_targets(sample, clips, kw["timestamps"][i][:t].tolist()))
     sal = torch.nn.functional.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(targets))
-    return lm, sal
+    return out.loss, sal
 
 
 def train(

@@ -167,3 +167,16 @@ def test_video_position_after_text_puts_the_placeholder_after_the_question(token
     assert [t for t in labels if t != IGNORE_INDEX] == [t for t in keep_labels if t != IGNORE_INDEX]
     with pytest.raises(ValueError, match="video_position"):
         ChatEncoder(tokenizer, video_position="middle")
+
+
+def test_output_hidden_states_gives_the_final_states_aligned_with_the_logits(tokenizer):
+    torch.manual_seed(0)
+    model = build_video_llm(node()).eval()
+    b = batch(tokenizer)
+    plain, full = model(**b), model(**b, output_hidden_states=True)
+    assert plain.last_hidden_state is None
+    assert full.last_hidden_state.shape == (*full.logits.shape[:2], model.llm.hidden_size)
+    assert torch.equal(full.logits, plain.logits) and torch.equal(full.loss, plain.loss)
+    # the logits are the LM head applied to exactly these states
+    head = model.llm.model.get_output_embeddings()
+    torch.testing.assert_close(head(full.last_hidden_state), full.logits)

@@ -62,6 +62,9 @@ class VideoLLMOutput:
         labels: (B, L') with video positions set to IGNORE_INDEX.
         attention_mask: (B, L').
         num_video_tokens: (B,) video tokens spliced per sample.
+        info: compressor diagnostics.
+        last_hidden_state: (B, L', H) final-layer states, only with ``forward(output_hidden_states=True)``
+            (e.g. for an auxiliary per-frame head on the video positions).
     """
 
     loss: torch.Tensor | None
@@ -70,6 +73,7 @@ class VideoLLMOutput:
     attention_mask: torch.Tensor
     num_video_tokens: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
+    last_hidden_state: torch.Tensor | None = None
 
 
 class VideoLLM(nn.Module):
@@ -270,11 +274,13 @@ class VideoLLM(nn.Module):
         queries: list[str] | None = None,
         features: torch.Tensor | None = None,
         grid: tuple[int, int] | None = None,
+        output_hidden_states: bool = False,
     ) -> VideoLLMOutput:
         """Teacher-forced forward. Shapes: input_ids (B, L), frames (B, T, 3, H, W) or features (B, T, P, D)."""
         video = self._video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid)
         embeds, mask, spliced_labels, n_video = self.splice(input_ids, attention_mask, video, labels)
-        out = self.llm(inputs_embeds=embeds, attention_mask=mask)
+        extra = {"output_hidden_states": True} if output_hidden_states else {}
+        out = self.llm(inputs_embeds=embeds, attention_mask=mask, **extra)
         logits = out.logits
         loss = None
         if spliced_labels is not None:
@@ -282,7 +288,8 @@ class VideoLLM(nn.Module):
                 logits[:, :-1].flatten(0, 1).float(), spliced_labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
             )
         info = dict(video.info or {}) if video is not None else {}
-        return VideoLLMOutput(loss, logits, spliced_labels, mask, n_video, info)
+        last = out.hidden_states[-1] if output_hidden_states else None
+        return VideoLLMOutput(loss, logits, spliced_labels, mask, n_video, info, last)
 
     def _video(
         self, frames: torch.Tensor | None, frame_mask: torch.Tensor | None, timestamps: torch.Tensor | None,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from vidtempo.data.samples import ConversationSample
+from vidtempo.data.samples import VIDEO_PLACEHOLDER, ConversationSample
 
 
 class SynthConversations(Dataset):
@@ -83,7 +83,7 @@ def group_by_video(samples: list[ConversationSample]) -> list[ConversationSample
     for group in by_video.values():
         messages = list(group[0].messages)
         for s in group[1:]:
-            messages += [{**m, "content": m["content"].replace("<video>\n", "").replace("<video>", "")}
+            messages += [{**m, "content": m["content"].replace(f"{VIDEO_PLACEHOLDER}\n", "").replace(VIDEO_PLACEHOLDER, "")}
                          for m in s.messages]  # fmt: skip
         merged.append(
             dataclasses.replace(group[0], messages=messages, meta={**group[0].meta, "turns": len(group)})
