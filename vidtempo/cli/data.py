@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -32,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--splits", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VAL", "TEST"),
                    help="split ratios by video (default 0.8 0.1 0.1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--workers", type=int, default=1,
+                   help="rendering processes, 0 = one per CPU core (same files for any value; default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         m = generate(args.out, args.num_videos, args.seed, size=args.size, fps=args.fps,
                      min_duration=args.min_duration, max_duration=args.max_duration,
-                     splits=tuple(args.splits), progress=not args.no_progress)
+                     splits=tuple(args.splits), progress=not args.no_progress,
+                     workers=args.workers or os.cpu_count() or 1)
     except (ValueError, RenderError) as err:
         print(f"vidtempo data synth: error: {err}", file=sys.stderr)
         return 2

@@ -52,6 +52,9 @@ class VideoTextBatch:
         queries: first user turn of each sample (for query-aware compressors).
         ids: sample ids. skipped: samples left out of this batch.
         features: (B, T, P, D) cached encoder features (then ``frames`` is None) and their patch ``grid``.
+        frame_targets: (B, T) float, only with ``VideoCollator(frame_targets=True)``: 1.0 where a frame's time
+            lies inside the sample's annotated interval(s) (``meta["timestamps"]``), 0.0 outside, NaN for
+            padded frames and for samples without one single-question interval annotation.
     """
 
     input_ids: torch.Tensor
@@ -68,6 +71,7 @@ class VideoTextBatch:
     meta: list[dict[str, Any]] = field(default_factory=list)
     features: torch.Tensor | None = None
     grid: tuple[int, int] | None = None
+    frame_targets: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -116,6 +120,8 @@ class VideoCollator:
             this encoder (``encoder_id``, injected by the trainer), the batch carries features, not frames.
         video_position: ``keep`` the ``<video>`` placeholder where the data puts it, or move it ``after_text``
             of its turn (question first, so the video tokens can attend to it).
+        frame_targets: also emit ``batch.frame_targets`` (per-frame "inside the annotated moment?" labels,
+            the targets of the SFT saliency loss, see ``vidtempo.training.saliency``).
     """
 
     def __init__(
@@ -136,6 +142,7 @@ class VideoCollator:
         feature_cache: str | None = None,
         encoder_id: str | None = None,
         video_position: str = "keep",
+        frame_targets: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.chat = ChatEncoder(tokenizer, system_prompt=system_prompt, max_text_tokens=max_text_tokens,
@@ -150,6 +157,7 @@ class VideoCollator:
         self._cache: OrderedDict[tuple, DecodedVideo] = OrderedDict()
         self.feature_cache = feature_cache
         self.encoder_id = encoder_id
+        self.frame_targets = frame_targets
         if feature_cache and not encoder_id:
             raise ValueError("feature_cache needs the encoder_id of the frozen vision encoder")
 
@@ -252,11 +260,14 @@ class VideoCollator:
             labels[i, : len(lab)] = torch.tensor(lab)
         frames, frame_mask, times = self._pad_frames([k[1] for k in kept])
         audio, audio_len = self._pad_audio([k[1] for k in kept]) if self.audio else (None, None)
+        targets = None
+        if self.frame_targets and times is not None:
+            targets = interval_targets([k[0] for k in kept], times, frame_mask)
         return VideoTextBatch(
             input_ids=input_ids, attention_mask=attention, labels=labels, frames=frames,
             frame_mask=frame_mask, timestamps=times, audio=audio, audio_lengths=audio_len,
             queries=[first_user_text(k[0].messages) for k in kept], ids=[k[0].id for k in kept],
-            skipped=skipped, meta=[k[0].meta for k in kept],
+            skipped=skipped, meta=[k[0].meta for k in kept], frame_targets=targets,
         )  # fmt: skip
 
     def _pad_frames(self, videos: list[DecodedVideo | None]) -> tuple[Any, Any, Any]:
@@ -281,6 +292,37 @@ class VideoCollator:
         for i, w in enumerate(waves):
             out[i, : len(w)] = w
         return out, lengths
+
+
+def sample_intervals(sample: ConversationSample) -> list[tuple[float, float]] | None:
+    """The annotated moment(s) of a single-question sample from ``meta["timestamps"]`` (``[s, e]`` or
+    ``[[s, e], ...]``, seconds); None when the sample has none or merges several questions (``turns``)."""
+    raw = sample.meta.get("timestamps")
+    if not raw or int(sample.meta.get("turns", 1)) != 1:
+        return None
+    pairs = [raw] if not isinstance(raw[0], (list, tuple)) else raw
+    try:
+        return [(float(a), float(b)) for a, b in pairs]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"sample {sample.id}: meta.timestamps must be [start, end] or a list of them, "
+                         f"got {raw!r}") from err  # fmt: skip
+
+
+def interval_targets(
+    samples: list[ConversationSample], times: torch.Tensor, frame_mask: torch.Tensor
+) -> torch.Tensor:
+    """(B, T) 1.0 for frames whose time is inside the sample's interval(s), 0.0 outside, NaN when unknown."""
+    out = torch.full(times.shape, float("nan"))
+    for i, sample in enumerate(samples):
+        intervals = sample_intervals(sample)
+        if intervals is None:
+            continue
+        inside = torch.zeros(times.shape[1], dtype=torch.bool)
+        for a, b in intervals:
+            inside |= (times[i] >= a) & (times[i] < b)
+        out[i] = inside.float()
+        out[i, ~frame_mask[i]] = float("nan")
+    return out
 
 
 def as_conversation(sample: Any) -> ConversationSample:

@@ -339,6 +339,26 @@ class VideoLLM(nn.Module):
         return counts
 
 
+def video_spans(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, num_video_tokens: torch.Tensor
+) -> list[tuple[int, int]]:
+    """(start, length) of each row's video tokens in the spliced, right-padded sequence that ``forward``
+    returns (``logits`` / ``last_hidden_state``); (0, 0) for a row without video.
+
+    Example:
+        >>> ids = torch.tensor([[1, 2, VIDEO_TOKEN_INDEX, 3], [0, VIDEO_TOKEN_INDEX, 4, 0]])
+        >>> video_spans(ids, torch.tensor([[1, 1, 1, 1], [0, 1, 1, 0]]), torch.tensor([5, 2]))
+        [(2, 5), (0, 2)]
+    """
+    spans = []
+    for i in range(input_ids.shape[0]):
+        kept = input_ids[i][attention_mask[i].bool()]
+        where = (kept == VIDEO_TOKEN_INDEX).nonzero().flatten()
+        n = int(num_video_tokens[i])
+        spans.append((int(where[0]), n) if len(where) and n else (0, 0))
+    return spans
+
+
 def _pad_rows(
     rows: list[torch.Tensor], labels: list[torch.Tensor] | None, side: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

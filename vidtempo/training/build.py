@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from vidtempo.config.errors import RecipeError
 from vidtempo.config.instantiate import instantiate
 from vidtempo.data.collate import VideoCollator
 
@@ -132,7 +133,23 @@ def build_trainer(stage: dict[str, Any], stage_dir: Path, recipe_yaml: str | Non
 
 def build_objective(stage: dict[str, Any], model: Any, recipe: str, prefix: str) -> L.LightningModule:
     data = stage.get("data") or {}
+    check_saliency(stage["objective"], data.get("collator") or {}, recipe, prefix)
     return instantiate(
         stage["objective"], key=f"{prefix}objective", recipe=recipe, model=model, optim=stage["optim"],
         max_skip_fraction=float(data.get("max_skip_fraction", 0.1)),
     )  # fmt: skip
+
+
+def check_saliency(objective: dict[str, Any], collator: dict[str, Any], recipe: str, prefix: str) -> None:
+    """The saliency loss needs per-frame targets and the video after the question (else it cannot know
+    what to look for): say so before any training starts."""
+    if not float(objective.get("saliency_weight", 0) or 0):
+        return
+    if not collator.get("frame_targets"):
+        raise RecipeError("saliency_weight > 0 needs data.collator.frame_targets: true",
+                          recipe=recipe, key=f"{prefix}objective.saliency_weight")  # fmt: skip
+    if collator.get("video_position", "keep") != "after_text":
+        raise RecipeError(
+            "saliency_weight > 0 needs data.collator.video_position: after_text (the video tokens must see "
+            "the question)", recipe=recipe, key=f"{prefix}objective.saliency_weight",
+        )  # fmt: skip

@@ -47,10 +47,16 @@ class OptimSettings:
     grad_clip: float = 1.0
 
 
-def param_groups(model: nn.Module, settings: OptimSettings) -> list[dict[str, Any]]:
-    """Trainable parameters grouped by (part, decay)."""
+def param_groups(
+    model: nn.Module, settings: OptimSettings, extra: dict[str, nn.Module] | None = None
+) -> list[dict[str, Any]]:
+    """Trainable parameters grouped by (part, decay); ``extra`` adds objective-owned modules (e.g. an
+    auxiliary head) as parts of their own name."""
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
+    named = list(model.named_parameters())
+    for prefix, module in (extra or {}).items():
+        named += [(f"{prefix}.{n}", p) for n, p in module.named_parameters()]
+    for name, param in named:
         if not param.requires_grad:
             continue
         part = name.split(".", 1)[0]
@@ -91,9 +97,9 @@ def lr_lambda(settings: OptimSettings, total_steps: int) -> Any:
 
 
 def build_optimizer(
-    model: nn.Module, settings: OptimSettings, total_steps: int
+    model: nn.Module, settings: OptimSettings, total_steps: int, extra: dict[str, nn.Module] | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    groups = param_groups(model, settings)
+    groups = param_groups(model, settings, extra)
     if not groups:
         raise ValueError("no trainable parameters: check the recipe's model.trainable plan")
     if settings.name == "adamw":
@@ -105,8 +111,10 @@ def build_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings, total_steps))
 
 
-def lightning_optimizers(model: nn.Module, settings: OptimSettings, trainer: Any) -> dict[str, Any]:
+def lightning_optimizers(
+    model: nn.Module, settings: OptimSettings, trainer: Any, extra: dict[str, nn.Module] | None = None
+) -> dict[str, Any]:
     """``configure_optimizers`` return value shared by every objective: per-step schedule over the run."""
     total = max(1, int(trainer.estimated_stepping_batches))
-    optimizer, scheduler = build_optimizer(model, settings, total)
+    optimizer, scheduler = build_optimizer(model, settings, total, extra)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,102 @@
+"""The per-frame saliency loss: targets from annotated intervals, the loss itself, and SFT training with it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vidtempo.config.errors import RecipeError
+from vidtempo.data.collate import interval_targets, sample_intervals
+from vidtempo.data.samples import ConversationSample
+from vidtempo.models.compressors.pooling import SpatialPoolCompressor
+from vidtempo.models.encoders.presets import tiny_vision_encoder
+from vidtempo.models.llms.presets import tiny_llm
+from vidtempo.models.video_llm import VIDEO_TOKEN_INDEX, VideoLLM, video_spans
+from vidtempo.training.build import check_saliency
+from vidtempo.training.optim import OptimSettings
+from vidtempo.training.saliency import FrameSaliencyLoss
+from vidtempo.training.sft import SFTModule
+
+
+def sample(meta: dict) -> ConversationSample:
+    return ConversationSample(video=None, messages=[{"role": "user", "content": "q"}], id="s", meta=meta)
+
+
+def test_intervals_from_synth_and_charades_style_meta_and_none_for_merged_or_missing():
+    assert sample_intervals(sample({"timestamps": [1.0, 2.5]})) == [(1.0, 2.5)]
+    assert sample_intervals(sample({"timestamps": [[0, 1], [3, 4]]})) == [(0.0, 1.0), (3.0, 4.0)]
+    assert sample_intervals(sample({"timestamps": [1.0, 2.5], "turns": 3})) is None  # several questions
+    assert sample_intervals(sample({})) is None
+    with pytest.raises(ValueError, match="meta.timestamps"):
+        sample_intervals(sample({"timestamps": ["a", "b"]}))
+
+
+def test_interval_targets_mark_inside_frames_and_nan_for_padding_and_unknown():
+    times = torch.tensor([[0.5, 1.5, 2.5, 3.5], [0.5, 1.5, 2.5, 0.0], [0.5, 1.5, 2.5, 3.5]])
+    mask = torch.tensor([[True] * 4, [True, True, True, False], [True] * 4])
+    out = interval_targets([sample({"timestamps": [1.0, 3.0]}), sample({"timestamps": [[0, 1]]}), sample({})],
+                           times, mask)  # fmt: skip
+    assert out[0].tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert out[1, :3].tolist() == [1.0, 0.0, 0.0] and math.isnan(out[1, 3])
+    assert torch.isnan(out[2]).all()
+
+
+def test_video_spans_with_left_padding_and_rows_without_video():
+    ids = torch.tensor([[0, 0, 4, VIDEO_TOKEN_INDEX, 5], [4, 5, 6, 7, 8]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert video_spans(ids, mask, torch.tensor([6, 0])) == [(1, 6), (0, 0)]
+
+
+def test_saliency_loss_skips_rows_without_targets_and_needs_equal_tokens_per_frame():
+    loss_fn = FrameSaliencyLoss(hidden_size=4)
+    hidden = torch.randn(2, 7, 4, requires_grad=True)
+    ids = torch.tensor([[1, VIDEO_TOKEN_INDEX, 2], [1, VIDEO_TOKEN_INDEX, 2]])
+    frame_mask = torch.ones(2, 2, dtype=torch.bool)
+    targets = torch.tensor([[1.0, 0.0], [float("nan"), float("nan")]])
+    loss = loss_fn(hidden, ids, torch.ones_like(ids), torch.tensor([4, 4]), frame_mask, targets)
+    loss.backward()
+    assert hidden.grad[0, 1:5].abs().sum() > 0  # the video positions of row 0 get gradient
+    assert hidden.grad[1].abs().sum() == 0 and hidden.grad[0, [0, 5, 6]].abs().sum() == 0
+    with pytest.raises(ValueError, match="same number of video tokens per frame"):
+        loss_fn(hidden, ids, torch.ones_like(ids), torch.tensor([3, 3]), frame_mask, targets)
+    none = loss_fn(hidden, ids, torch.ones_like(ids), torch.tensor([4, 4]), frame_mask, torch.full_like(targets, float("nan")))
+    assert none.item() == 0.0 and none.requires_grad
+
+
+def tiny_model() -> VideoLLM:
+    enc = tiny_vision_encoder()
+    return VideoLLM(vision_encoder=enc, compressor=SpatialPoolCompressor(enc.out_dim, stride=4), llm=tiny_llm(),
+                    trainable={"vision_encoder": True, "llm": True})  # fmt: skip
+
+
+def test_sft_with_saliency_learns_per_frame_targets_through_the_llm():
+    """Frames are bright or dark; the target is "bright". Only the head, the LLM and the encoder can
+    carry that to the per-frame score: the saliency loss must fall well below chance (ln 2)."""
+    torch.manual_seed(0)
+    module = SFTModule(tiny_model(), OptimSettings(lr=3e-3), saliency_weight=1.0)
+    opt = torch.optim.AdamW(list(module.model.parameters()) + list(module.saliency.parameters()), lr=3e-3)
+    ids = torch.tensor([[3, 4, VIDEO_TOKEN_INDEX, 5]] * 4)
+    first = last = None
+    for _ in range(60):
+        bright = torch.rand(4, 6) > 0.5  # (B, T)
+        frames = torch.rand(4, 6, 3, 32, 32) * 0.2 + bright[..., None, None, None] * 0.8
+        out = module.model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clamp(min=0),
+                           frames=frames, output_hidden_states=True)  # fmt: skip
+        sal = module.saliency(out.last_hidden_state, ids, torch.ones_like(ids), out.num_video_tokens,
+                              torch.ones(4, 6, dtype=torch.bool), bright.float())  # fmt: skip
+        (out.loss + sal).backward()
+        opt.step()
+        opt.zero_grad()
+        first = sal.item() if first is None else first
+        last = sal.item()
+    assert first > 0.5 and last < 0.2
+
+
+def test_check_saliency_names_the_missing_collator_setting():
+    check_saliency({"_target_": "sft"}, {}, "r.yaml", "")  # off: nothing needed
+    with pytest.raises(RecipeError, match="frame_targets"):
+        check_saliency({"saliency_weight": 1.0}, {"video_position": "after_text"}, "r.yaml", "")
+    with pytest.raises(RecipeError, match="video_position: after_text"):
+        check_saliency({"saliency_weight": 1.0}, {"frame_targets": True}, "r.yaml", "")

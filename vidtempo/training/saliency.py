@@ -1,0 +1,88 @@
+"""Per-frame saliency loss: "is the moment the question asks about on screen in this frame?"
+
+A linear head reads the LLM's last hidden state at each video position, and a binary cross-entropy compares
+its per-frame score with the annotated interval (``batch.frame_targets``, from ``meta["timestamps"]``). This
+is the saliency objective of Moment-DETR / UniVTG (per-clip "inside the query's window" scores), added to
+the next-token loss. It gives every frame a direct gradient towards "find the named thing at this time",
+which the digits of a text answer give only weakly. On TempoSynth it is what makes a tiny from-scratch
+model ground (docs/benchmarks/synth.md).
+
+The video tokens must be able to see the question: put the video after it
+(``data.collator.video_position: after_text``); otherwise the head cannot know what to look for.
+
+Example:
+    >>> import torch
+    >>> loss_fn = FrameSaliencyLoss(hidden_size=8)
+    >>> hidden = torch.randn(1, 6, 8)                     # (B, L', H): 2 text tokens, 4 video tokens
+    >>> ids = torch.tensor([[5, -200, 6]])                # placeholder at position 1
+    >>> targets = torch.tensor([[0.0, 1.0, 1.0, 0.0]])    # (B, T): 4 frames, 1 token each
+    >>> loss = loss_fn(hidden, ids, torch.ones_like(ids), torch.tensor([4]),
+    ...                torch.ones(1, 4, dtype=torch.bool), targets)
+    >>> loss.ndim
+    0
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vidtempo.models.video_llm import video_spans
+
+
+class FrameSaliencyLoss(nn.Module):
+    """BCE between a linear head's per-frame score and per-frame targets.
+
+    Each frame's score is the mean of the head over that frame's tokens, so the compressor must give every
+    frame the same number of tokens (``pool`` does; TDC's static frames do not and raise ``ValueError``).
+
+    Args:
+        hidden_size: the LLM's hidden size.
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(hidden_size, 1)
+
+    def frame_scores(
+        self, hidden: torch.Tensor, span: tuple[int, int], num_frames: int
+    ) -> torch.Tensor:
+        """(T,) logits of one row from its video positions ``hidden[start:start + n]`` (n, H)."""
+        start, n = span
+        if num_frames == 0 or n % num_frames:
+            raise ValueError(
+                f"the saliency loss needs the same number of video tokens per frame, got {n} tokens for "
+                f"{num_frames} frames; use a compressor with a fixed number of tokens per frame (e.g. pool)"
+            )
+        per_token = self.head(hidden[start : start + n]).squeeze(-1)  # (n,)
+        return per_token.reshape(num_frames, n // num_frames).mean(1)  # (T,)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        num_video_tokens: torch.Tensor,
+        frame_mask: torch.Tensor,
+        frame_targets: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean BCE over the frames that have a target (0 with no such frame, still connected to the graph).
+
+        Shapes: hidden (B, L', H) from ``VideoLLM.forward(output_hidden_states=True)``; input_ids and
+        attention_mask (B, L) before splicing; num_video_tokens (B,); frame_mask and frame_targets (B, T).
+        """
+        logits, targets = [], []
+        spans = video_spans(input_ids, attention_mask, num_video_tokens)
+        for i, span in enumerate(spans):
+            row = frame_targets[i][frame_mask[i]]  # (T_i,)
+            if span[1] == 0 or torch.isnan(row).all():
+                continue
+            scores = self.frame_scores(hidden[i], span, int(frame_mask[i].sum()))
+            known = ~torch.isnan(row)
+            logits.append(scores[known])
+            targets.append(row[known])
+        if not logits:
+            return self.head.weight.sum() * 0.0
+        return nn.functional.binary_cross_entropy_with_logits(
+            torch.cat(logits).float(), torch.cat(targets).to(hidden.device).float()
+        )
