@@ -61,6 +61,7 @@ def test_tiny_recipe_runs_a_few_steps(recipe: Path, tmp_path, video_dir):
     cfg = load_recipe(recipe, [f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2"])
     cfg.trainer.pop("val_check_interval", None)
     cfg.trainer.pop("max_time", None)
+    cfg.trainer.log_every_n_steps = 1
     for stage in cfg.get("stages") or []:
         if "trainer" in stage:
             stage.trainer.max_steps = 2
@@ -70,3 +71,6 @@ def test_tiny_recipe_runs_a_few_steps(recipe: Path, tmp_path, video_dir):
             node.root, node.num_videos, node.max_duration = str(tmp_path / "synth"), 10, 8
     final = train(cfg)
     assert (final / "model.safetensors").is_file()
+    if (cfg.get("objective") or {}).get("saliency_weight"):  # the auxiliary loss is trained and logged
+        logged = (final.parent / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+        assert "train/saliency_loss" in logged and "train/lm_loss" in logged

@@ -18,5 +18,20 @@ def test_collator_targets_agree_with_the_synth_script(small_set, tokenizer):
         name = s.messages[0]["content"].split("When is the ")[1].split(" visible")[0]
         obj = next(o for o in scripts[Path(s.video).stem].objects if o.name == name)
         expected = [float(obj.visible(t)) for t in batch.timestamps[i][batch.frame_mask[i]].tolist()]
-        assert batch.frame_targets[i][batch.frame_mask[i]].tolist() == expected
+        assert batch.frame_targets[i, :, 0][batch.frame_mask[i]].tolist() == expected
     assert VideoCollator(tokenizer, num_frames=8, frame_size=32)(samples).frame_targets is None
+
+
+def test_option_targets_follow_the_objects_the_options_name(small_set, tokenizer):
+    """An ordering item: slot k is 1 exactly where the object of option k is on screen."""
+    samples = SynthConversations(str(small_set.root), "train", tasks=["order", "count"]).samples
+    order = next(s for s in samples if s.meta["task"] == "order")
+    count = next(s for s in samples if s.meta["task"] == "count")
+    assert "option_timestamps" not in count.meta  # numbers name no moment
+    batch = VideoCollator(tokenizer, num_frames=8, frame_size=32, frame_targets=True)([order, count])
+    objects = {f"the {o.name}": o for o in small_set.scripts()[Path(order.video).stem].objects}
+    options = [line[3:] for line in order.messages[0]["content"].splitlines() if line[:3] in ("A. ", "B. ", "C. ", "D. ")]
+    times = batch.timestamps[0].tolist()
+    for k, text in enumerate(options, start=1):
+        assert batch.frame_targets[0, :, k].tolist() == [float(objects[text].visible(t)) for t in times]
+    assert batch.frame_targets[0, :, 0].isnan().all() and batch.frame_targets[1].isnan().all()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from vidtempo.config.errors import RecipeError
-from vidtempo.data.collate import interval_targets, sample_intervals
+from vidtempo.data.collate import FRAME_TARGET_SLOTS, interval_targets, option_intervals, sample_intervals
 from vidtempo.data.samples import ConversationSample
 from vidtempo.models.compressors.pooling import SpatialPoolCompressor
 from vidtempo.models.encoders.presets import tiny_vision_encoder
@@ -36,11 +34,17 @@ def test_intervals_from_synth_and_charades_style_meta_and_none_for_merged_or_mis
 def test_interval_targets_mark_inside_frames_and_nan_for_padding_and_unknown():
     times = torch.tensor([[0.5, 1.5, 2.5, 3.5], [0.5, 1.5, 2.5, 0.0], [0.5, 1.5, 2.5, 3.5]])
     mask = torch.tensor([[True] * 4, [True, True, True, False], [True] * 4])
-    out = interval_targets([sample({"timestamps": [1.0, 3.0]}), sample({"timestamps": [[0, 1]]}), sample({})],
+    options = {"option_timestamps": [[0, 1], None, [[1, 2], [3, 4]], [2, 3]]}
+    out = interval_targets([sample({"timestamps": [1.0, 3.0]}), sample({"timestamps": [[0, 1]]}), sample(options)],
                            times, mask)  # fmt: skip
-    assert out[0].tolist() == [0.0, 1.0, 1.0, 0.0]
-    assert out[1, :3].tolist() == [1.0, 0.0, 0.0] and math.isnan(out[1, 3])
-    assert torch.isnan(out[2]).all()
+    assert out.shape == (3, 4, FRAME_TARGET_SLOTS)
+    assert out[0, :, 0].tolist() == [0.0, 1.0, 1.0, 0.0] and torch.isnan(out[0, :, 1:]).all()
+    assert out[1, :3, 0].tolist() == [1.0, 0.0, 0.0] and torch.isnan(out[1, 3]).all()
+    assert torch.isnan(out[2, :, 0]).all() and torch.isnan(out[2, :, 2]).all()  # no moment; option B names none
+    assert out[2, :, 1].tolist() == [1.0, 0.0, 0.0, 0.0] and out[2, :, 3].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert out[2, :, 4].tolist() == [0.0, 0.0, 1.0, 0.0] and torch.isnan(out[2, :, 5]).all()
+    merged = sample({**options, "turns": 2})
+    assert option_intervals(merged) == [] and torch.isnan(interval_targets([merged], times[:1], mask[:1])).all()
 
 
 def test_video_spans_with_left_padding_and_rows_without_video():
@@ -50,7 +54,7 @@ def test_video_spans_with_left_padding_and_rows_without_video():
 
 
 def test_saliency_loss_skips_rows_without_targets_and_needs_equal_tokens_per_frame():
-    loss_fn = FrameSaliencyLoss(hidden_size=4)
+    loss_fn = FrameSaliencyLoss(hidden_size=4, slots=1)
     hidden = torch.randn(2, 7, 4, requires_grad=True)
     ids = torch.tensor([[1, VIDEO_TOKEN_INDEX, 2], [1, VIDEO_TOKEN_INDEX, 2]])
     frame_mask = torch.ones(2, 2, dtype=torch.bool)

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     steps = [
         ["data", "synth", "--out", str(data), "--num-videos", str(args.num_videos), "--seed", "0",
-         "--max-duration", "20"],
+         "--max-duration", "20", "--workers", "0"],
         ["train", args.recipe, *overrides],
         ["eval", args.recipe, *overrides, "--checkpoint", str(out / "run" / "0_sft" / "final"),
          "--benchmark", "synth", "--annotations", str(data), "--out", str(out / "eval"),

@@ -52,9 +52,11 @@ class VideoTextBatch:
         queries: first user turn of each sample (for query-aware compressors).
         ids: sample ids. skipped: samples left out of this batch.
         features: (B, T, P, D) cached encoder features (then ``frames`` is None) and their patch ``grid``.
-        frame_targets: (B, T) float, only with ``VideoCollator(frame_targets=True)``: 1.0 where a frame's time
-            lies inside the sample's annotated interval(s) (``meta["timestamps"]``), 0.0 outside, NaN for
-            padded frames and for samples without one single-question interval annotation.
+        frame_targets: (B, T, FRAME_TARGET_SLOTS) float, only with ``VideoCollator(frame_targets=True)``:
+            1.0 where a frame's time lies inside an annotated interval, 0.0 outside, NaN for padded frames
+            and unknown slots. Slot 0: the sample's moment (``meta["timestamps"]``, e.g. a grounding query);
+            slots 1-5: the moment each answer option names (``meta["option_timestamps"]``, e.g. "which of
+            these appears first?"). Multi-question samples (``meta["turns"] > 1``) have none.
     """
 
     input_ids: torch.Tensor
@@ -294,33 +296,54 @@ class VideoCollator:
         return out, lengths
 
 
-def sample_intervals(sample: ConversationSample) -> list[tuple[float, float]] | None:
-    """The annotated moment(s) of a single-question sample from ``meta["timestamps"]`` (``[s, e]`` or
-    ``[[s, e], ...]``, seconds); None when the sample has none or merges several questions (``turns``)."""
-    raw = sample.meta.get("timestamps")
-    if not raw or int(sample.meta.get("turns", 1)) != 1:
+FRAME_TARGET_SLOTS = 6  # slot 0: the sample's moment; slots 1-5: the moments of options A-E
+
+
+def _parse_intervals(raw: Any, sample: ConversationSample, key: str) -> list[tuple[float, float]] | None:
+    if not raw:
         return None
     pairs = [raw] if not isinstance(raw[0], (list, tuple)) else raw
     try:
         return [(float(a), float(b)) for a, b in pairs]
     except (TypeError, ValueError) as err:
-        raise ValueError(f"sample {sample.id}: meta.timestamps must be [start, end] or a list of them, "
+        raise ValueError(f"sample {sample.id}: meta.{key} must be [start, end] or a list of them, "
                          f"got {raw!r}") from err  # fmt: skip
+
+
+def sample_intervals(sample: ConversationSample) -> list[tuple[float, float]] | None:
+    """The annotated moment(s) of a single-question sample from ``meta["timestamps"]`` (``[s, e]`` or
+    ``[[s, e], ...]``, seconds); None when the sample has none or merges several questions (``turns``)."""
+    if int(sample.meta.get("turns", 1)) != 1:
+        return None
+    return _parse_intervals(sample.meta.get("timestamps"), sample, "timestamps")
+
+
+def option_intervals(sample: ConversationSample) -> list[list[tuple[float, float]] | None]:
+    """Per answer option, the moment(s) it names (``meta["option_timestamps"]``, one entry per option, None
+    for an option that names no moment); [] when the sample has none or merges several questions."""
+    raw = sample.meta.get("option_timestamps")
+    if not raw or int(sample.meta.get("turns", 1)) != 1:
+        return []
+    if len(raw) > FRAME_TARGET_SLOTS - 1:
+        raise ValueError(f"sample {sample.id}: {len(raw)} option_timestamps, at most {FRAME_TARGET_SLOTS - 1}")
+    return [_parse_intervals(r, sample, f"option_timestamps[{k}]") for k, r in enumerate(raw)]
 
 
 def interval_targets(
     samples: list[ConversationSample], times: torch.Tensor, frame_mask: torch.Tensor
 ) -> torch.Tensor:
-    """(B, T) 1.0 for frames whose time is inside the sample's interval(s), 0.0 outside, NaN when unknown."""
-    out = torch.full(times.shape, float("nan"))
+    """(B, T, FRAME_TARGET_SLOTS): 1.0 for frames whose time is inside the slot's interval(s), 0.0 outside,
+    NaN when unknown. Slot 0 is the sample's moment, slot k the moment of option k (A = 1)."""
+    out = torch.full((*times.shape, FRAME_TARGET_SLOTS), float("nan"))
     for i, sample in enumerate(samples):
-        intervals = sample_intervals(sample)
-        if intervals is None:
-            continue
-        inside = torch.zeros(times.shape[1], dtype=torch.bool)
-        for a, b in intervals:
-            inside |= (times[i] >= a) & (times[i] < b)
-        out[i] = inside.float()
+        slots = [sample_intervals(sample), *option_intervals(sample)]
+        for k, intervals in enumerate(slots):
+            if intervals is None:
+                continue
+            inside = torch.zeros(times.shape[1], dtype=torch.bool)
+            for a, b in intervals:
+                inside |= (times[i] >= a) & (times[i] < b)
+            out[i, :, k] = inside.float()
         out[i, ~frame_mask[i]] = float("nan")
     return out
 

@@ -277,9 +277,12 @@ def conversation_records(ann: SplitAnnotations) -> list[dict[str, Any]]:
         k = counters[g.video_id] = counters.get(g.video_id, -1) + 1
         out.append(rec(f"{g.video_id}_grounding_{k}", g.video_id, g.question, seconds(g.start, g.end),
                        "grounding", timestamps=[g.start, g.end]))
+    shown = {(s.video_id, _the(o)): [o.start, o.end] for s in ann.scripts for o in s.objects}
     for m in ann.mcq:
         q = "\n".join([m.question, *m.lettered(), MCQ_SUFFIX])
-        out.append(rec(m.id, m.video_id, q, m.answer, m.task, order_dependent=ORDER_DEPENDENT[m.task]))
+        option_times = [shown.get((m.video_id, o)) for o in m.options]  # None: the option is not an object
+        out.append(rec(m.id, m.video_id, q, m.answer, m.task, order_dependent=ORDER_DEPENDENT[m.task],
+                       **({"option_timestamps": option_times} if any(option_times) else {})))
     for vid, d in ann.dense.items():
         text = "\n".join(f"{seconds(s, e)}, {t}" for (s, e), t in zip(d["timestamps"], d["sentences"]))
         out.append(rec(f"{vid}_dense", vid, DENSE_PROMPT, text, "dense_caption"))

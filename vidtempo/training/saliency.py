@@ -1,9 +1,11 @@
 """Per-frame saliency loss: "is the moment the question asks about on screen in this frame?"
 
 A linear head reads the LLM's last hidden state at each video position, and a binary cross-entropy compares
-its per-frame score with the annotated interval (``batch.frame_targets``, from ``meta["timestamps"]``). This
-is the saliency objective of Moment-DETR / UniVTG (per-clip "inside the query's window" scores), added to
-the next-token loss. It gives every frame a direct gradient towards "find the named thing at this time",
+its per-frame scores with annotated intervals (``batch.frame_targets``). Slot 0 is the sample's moment
+(``meta["timestamps"]``, e.g. a grounding query); slots 1-5 are the moments the answer options name
+(``meta["option_timestamps"]``, e.g. the objects of "which of these appears first?"). Slot 0 is the
+saliency objective of Moment-DETR / UniVTG (per-clip "inside the query's window" scores); the option slots
+apply the same idea to multiple choice. The loss is added to the next-token loss. It gives every frame a direct gradient towards "find the named thing at this time",
 which the digits of a text answer give only weakly. On TempoSynth it is what makes a tiny from-scratch
 model ground (docs/benchmarks/synth.md).
 
@@ -15,7 +17,7 @@ Example:
     >>> loss_fn = FrameSaliencyLoss(hidden_size=8)
     >>> hidden = torch.randn(1, 6, 8)                     # (B, L', H): 2 text tokens, 4 video tokens
     >>> ids = torch.tensor([[5, -200, 6]])                # placeholder at position 1
-    >>> targets = torch.tensor([[0.0, 1.0, 1.0, 0.0]])    # (B, T): 4 frames, 1 token each
+    >>> targets = torch.tensor([[0.0, 1.0, 1.0, 0.0]])    # (B, T) or (B, T, slots): 4 frames, 1 token each
     >>> loss = loss_fn(hidden, ids, torch.ones_like(ids), torch.tensor([4]),
     ...                torch.ones(1, 4, dtype=torch.bool), targets)
     >>> loss.ndim
@@ -27,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vidtempo.data.collate import FRAME_TARGET_SLOTS
 from vidtempo.models.video_llm import video_spans
 
 
@@ -38,24 +41,25 @@ class FrameSaliencyLoss(nn.Module):
 
     Args:
         hidden_size: the LLM's hidden size.
+        slots: target slots (one head output each); ``FRAME_TARGET_SLOTS`` matches the collator.
     """
 
-    def __init__(self, hidden_size: int) -> None:
+    def __init__(self, hidden_size: int, slots: int = FRAME_TARGET_SLOTS) -> None:
         super().__init__()
-        self.head = nn.Linear(hidden_size, 1)
+        self.head = nn.Linear(hidden_size, slots)
 
     def frame_scores(
         self, hidden: torch.Tensor, span: tuple[int, int], num_frames: int
     ) -> torch.Tensor:
-        """(T,) logits of one row from its video positions ``hidden[start:start + n]`` (n, H)."""
+        """(T, slots) logits of one row from its video positions ``hidden[start:start + n]`` (n, H)."""
         start, n = span
         if num_frames == 0 or n % num_frames:
             raise ValueError(
                 f"the saliency loss needs the same number of video tokens per frame, got {n} tokens for "
                 f"{num_frames} frames; use a compressor with a fixed number of tokens per frame (e.g. pool)"
             )
-        per_token = self.head(hidden[start : start + n]).squeeze(-1)  # (n,)
-        return per_token.reshape(num_frames, n // num_frames).mean(1)  # (T,)
+        per_token = self.head(hidden[start : start + n])  # (n, slots)
+        return per_token.reshape(num_frames, n // num_frames, -1).mean(1)  # (T, slots)
 
     def forward(
         self,
@@ -66,18 +70,21 @@ class FrameSaliencyLoss(nn.Module):
         frame_mask: torch.Tensor,
         frame_targets: torch.Tensor,
     ) -> torch.Tensor:
-        """Mean BCE over the frames that have a target (0 with no such frame, still connected to the graph).
+        """Mean BCE over the (frame, slot) pairs that have a target (0 with none, still in the graph).
 
         Shapes: hidden (B, L', H) from ``VideoLLM.forward(output_hidden_states=True)``; input_ids and
-        attention_mask (B, L) before splicing; num_video_tokens (B,); frame_mask and frame_targets (B, T).
+        attention_mask (B, L) before splicing; num_video_tokens (B,); frame_mask (B, T); frame_targets
+        (B, T, S) with S <= slots, or (B, T) for slot 0 only; NaN = unknown.
         """
+        if frame_targets.ndim == 2:
+            frame_targets = frame_targets.unsqueeze(-1)
         logits, targets = [], []
         spans = video_spans(input_ids, attention_mask, num_video_tokens)
         for i, span in enumerate(spans):
-            row = frame_targets[i][frame_mask[i]]  # (T_i,)
+            row = frame_targets[i][frame_mask[i]]  # (T_i, S)
             if span[1] == 0 or torch.isnan(row).all():
                 continue
-            scores = self.frame_scores(hidden[i], span, int(frame_mask[i].sum()))
+            scores = self.frame_scores(hidden[i], span, int(frame_mask[i].sum()))[:, : row.shape[1]]
             known = ~torch.isnan(row)
             logits.append(scores[known])
             targets.append(row[known])
