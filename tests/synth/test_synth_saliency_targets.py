@@ -35,3 +35,17 @@ def test_option_targets_follow_the_objects_the_options_name(small_set, tokenizer
     for k, text in enumerate(options, start=1):
         assert batch.frame_targets[0, :, k].tolist() == [float(objects[text].visible(t)) for t in times]
     assert batch.frame_targets[0, :, 0].isnan().all() and batch.frame_targets[1].isnan().all()
+
+
+def test_tags_mark_every_object_on_screen(small_set, tokenizer):
+    """Every TempoSynth record carries its video's objects; tags are the per-frame answer key."""
+    from vidtempo.synth.script import OBJECT_COLORS, SHAPES
+
+    labels = [f"{c} {s}" for c in OBJECT_COLORS for s in SHAPES]
+    samples = SynthConversations(str(small_set.root), "train").samples[:6]
+    batch = VideoCollator(tokenizer, num_frames=8, frame_size=32, frame_tags=labels)(samples)
+    scripts = small_set.scripts()
+    for i, s in enumerate(samples):
+        for k, t in enumerate(batch.timestamps[i].tolist()):
+            on = {o.name for o in scripts[Path(s.video).stem].visible_objects(t)}
+            assert {labels[c] for c in range(len(labels)) if batch.frame_tags[i, k, c] == 1.0} == on

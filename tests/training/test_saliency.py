@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from vidtempo.config.errors import RecipeError
-from vidtempo.data.collate import FRAME_TARGET_SLOTS, interval_targets, option_intervals, sample_intervals
+from vidtempo.data.collate import (
+    FRAME_TARGET_SLOTS,
+    event_tags,
+    interval_targets,
+    option_intervals,
+    sample_intervals,
+)
 from vidtempo.data.samples import ConversationSample
 from vidtempo.models.compressors.pooling import SpatialPoolCompressor
 from vidtempo.models.encoders.presets import tiny_vision_encoder
@@ -104,3 +110,28 @@ def test_check_saliency_names_the_missing_collator_setting():
         check_saliency({"saliency_weight": 1.0}, {"video_position": "after_text"}, "r.yaml", "")
     with pytest.raises(RecipeError, match="video_position: after_text"):
         check_saliency({"saliency_weight": 1.0}, {"frame_targets": True}, "r.yaml", "")
+
+
+def test_event_tags_mark_each_label_where_its_events_cover_the_frame():
+    times = torch.tensor([[0.5, 1.5, 2.5], [0.5, 1.5, 0.0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    events = {"events": [["cat", 0.0, 1.0], ["dog", 1.0, 3.0], ["cat", 2.0, 2.8]]}
+    out = event_tags([sample(events), sample({})], times, mask, ["dog", "cat", "bird"])
+    assert out[0].tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
+    assert torch.isnan(out[1]).all()
+    with pytest.raises(ValueError, match="frame_tags"):
+        event_tags([sample({"events": [["horse", 0, 1]]})], times[:1], mask[:1], ["dog"])
+
+
+def test_tag_loss_needs_labels_and_the_trainer_fills_in_their_number(tmp_path):
+    from vidtempo.training.build import build_objective
+
+    with pytest.raises(ValueError, match="num_tags"):
+        SFTModule(tiny_model(), tag_weight=1.0)
+    stage = {"objective": {"_target_": "sft", "tag_weight": 0.5}, "optim": {"lr": 1e-3},
+             "data": {"collator": {"frame_tags": ["a", "b", "c"]}}}  # fmt: skip
+    module = build_objective(stage, tiny_model(), "r.yaml", "")
+    assert module.tags.head.out_features == 3 and module.saliency is None
+    stage["data"]["collator"] = {}
+    with pytest.raises(RecipeError, match="frame_tags"):
+        build_objective(stage, tiny_model(), "r.yaml", "")

@@ -57,6 +57,9 @@ class VideoTextBatch:
             and unknown slots. Slot 0: the sample's moment (``meta["timestamps"]``, e.g. a grounding query);
             slots 1-5: the moment each answer option names (``meta["option_timestamps"]``, e.g. "which of
             these appears first?"). Multi-question samples (``meta["turns"] > 1``) have none.
+        frame_tags: (B, T, C) float, only with ``VideoCollator(frame_tags=[...C labels...])``: 1.0 where an
+            event of that label (``meta["events"]``: ``[label, start, end]`` rows) covers the frame's time,
+            0.0 otherwise; NaN for padded frames and samples without ``events``.
     """
 
     input_ids: torch.Tensor
@@ -74,6 +77,7 @@ class VideoTextBatch:
     features: torch.Tensor | None = None
     grid: tuple[int, int] | None = None
     frame_targets: torch.Tensor | None = None
+    frame_tags: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -124,6 +128,8 @@ class VideoCollator:
             of its turn (question first, so the video tokens can attend to it).
         frame_targets: also emit ``batch.frame_targets`` (per-frame "inside the annotated moment?" labels,
             the targets of the SFT saliency loss, see ``vidtempo.training.saliency``).
+        frame_tags: labels of per-frame multi-label tags to emit as ``batch.frame_tags`` (what is on screen
+            at each frame, from ``meta["events"]``; the targets of the SFT tag loss); None = off.
     """
 
     def __init__(
@@ -145,6 +151,7 @@ class VideoCollator:
         encoder_id: str | None = None,
         video_position: str = "keep",
         frame_targets: bool = False,
+        frame_tags: list[str] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.chat = ChatEncoder(tokenizer, system_prompt=system_prompt, max_text_tokens=max_text_tokens,
@@ -160,6 +167,7 @@ class VideoCollator:
         self.feature_cache = feature_cache
         self.encoder_id = encoder_id
         self.frame_targets = frame_targets
+        self.frame_tags = list(frame_tags) if frame_tags else None
         if feature_cache and not encoder_id:
             raise ValueError("feature_cache needs the encoder_id of the frozen vision encoder")
 
@@ -265,11 +273,14 @@ class VideoCollator:
         targets = None
         if self.frame_targets and times is not None:
             targets = interval_targets([k[0] for k in kept], times, frame_mask)
+        tags = None
+        if self.frame_tags and times is not None:
+            tags = event_tags([k[0] for k in kept], times, frame_mask, self.frame_tags)
         return VideoTextBatch(
             input_ids=input_ids, attention_mask=attention, labels=labels, frames=frames,
             frame_mask=frame_mask, timestamps=times, audio=audio, audio_lengths=audio_len,
             queries=[first_user_text(k[0].messages) for k in kept], ids=[k[0].id for k in kept],
-            skipped=skipped, meta=[k[0].meta for k in kept], frame_targets=targets,
+            skipped=skipped, meta=[k[0].meta for k in kept], frame_targets=targets, frame_tags=tags,
         )  # fmt: skip
 
     def _pad_frames(self, videos: list[DecodedVideo | None]) -> tuple[Any, Any, Any]:
@@ -344,6 +355,28 @@ def interval_targets(
             for a, b in intervals:
                 inside |= (times[i] >= a) & (times[i] < b)
             out[i, :, k] = inside.float()
+        out[i, ~frame_mask[i]] = float("nan")
+    return out
+
+
+def event_tags(
+    samples: list[ConversationSample], times: torch.Tensor, frame_mask: torch.Tensor, labels: list[str]
+) -> torch.Tensor:
+    """(B, T, C): 1.0 where an event of label c (``meta["events"]`` rows ``[label, start, end]``) covers the
+    frame's time, 0.0 otherwise, NaN for padded frames and samples without events."""
+    index = {label: c for c, label in enumerate(labels)}
+    out = torch.full((*times.shape, len(labels)), float("nan"))
+    for i, sample in enumerate(samples):
+        events = sample.meta.get("events")
+        if events is None:
+            continue
+        out[i] = 0.0
+        for row in events:
+            if not (isinstance(row, (list, tuple)) and len(row) == 3) or row[0] not in index:
+                raise ValueError(f"sample {sample.id}: meta.events rows must be [label, start, end] with a label "
+                                 f"from data.collator.frame_tags {labels}, got {row!r}")  # fmt: skip
+            out[i, :, index[row[0]]] += ((times[i] >= float(row[1])) & (times[i] < float(row[2]))).float()
+        out[i] = out[i].clamp(max=1.0)
         out[i, ~frame_mask[i]] = float("nan")
     return out
 

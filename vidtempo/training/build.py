@@ -133,10 +133,17 @@ def build_trainer(stage: dict[str, Any], stage_dir: Path, recipe_yaml: str | Non
 
 def build_objective(stage: dict[str, Any], model: Any, recipe: str, prefix: str) -> L.LightningModule:
     data = stage.get("data") or {}
-    check_saliency(stage["objective"], data.get("collator") or {}, recipe, prefix)
+    collator = data.get("collator") or {}
+    check_saliency(stage["objective"], collator, recipe, prefix)
+    extra = {}
+    if float(stage["objective"].get("tag_weight", 0) or 0):
+        if not collator.get("frame_tags"):
+            raise RecipeError("tag_weight > 0 needs data.collator.frame_tags (the tag labels)", recipe=recipe,
+                              key=f"{prefix}objective.tag_weight")  # fmt: skip
+        extra["num_tags"] = len(collator["frame_tags"])
     return instantiate(
         stage["objective"], key=f"{prefix}objective", recipe=recipe, model=model, optim=stage["optim"],
-        max_skip_fraction=float(data.get("max_skip_fraction", 0.1)),
+        max_skip_fraction=float(data.get("max_skip_fraction", 0.1)), **extra,
     )  # fmt: skip
 
 

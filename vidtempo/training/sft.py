@@ -33,6 +33,10 @@ class SFTModule(L.LightningModule):
             next-token loss; 0 = off. Needs ``data.collator.frame_targets: true`` and the video after the
             question (``video_position: after_text``). The head is trained with the model but is not part of
             the exported model.
+        tag_weight: weight of the per-frame tag loss (what is on screen at each frame, ``batch.frame_tags``:
+            a multi-label head on the same hidden states, question-independent, so it trains the encoder
+            from the first step); 0 = off. Needs ``data.collator.frame_tags``.
+        num_tags: number of tag labels (the trainer fills it in from ``data.collator.frame_tags``).
     """
 
     def __init__(
@@ -41,6 +45,8 @@ class SFTModule(L.LightningModule):
         optim: OptimSettings | dict[str, Any] | None = None,
         max_skip_fraction: float = 0.1,
         saliency_weight: float = 0.0,
+        tag_weight: float = 0.0,
+        num_tags: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -49,11 +55,16 @@ class SFTModule(L.LightningModule):
         self.skips = SkipTracker(max_skip_fraction)
         self.saliency_weight = float(saliency_weight)
         self.saliency = FrameSaliencyLoss(llm_hidden_size(model)) if self.saliency_weight else None
+        self.tag_weight = float(tag_weight)
+        if self.tag_weight and num_tags < 1:
+            raise ValueError("tag_weight > 0 needs num_tags >= 1 (the labels of data.collator.frame_tags)")
+        self.tags = FrameSaliencyLoss(llm_hidden_size(model), slots=num_tags) if self.tag_weight else None
 
     collator_class = VideoCollator  # the collator this objective's batches come from
 
     def forward(self, batch: Any) -> Any:
-        return self.model(**batch.model_inputs(), **({"output_hidden_states": True} if self.saliency else {}))
+        hidden = self.saliency is not None or self.tags is not None
+        return self.model(**batch.model_inputs(), **({"output_hidden_states": True} if hidden else {}))
 
     def configure_model(self) -> None:
         """FSDP2 on ``ModelParallelStrategy`` (CPU or GPU): shard each LLM block, then the whole model."""
@@ -68,25 +79,28 @@ class SFTModule(L.LightningModule):
         out = self(batch)
         loss = out.loss
         sync = stage != "train"
-        if self.saliency is not None:
-            saliency = self._saliency_loss(out, batch)
+        if self.saliency is not None or self.tags is not None:
             self.log(f"{stage}/lm_loss", out.loss, batch_size=len(batch), sync_dist=sync)
-            self.log(f"{stage}/saliency_loss", saliency, batch_size=len(batch), sync_dist=sync)
-            loss = loss + self.saliency_weight * saliency
+        for name, head, weight, targets in (("saliency", self.saliency, self.saliency_weight, "frame_targets"),
+                                            ("tag", self.tags, self.tag_weight, "frame_tags")):  # fmt: skip
+            if head is None:
+                continue
+            aux = self._frame_loss(head, out, batch, targets)
+            self.log(f"{stage}/{name}_loss", aux, batch_size=len(batch), sync_dist=sync)
+            loss = loss + weight * aux
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=sync)
         if stage == "train":
             self.log("train/video_tokens", out.num_video_tokens.float().mean(), batch_size=len(batch))
             self.log("train/skipped", float(self.skips.skipped), batch_size=len(batch))
         return loss
 
-    def _saliency_loss(self, out: Any, batch: Any) -> torch.Tensor:
-        assert self.saliency is not None
-        if batch.frame_targets is None:
-            raise ValueError(
-                "objective.saliency_weight > 0 needs per-frame targets: set data.collator.frame_targets: true"
-            )
-        return self.saliency(out.last_hidden_state, batch.input_ids, batch.attention_mask,
-                             out.num_video_tokens, batch.frame_mask, batch.frame_targets)  # fmt: skip
+    def _frame_loss(self, head: FrameSaliencyLoss, out: Any, batch: Any, key: str) -> torch.Tensor:
+        targets = getattr(batch, key)
+        if targets is None:
+            setting = "frame_targets: true" if key == "frame_targets" else "frame_tags: [labels]"
+            raise ValueError(f"the {key} loss needs per-frame targets: set data.collator.{setting}")
+        return head(out.last_hidden_state, batch.input_ids, batch.attention_mask, out.num_video_tokens,
+                    batch.frame_mask, targets)  # fmt: skip
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, "train")
@@ -95,7 +109,7 @@ class SFTModule(L.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self) -> Any:
-        extra = {"saliency": self.saliency} if self.saliency is not None else None
+        extra = {k: m for k, m in (("saliency", self.saliency), ("tags", self.tags)) if m is not None}
         return lightning_optimizers(self.model, self.optim, self.trainer, extra=extra)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
