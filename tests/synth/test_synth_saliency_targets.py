@@ -23,7 +23,8 @@ def test_collator_targets_agree_with_the_synth_script(small_set, tokenizer):
 
 
 def test_option_targets_follow_the_objects_the_options_name(small_set, tokenizer):
-    """An ordering item: slot k is 1 exactly where the object of option k is on screen."""
+    """An ordering item: slot k is 1 exactly where the object of option k is on screen; slot 0 (the evidence)
+    is the answer's object."""
     samples = SynthConversations(str(small_set.root), "train", tasks=["order", "count"]).samples
     order = next(s for s in samples if s.meta["task"] == "order")
     count = next(s for s in samples if s.meta["task"] == "count")
@@ -34,7 +35,9 @@ def test_option_targets_follow_the_objects_the_options_name(small_set, tokenizer
     times = batch.timestamps[0].tolist()
     for k, text in enumerate(options, start=1):
         assert batch.frame_targets[0, :, k].tolist() == [float(objects[text].visible(t)) for t in times]
-    assert batch.frame_targets[0, :, 0].isnan().all() and batch.frame_targets[1].isnan().all()
+    answer = 1 + "ABCD".index(order.messages[1]["content"].strip())
+    assert batch.frame_targets[0, :, 0].tolist() == batch.frame_targets[0, :, answer].tolist()  # the evidence
+    assert batch.frame_targets[1].isnan().all()
 
 
 def test_tags_mark_every_object_on_screen(small_set, tokenizer):

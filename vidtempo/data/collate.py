@@ -54,7 +54,8 @@ class VideoTextBatch:
         features: (B, T, P, D) cached encoder features (then ``frames`` is None) and their patch ``grid``.
         frame_targets: (B, T, FRAME_TARGET_SLOTS) float, only with ``VideoCollator(frame_targets=True)``:
             1.0 where a frame's time lies inside an annotated interval, 0.0 outside, NaN for padded frames
-            and unknown slots. Slot 0: the sample's moment (``meta["timestamps"]``, e.g. a grounding query);
+            and unknown slots. Slot 0: the sample's moment (``meta["timestamps"]``, e.g. a grounding answer,
+            or ``meta["evidence"]``, where a question's answer can be seen);
             slots 1-5: the moment each answer option names (``meta["option_timestamps"]``, e.g. "which of
             these appears first?"). Multi-question samples (``meta["turns"] > 1``) have none.
         frame_tags: (B, T, C) float, only with ``VideoCollator(frame_tags=[...C labels...])``: 1.0 where an
@@ -322,11 +323,13 @@ def _parse_intervals(raw: Any, sample: ConversationSample, key: str) -> list[tup
 
 
 def sample_intervals(sample: ConversationSample) -> list[tuple[float, float]] | None:
-    """The annotated moment(s) of a single-question sample from ``meta["timestamps"]`` (``[s, e]`` or
-    ``[[s, e], ...]``, seconds); None when the sample has none or merges several questions (``turns``)."""
+    """The moment(s) a single-question sample is about, in seconds (``[s, e]`` or ``[[s, e], ...]``):
+    ``meta["timestamps"]`` (a grounding answer) or else ``meta["evidence"]`` (where the answer to a
+    question can be seen, NExT-GQA-style); None when there is none or the sample merges several questions."""
     if int(sample.meta.get("turns", 1)) != 1:
         return None
-    return _parse_intervals(sample.meta.get("timestamps"), sample, "timestamps")
+    key = "timestamps" if sample.meta.get("timestamps") else "evidence"
+    return _parse_intervals(sample.meta.get(key), sample, key)
 
 
 def option_intervals(sample: ConversationSample) -> list[list[tuple[float, float]] | None]:

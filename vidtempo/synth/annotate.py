@@ -284,8 +284,9 @@ def conversation_records(ann: SplitAnnotations) -> list[dict[str, Any]]:
     for m in ann.mcq:
         q = "\n".join([m.question, *m.lettered(), MCQ_SUFFIX])
         option_times = [shown.get((m.video_id, o)) for o in m.options]  # None: the option is not an object
-        out.append(rec(m.id, m.video_id, q, m.answer, m.task, order_dependent=ORDER_DEPENDENT[m.task],
-                       **({"option_timestamps": option_times} if any(option_times) else {})))
+        evidence = option_times[LETTERS.index(m.answer)]  # the answer's moment (NExT-GQA-style evidence)
+        extra = {"option_timestamps": option_times, "evidence": evidence} if any(option_times) else {}
+        out.append(rec(m.id, m.video_id, q, m.answer, m.task, order_dependent=ORDER_DEPENDENT[m.task], **extra))
     for vid, d in ann.dense.items():
         text = "\n".join(f"{seconds(s, e)}, {t}" for (s, e), t in zip(d["timestamps"], d["sentences"]))
         out.append(rec(f"{vid}_dense", vid, DENSE_PROMPT, text, "dense_caption"))

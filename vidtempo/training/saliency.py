@@ -2,7 +2,8 @@
 
 A linear head reads the LLM's last hidden state at each video position, and a binary cross-entropy compares
 its per-frame scores with annotated intervals (``batch.frame_targets``). Slot 0 is the sample's moment
-(``meta["timestamps"]``, e.g. a grounding query); slots 1-5 are the moments the answer options name
+(``meta["timestamps"]`` of a grounding query, or ``meta["evidence"]``: where the answer to a multiple-choice
+question can be seen, as in NExT-GQA); slots 1-5 are the moments the answer options name
 (``meta["option_timestamps"]``, e.g. the objects of "which of these appears first?"). Slot 0 is the
 saliency objective of Moment-DETR / UniVTG (per-clip "inside the query's window" scores); the option slots
 apply the same idea to multiple choice. The loss is added to the next-token loss. It gives every frame a direct gradient towards "find the named thing at this time",
