@@ -28,7 +28,6 @@ import dataclasses
 import json
 import math
 import random
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -42,10 +41,10 @@ from vidtempo.data.samples import ConversationSample
 from vidtempo.eval.metrics import temporal_iou
 from vidtempo.eval.scorers import first_interval
 from vidtempo.models.build import build_video_llm
-from vidtempo.models.video_llm import VIDEO_TOKEN_INDEX
 from vidtempo.synth.dataset import SynthConversations
 from vidtempo.synth.generate import Manifest, generate
 from vidtempo.training.build import build_tokenizer
+from vidtempo.training.saliency import FrameSaliencyLoss
 
 CONDITIONS = ("normal", "time", "blind")
 # No roles, no system turn: the question, a newline, then the answer ending in <|im_end|>.
@@ -115,7 +114,8 @@ class Clips:
 
 def make_collator(tok: Any, cc: dict[str, Any], clips: Clips | None, generation: bool) -> VideoCollator:
     col = VideoCollator(tok, num_frames=cc["num_frames"], frame_size=cc["frame_size"], backend=cc.get("backend", "pyav"),
-                        video_position=cc.get("video_position", "keep"), generation=generation)  # fmt: skip
+                        video_position=cc.get("video_position", "keep"), generation=generation,
+                        frame_targets=not generation)  # fmt: skip
     if clips is not None:
         col.decode = clips  # type: ignore[method-assign]
     return col
@@ -127,8 +127,9 @@ def batch_inputs(
     oracle: bool,
     labels: bool,
     relative_time: bool = False,
+    collated: Any = None,
 ) -> dict:
-    batch = col(samples)
+    batch = collated if collated is not None else col(samples)
     kw = batch.model_inputs(with_labels=labels)
     if relative_time:  # the time embedding sees % of the video (0-100) instead of seconds
         durations = torch.tensor([float(s.meta["duration"]) for s in samples]).unsqueeze(1)  # (B, 1)
@@ -138,48 +139,21 @@ def batch_inputs(
     return kw
 
 
-QUESTION = re.compile(r"When is the (.+) visible\?")
-
-
-def saliency_targets(sample: ConversationSample, clips: Clips, times: list[float]) -> torch.Tensor:
-    """(T,) 1.0 where the object the grounding question names is on screen at each frame time."""
-    name = QUESTION.search(sample.messages[0]["content"])
-    if name is None:
-        raise ValueError(f"{sample.id}: not a single grounding question; saliency needs one per sample")
-    obj = next(o for o in clips.scripts[Path(sample.video).stem].objects if o.name == name.group(1))
-    return torch.tensor([float(obj.visible(t)) for t in times])
-
-
 def lm_and_saliency_loss(
-    model: Any, head: torch.nn.Module, kw: dict, batch: list[ConversationSample], clips: Clips
+    model: Any, head: FrameSaliencyLoss, col: VideoCollator, batch: list[ConversationSample], args: argparse.Namespace
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token loss plus a per-frame "is the named object here?" BCE on the LLM's last hidden states at
-    the video positions (a Moment-DETR-style saliency loss). The video must come after the question."""
+    """Next-token loss plus the toolkit's per-frame saliency loss (``vidtempo.training.saliency``; slot 0:
+    "is the named object here?"). The video must come after the question."""
+    b = col(batch)
+    kw = batch_inputs(col, batch, args.features == "oracle", True, args.time == "relative", collated=b)
     out = model(**kw, output_hidden_states=True)  # last_hidden_state (B, L', H)
-    n_video = out.num_video_tokens
-    logits, targets = [], []
-    for i, sample in enumerate(batch):
-        ids = kw["input_ids"][i][kw["attention_mask"][i].bool()]
-        start, n, t = (
-            int((ids == VIDEO_TOKEN_INDEX).nonzero()[0]),
-            int(n_video[i]),
-            int(kw["frame_mask"][i].sum()),
-        )
-        if n % t:
-            raise ValueError(
-                f"saliency needs a whole number of tokens per frame, got {n} tokens for {t} frames"
-            )
-        frame_logits = head(out.last_hidden_state[i, start : start + n]).reshape(t, n // t).mean(1)  # (T,)
-        logits.append(frame_logits)
-        targets.append(saliency_targets(sample, clips, kw["timestamps"][i][:t].tolist()))
-    sal = torch.nn.functional.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(targets))
+    sal = head(out.last_hidden_state, kw["input_ids"], kw["attention_mask"], out.num_video_tokens,
+               kw["frame_mask"], b.frame_targets[..., :1])  # fmt: skip
     return out.loss, sal
 
 
-def train(
-    model: Any, col: VideoCollator, data: list[ConversationSample], args: argparse.Namespace, clips: Clips
-) -> dict:
-    head = torch.nn.Linear(model.llm.model.config.hidden_size, 1)
+def train(model: Any, col: VideoCollator, data: list[ConversationSample], args: argparse.Namespace) -> dict:
+    head = FrameSaliencyLoss(model.llm.hidden_size, slots=1)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     warm = min(30, args.steps)
@@ -193,11 +167,11 @@ def train(
             order = list(range(len(data)))
             rng.shuffle(order)
         batch = [data[order.pop()] for _ in range(args.batch_size)]
-        kw = batch_inputs(col, batch, args.features == "oracle", True, args.time == "relative")
         if args.saliency_weight:
-            loss, sal = lm_and_saliency_loss(model, head, kw, batch, clips)
+            loss, sal = lm_and_saliency_loss(model, head, col, batch, args)
             (loss + args.saliency_weight * sal).backward()
         else:
+            kw = batch_inputs(col, batch, args.features == "oracle", True, args.time == "relative")
             loss = model(**kw).loss
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -307,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{len(train_set)} training conversations, {len(test)} test queries; decoded in {time.time() - start:.0f} s"
     )
     record: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("root", "threads")}
-    record |= train(model, make_collator(tok, cc, clips, False), train_set, args, clips)
+    record |= train(model, make_collator(tok, cc, clips, False), train_set, args)
     gen = make_collator(tok, cc, clips, True)
     record["scores"] = {
         c: evaluate(model, tok, gen, test, c, oracle_dim is not None, args) for c in CONDITIONS

@@ -70,14 +70,3 @@ def test_a_short_probe_run_with_the_saliency_loss(small_set: Manifest) -> None:
         "--steps", "2", "--batch-size", "2", "--eval-n", "2", "+data.collator.video_position=after_text",
     ])  # fmt: skip
     assert record["steps"] == 2 and record["saliency_weight"] == 1.0
-
-
-def test_saliency_targets_follow_the_named_object(small_set: Manifest, tokenizer) -> None:
-    from vidtempo.synth.dataset import SynthConversations
-
-    probe = _probe()
-    clips = probe.Clips(probe.make_collator(tokenizer, {"num_frames": 8, "frame_size": 32}, None, False), small_set, None)
-    sample = SynthConversations(str(small_set.root), "train", tasks=["grounding"]).samples[0]
-    start, end = sample.meta["timestamps"]
-    times = [start - 0.5, (start + end) / 2, end + 0.5]
-    assert probe.saliency_targets(sample, clips, times).tolist() == [0.0, 1.0, 0.0]

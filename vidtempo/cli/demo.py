@@ -18,9 +18,9 @@ RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "synth_groun
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo", help="output folder (data, run, eval)")
     parser.add_argument("--recipe", default=str(RECIPE), help="training recipe")
-    parser.add_argument("--num-videos", type=int, default=480, help="TempoSynth videos over all splits")
-    parser.add_argument("--minutes", type=float, default=6.0, help="training time box")
-    parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--num-videos", type=int, default=1200, help="TempoSynth videos over all splits")
+    parser.add_argument("--minutes", type=float, default=7.0, help="training time box")
+    parser.add_argument("--max-steps", type=int, default=1300)
     parser.add_argument("--limit", type=int, default=60, help="evaluate at most N items per task (0 = all)")
 
 

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -29,6 +30,7 @@ class SynthConversations(Dataset):
         multi_turn: merge all kept questions about one video into one multi-turn conversation (the video
             is encoded once for all of them: about 4x more supervised answer tokens per encoded video for
             grounding).
+        workers: rendering processes when the set is generated (0 = one per CPU core).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class SynthConversations(Dataset):
         max_duration: float = 30.0,
         limit: int | None = None,
         multi_turn: bool = False,
+        workers: int = 0,
     ) -> None:
         from vidtempo.data.datasets import ConversationDataset
         from vidtempo.synth.generate import generate
@@ -51,7 +54,8 @@ class SynthConversations(Dataset):
         self.root = Path(root)
         if not (self.root / "manifest.json").is_file():
             generate(self.root, num_videos=num_videos, seed=seed, size=size, fps=fps,
-                     min_duration=min_duration, max_duration=max_duration)  # fmt: skip
+                     min_duration=min_duration, max_duration=max_duration,
+                     workers=workers or os.cpu_count() or 1)  # fmt: skip
         path = self.root / "annotations" / split / "conversations.jsonl"
         if not path.is_file():
             raise FileNotFoundError(
