@@ -130,6 +130,7 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "audio_encoder": {
         "whisper": ("vidtempo.models.encoders.whisper:WhisperAudioEncoder", "transformers Whisper encoder"),
         "tiny": ("vidtempo.models.encoders.presets:tiny_audio_encoder", "tiny random Whisper encoder"),
+        "mel_cnn": ("vidtempo.models.encoders.mel_cnn:MelCNN", "small log-mel + conv encoder trained from scratch"),
         "whisper_small": ("vidtempo.models.encoders.presets:whisper_small", "Whisper-small encoder"),
         "whisper_large_v3": ("vidtempo.models.encoders.presets:whisper_large_v3", "Whisper-large-v3 encoder"),
     },

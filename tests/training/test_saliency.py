@@ -119,8 +119,13 @@ def test_event_tags_mark_each_label_where_its_events_cover_the_frame():
     out = event_tags([sample(events), sample({})], times, mask, ["dog", "cat", "bird"])
     assert out[0].tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
     assert torch.isnan(out[1]).all()
-    with pytest.raises(ValueError, match="frame_tags"):
-        event_tags([sample({"events": [["horse", 0, 1]]})], times[:1], mask[:1], ["dog"])
+    assert event_tags([sample({"events": [["horse", 0, 1]]})], times[:1], mask[:1], ["dog"]).sum() == 0  # ignored
+    with pytest.raises(ValueError, match="label, start, end"):
+        event_tags([sample({"events": [["dog", 0]]})], times[:1], mask[:1], ["dog"])
+    beep = {"events": [["beep", 1.7, 1.9]]}  # between the frames at 1.5 and 2.5: no frame instant inside
+    assert event_tags([sample(beep)], times[:1], mask[:1], ["beep"])[0, :, 0].tolist() == [0.0, 0.0, 0.0]
+    heard = event_tags([sample(beep)], times[:1], mask[:1], ["beep"], window_labels=["beep"])
+    assert heard[0, :, 0].tolist() == [0.0, 1.0, 0.0]  # the frame at 1.5 hears up to 2.5
 
 
 def test_tag_loss_needs_labels_and_the_trainer_fills_in_their_number(tmp_path):

@@ -131,6 +131,8 @@ class VideoCollator:
             the targets of the SFT saliency loss, see ``vidtempo.training.saliency``).
         frame_tags: labels of per-frame multi-label tags to emit as ``batch.frame_tags`` (what is on screen
             at each frame, from ``meta["events"]``; the targets of the SFT tag loss); None = off.
+        window_tags: those of ``frame_tags`` that are marked when they overlap the frame's window (from its
+            time to the next frame's) rather than at its instant: short events such as sounds.
     """
 
     def __init__(
@@ -153,6 +155,7 @@ class VideoCollator:
         video_position: str = "keep",
         frame_targets: bool = False,
         frame_tags: list[str] | None = None,
+        window_tags: list[str] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.chat = ChatEncoder(tokenizer, system_prompt=system_prompt, max_text_tokens=max_text_tokens,
@@ -169,6 +172,10 @@ class VideoCollator:
         self.encoder_id = encoder_id
         self.frame_targets = frame_targets
         self.frame_tags = list(frame_tags) if frame_tags else None
+        self.window_tags = list(window_tags or [])
+        if set(self.window_tags) - set(self.frame_tags or []):
+            raise ValueError(f"window_tags {sorted(set(self.window_tags) - set(self.frame_tags or []))} are not "
+                             "in frame_tags")  # fmt: skip
         if feature_cache and not encoder_id:
             raise ValueError("feature_cache needs the encoder_id of the frozen vision encoder")
 
@@ -276,7 +283,7 @@ class VideoCollator:
             targets = interval_targets([k[0] for k in kept], times, frame_mask)
         tags = None
         if self.frame_tags and times is not None:
-            tags = event_tags([k[0] for k in kept], times, frame_mask, self.frame_tags)
+            tags = event_tags([k[0] for k in kept], times, frame_mask, self.frame_tags, self.window_tags)
         return VideoTextBatch(
             input_ids=input_ids, attention_mask=attention, labels=labels, frames=frames,
             frame_mask=frame_mask, timestamps=times, audio=audio, audio_lengths=audio_len,
@@ -363,24 +370,33 @@ def interval_targets(
 
 
 def event_tags(
-    samples: list[ConversationSample], times: torch.Tensor, frame_mask: torch.Tensor, labels: list[str]
+    samples: list[ConversationSample], times: torch.Tensor, frame_mask: torch.Tensor, labels: list[str],
+    window_labels: list[str] | None = None,
 ) -> torch.Tensor:
     """(B, T, C): 1.0 where an event of label c (``meta["events"]`` rows ``[label, start, end]``) covers the
-    frame's time, 0.0 otherwise, NaN for padded frames and samples without events."""
+    frame's time, 0.0 otherwise, NaN for padded frames and samples without events. Labels in
+    ``window_labels`` (short events such as sounds) count when they overlap the frame's window, from its time
+    to the next frame's. Events with other labels are ignored."""
     index = {label: c for c, label in enumerate(labels)}
+    windowed = set(window_labels or ())
     out = torch.full((*times.shape, len(labels)), float("nan"))
     for i, sample in enumerate(samples):
         events = sample.meta.get("events")
         if events is None:
             continue
-        out[i] = 0.0
-        for row in events:
-            if not (isinstance(row, (list, tuple)) and len(row) == 3) or row[0] not in index:
-                raise ValueError(f"sample {sample.id}: meta.events rows must be [label, start, end] with a label "
-                                 f"from data.collator.frame_tags {labels}, got {row!r}")  # fmt: skip
-            out[i, :, index[row[0]]] += ((times[i] >= float(row[1])) & (times[i] < float(row[2]))).float()
-        out[i] = out[i].clamp(max=1.0)
-        out[i, ~frame_mask[i]] = float("nan")
+        t = times[i][frame_mask[i]]  # (T_i,)
+        step = float((t[1:] - t[:-1]).median()) if len(t) > 1 else 1.0
+        next_t = torch.cat([t[1:], t[-1:] + step])  # (T_i,) end of each frame's window
+        row = torch.zeros(len(t), len(labels))
+        for ev in events:
+            if not (isinstance(ev, (list, tuple)) and len(ev) == 3):
+                raise ValueError(f"sample {sample.id}: meta.events rows must be [label, start, end], got {ev!r}")
+            if ev[0] not in index:
+                continue
+            a, b = float(ev[1]), float(ev[2])
+            hit = (t < b) & (next_t > a) if ev[0] in windowed else (t >= a) & (t < b)
+            row[:, index[ev[0]]] += hit.float()
+        out[i, frame_mask[i]] = row.clamp(max=1.0)
     return out
 
 

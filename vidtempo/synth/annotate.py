@@ -263,10 +263,12 @@ def build_split(scripts: list[EventScript], seed: int, split: str) -> SplitAnnot
 
 def conversation_records(ann: SplitAnnotations) -> list[dict[str, Any]]:
     """LLaVA conversations: grounding (seconds codec), every MCQ (option letter), dense captions. Every record
-    carries ``events`` (``[name, start, end]`` of each object: per-frame tag targets, see ``VideoCollator``)."""
+    carries ``events`` (``[name, start, end]`` of each object and ``["high beep" | "low beep", start, end]`` of
+    each beep: per-frame tag targets, see ``VideoCollator``)."""
     dur = {s.video_id: s.duration for s in ann.scripts}
 
-    events = {s.video_id: [[o.name, o.start, o.end] for o in s.objects] for s in ann.scripts}
+    events = {s.video_id: [[o.name, o.start, o.end] for o in s.objects]
+              + [[f"{b.pitch} beep", b.time, round(b.time + b.length, 3)] for b in s.beeps] for s in ann.scripts}
 
     def rec(rid: str, vid: str, question: str, answer: str, task: str, **extra: Any) -> dict[str, Any]:
         return {"id": rid, "video": video_path(vid),

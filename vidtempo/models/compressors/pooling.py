@@ -17,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from vidtempo.models.compressors.tdc import pool_audio_per_frame
 from vidtempo.models.interfaces import CompressorInput, TokenCompressor, VideoTokens
 from vidtempo.models.time_embedding import sinusoidal_time_embedding
 
@@ -32,11 +33,16 @@ class SpatialPoolCompressor(TokenCompressor):
         norm: LayerNorm the pooled features first, so visual content and the (unit-amplitude) time embedding
             have comparable scales whatever the encoder's output scale is (a tiny CNN's features are ~0.1,
             and without the norm the time signal drowned the content in our TempoSynth runs).
+        audio_dim: width of the audio encoder's features; each frame's token(s) then get its audio added:
+            the audio from the frame's time to the next frame's window (``pool_audio_per_frame``), averaged,
+            LayerNormed and projected to ``in_dim``. None = the compressor takes no audio (and refuses it).
+        audio_window: window of ``pool_audio_per_frame`` in seconds (smaller than the frame spacing: each frame
+            then hears from its own time up to the next frame).
     """
 
     def __init__(
         self, in_dim: int, stride: int = 2, time_embedding: bool = True, frame_separator: bool = False,
-        norm: bool = True,
+        norm: bool = True, audio_dim: int | None = None, audio_window: float = 0.25,
     ) -> None:  # fmt: skip
         super().__init__()
         if stride < 1:
@@ -47,6 +53,10 @@ class SpatialPoolCompressor(TokenCompressor):
         self.time_scale = nn.Parameter(torch.ones(1)) if time_embedding else None  # 1-D: FSDP2 shards no scalars
         self.separator = nn.Parameter(torch.randn(in_dim) * 0.02) if frame_separator else None
         self.norm = nn.LayerNorm(in_dim) if norm else None
+        self.audio_dim, self.audio_window = audio_dim, float(audio_window)
+        self.audio_proj = (
+            nn.Sequential(nn.LayerNorm(audio_dim), nn.Linear(audio_dim, in_dim)) if audio_dim is not None else None
+        )
 
     def tokens_per_frame(self, grid: tuple[int, int]) -> int:
         h, w = grid
@@ -66,6 +76,8 @@ class SpatialPoolCompressor(TokenCompressor):
         x = x.flatten(2).transpose(1, 2).reshape(b, t, -1, d)  # (B, T, n, D)
         if self.norm is not None:
             x = self.norm(x)
+        if inputs.audio is not None:
+            x = x + self._frame_audio(inputs).unsqueeze(2)  # (B, T, 1, D) onto every token of the frame
         if self.time_scale is not None:
             x = x + self.time_scale * sinusoidal_time_embedding(inputs.timestamps, d).to(x.dtype).unsqueeze(2)
         if self.separator is not None:
@@ -74,6 +86,26 @@ class SpatialPoolCompressor(TokenCompressor):
         tokens = x.reshape(b, t * n, d)  # (B, T*n, D), padded frames are dropped by the mask
         mask = inputs.frame_mask.repeat_interleave(n, dim=1)  # (B, T*n)
         return pack_valid(tokens, mask)
+
+
+    def _frame_audio(self, inputs: CompressorInput) -> torch.Tensor:
+        """(B, T, D): each valid frame's audio window, pooled and projected; zeros for padded frames."""
+        if self.audio_proj is None:
+            raise ValueError("SpatialPoolCompressor got audio features but has no audio_dim: set "
+                             "model.compressor.audio_dim to the audio encoder's out_dim")  # fmt: skip
+        audio = inputs.audio
+        assert audio is not None
+        if audio.feats.shape[-1] != self.audio_dim:
+            raise ValueError(f"SpatialPoolCompressor: audio_dim={self.audio_dim} but the audio features are "
+                             f"{audio.feats.shape[-1]}-d")  # fmt: skip
+        b, t = inputs.frame_mask.shape
+        out = audio.feats.new_zeros(b, t, audio.feats.shape[-1])
+        for i in range(b):
+            valid = inputs.frame_mask[i]
+            pooled = pool_audio_per_frame(audio.feats[i], audio.times[i], audio.mask[i],
+                                          inputs.timestamps[i][valid], 1, self.audio_window)  # fmt: skip
+            out[i, valid] = pooled[:, 0]
+        return self.audio_proj(out)  # (B, T, D)
 
 
 def pack_valid(tokens: torch.Tensor, mask: torch.Tensor) -> VideoTokens:
