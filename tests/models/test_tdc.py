@@ -140,7 +140,13 @@ def test_budget_guard_trims_chunk_ends_and_reports(tokenizer) -> None:
     comp.max_tokens = 201
     cut = comp(_inputs([video, short], (2, 2), query=["what happens?", "what happens?"]))
     assert cut.mask.sum(1).tolist() == [200, 129]  # the short video (124 + 5) fits and is untouched
+    frames = cut.info.pop("token_frames")  # (B, N): the frame each token came from, -1 = padding
     assert cut.info == {"trimmed": 48, "chunks": 4, "trimmed_per_video": [48, 0], "chunks_per_video": [2, 2]}
+    assert frames.shape == cut.mask.shape and ((frames >= 0) == cut.mask).all()
+    # chunk 1: static frame 0 (4 tokens + <Sep>), then frames 1.. with K + <Sep> each, cut at 100 tokens
+    assert frames[0, :5].tolist() == [0] * 5 and frames[0, 5:22].tolist() == [1] * 17
+    assert frames[0, 99] == 6 and frames[0, 100] == 8  # the guard removed frame 7; chunk 2 starts at frame 8
+    assert frames[1, :129].tolist() == [0] * 5 + sum(([f] * 17 for f in range(1, 8)), []) + [8] * 5
     kept = torch.cat([full.tokens[0, :100], full.tokens[0, 124:224]])  # the end of every chunk is removed
     torch.testing.assert_close(cut.tokens[0, :200], kept)
     torch.testing.assert_close(cut.tokens[1, :129], full.tokens[1, :129])

@@ -140,3 +140,20 @@ def test_tag_loss_needs_labels_and_the_trainer_fills_in_their_number(tmp_path):
     stage["data"]["collator"] = {}
     with pytest.raises(RecipeError, match="frame_tags"):
         build_objective(stage, tiny_model(), "r.yaml", "")
+
+
+def test_token_frames_average_each_frames_own_tokens():
+    """A compressor with a varying number of tokens per frame (TDC) reports each token's frame."""
+    loss_fn = FrameSaliencyLoss(hidden_size=2, slots=1)
+    with torch.no_grad():
+        loss_fn.head.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        loss_fn.head.bias.zero_()
+    hidden = torch.tensor([[1.0, 0], [3.0, 0], [5.0, 0], [7.0, 0]])  # 4 video tokens
+    scores, has = loss_fn.frame_scores(hidden, (0, 4), 3, torch.tensor([0, 0, 0, 2]))
+    assert scores[:, 0].tolist() == [3.0, 0.0, 7.0] and has.tolist() == [True, False, True]
+    ids = torch.tensor([[VIDEO_TOKEN_INDEX]])
+    targets = torch.tensor([[1.0, 1.0, 0.0]])
+    loss = loss_fn(hidden[None], ids, torch.ones_like(ids), torch.tensor([4]), torch.ones(1, 3, dtype=torch.bool),
+                   targets, torch.tensor([[0, 0, 0, 2, -1]]))  # fmt: skip
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([3.0, 7.0]), torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(loss, expected)  # frame 1 has no token (trimmed): left out

@@ -37,8 +37,8 @@ from vidtempo.models.video_llm import video_spans
 class FrameSaliencyLoss(nn.Module):
     """BCE between a linear head's per-frame score and per-frame targets.
 
-    Each frame's score is the mean of the head over that frame's tokens, so the compressor must give every
-    frame the same number of tokens (``pool`` does; TDC's static frames do not and raise ``ValueError``).
+    Each frame's score is the mean of the head over that frame's tokens: the compressor either gives every
+    frame the same number of tokens (``pool``) or reports each token's frame (``tdc``: ``info["token_frames"]``).
 
     Args:
         hidden_size: the LLM's hidden size.
@@ -50,17 +50,29 @@ class FrameSaliencyLoss(nn.Module):
         self.head = nn.Linear(hidden_size, slots)
 
     def frame_scores(
-        self, hidden: torch.Tensor, span: tuple[int, int], num_frames: int
-    ) -> torch.Tensor:
-        """(T, slots) logits of one row from its video positions ``hidden[start:start + n]`` (n, H)."""
+        self, hidden: torch.Tensor, span: tuple[int, int], num_frames: int, token_frames: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, slots) logits of one row from its video positions ``hidden[start:start + n]`` (n, H), and a (T,)
+        mask of the frames that have tokens. ``token_frames`` (n,) gives each token's frame (compressors with
+        a varying number of tokens per frame, e.g. TDC's ``info["token_frames"]``); without it every frame
+        must have n / T tokens."""
         start, n = span
+        per_token = self.head(hidden[start : start + n])  # (n, slots)
+        if token_frames is not None:
+            if len(token_frames) != n:
+                raise ValueError(f"token_frames has {len(token_frames)} entries for {n} video tokens")
+            idx = token_frames.to(per_token.device)
+            sums = per_token.new_zeros(num_frames, per_token.shape[1]).index_add(0, idx, per_token)
+            counts = torch.bincount(idx, minlength=num_frames)[:num_frames]  # (T,)
+            return sums / counts.clamp(min=1).unsqueeze(1).to(sums.dtype), counts > 0
         if num_frames == 0 or n % num_frames:
             raise ValueError(
                 f"the saliency loss needs the same number of video tokens per frame, got {n} tokens for "
-                f"{num_frames} frames; use a compressor with a fixed number of tokens per frame (e.g. pool)"
+                f"{num_frames} frames; use a compressor with a fixed number of tokens per frame (e.g. pool) "
+                "or one that reports info['token_frames'] (e.g. tdc)"
             )
-        per_token = self.head(hidden[start : start + n])  # (n, slots)
-        return per_token.reshape(num_frames, n // num_frames, -1).mean(1)  # (T, slots)
+        scores = per_token.reshape(num_frames, n // num_frames, -1).mean(1)  # (T, slots)
+        return scores, torch.ones(num_frames, dtype=torch.bool, device=scores.device)
 
     def forward(
         self,
@@ -70,12 +82,14 @@ class FrameSaliencyLoss(nn.Module):
         num_video_tokens: torch.Tensor,
         frame_mask: torch.Tensor,
         frame_targets: torch.Tensor,
+        token_frames: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean BCE over the (frame, slot) pairs that have a target (0 with none, still in the graph).
 
         Shapes: hidden (B, L', H) from ``VideoLLM.forward(output_hidden_states=True)``; input_ids and
         attention_mask (B, L) before splicing; num_video_tokens (B,); frame_mask (B, T); frame_targets
-        (B, T, S) with S <= slots, or (B, T) for slot 0 only; NaN = unknown.
+        (B, T, S) with S <= slots, or (B, T) for slot 0 only; NaN = unknown; token_frames (B, N) each video
+        token's frame, -1 for padding (optional, see ``frame_scores``).
         """
         if frame_targets.ndim == 2:
             frame_targets = frame_targets.unsqueeze(-1)
@@ -85,8 +99,10 @@ class FrameSaliencyLoss(nn.Module):
             row = frame_targets[i][frame_mask[i]]  # (T_i, S)
             if span[1] == 0 or torch.isnan(row).all():
                 continue
-            scores = self.frame_scores(hidden[i], span, int(frame_mask[i].sum()))[:, : row.shape[1]]
-            known = ~torch.isnan(row)
+            owners = token_frames[i][token_frames[i] >= 0] if token_frames is not None else None
+            scores, has_tokens = self.frame_scores(hidden[i], span, int(frame_mask[i].sum()), owners)
+            scores = scores[:, : row.shape[1]]
+            known = ~torch.isnan(row) & has_tokens.to(row.device)[:, None]
             logits.append(scores[known])
             targets.append(row[known])
         if not logits:

@@ -100,7 +100,7 @@ class SFTModule(L.LightningModule):
             setting = "frame_targets: true" if key == "frame_targets" else "frame_tags: [labels]"
             raise ValueError(f"the {key} loss needs per-frame targets: set data.collator.{setting}")
         return head(out.last_hidden_state, batch.input_ids, batch.attention_mask, out.num_video_tokens,
-                    batch.frame_mask, targets)  # fmt: skip
+                    batch.frame_mask, targets, out.info.get("token_frames"))  # fmt: skip
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, "train")

@@ -351,32 +351,36 @@ class TDCCompressor(TokenCompressor):
         """
         k = self.num_queries
         ctx_base, sep, pad = plan.num_static * n_static, bank_rows - 2, bank_rows - 1
-        rows, trimmed = [], []
-        for video in plan.video_chunks:
-            chunks = []
+        rows, row_frames, trimmed = [], [], []
+        for v, video in enumerate(plan.video_chunks):
+            chunks, frames = [], []  # token indices into the bank, and the (local) frame of each token
             for c in video:
-                parts = []
+                parts, owner = [], []
                 if self.add_static:
                     s = plan.chunk_static[c]
-                    parts.append(torch.arange(s * n_static, (s + 1) * n_static))
-                    parts.append(torch.tensor([sep]))
+                    parts += [torch.arange(s * n_static, (s + 1) * n_static), torch.tensor([sep])]
+                    owner.append(torch.full((n_static + 1,), plan.static_frames[s] - plan.offsets[v]))
                 for d in plan.chunk_dyn[c]:
-                    parts.append(torch.arange(ctx_base + d * k, ctx_base + (d + 1) * k))
-                    parts.append(torch.tensor([sep]))
+                    parts += [torch.arange(ctx_base + d * k, ctx_base + (d + 1) * k), torch.tensor([sep])]
+                    owner.append(torch.full((k + 1,), plan.dyn_frames[d] - plan.offsets[v]))
                 chunks.append(torch.cat(parts))
-            kept = _guard(chunks, self.max_tokens)
+                frames.append(torch.cat(owner))
+            kept, kept_frames = _guard(chunks, self.max_tokens), _guard(frames, self.max_tokens)
             row = torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long)
             trimmed.append(sum(len(c) for c in chunks) - len(row))
             rows.append(row)
+            row_frames.append(torch.cat(kept_frames) if kept_frames else torch.zeros(0, dtype=torch.long))
         longest = max((len(r) for r in rows), default=0)
         index = torch.full((len(rows), longest), pad, dtype=torch.long)
+        token_frames = torch.full((len(rows), longest), -1, dtype=torch.long)
         mask = torch.zeros(len(rows), longest, dtype=torch.bool)
         for i, row in enumerate(rows):
             index[i, : len(row)] = row
+            token_frames[i, : len(row)] = row_frames[i]
             mask[i, : len(row)] = True
         chunks_per_video = [len(video) for video in plan.video_chunks]
-        info = {"trimmed": sum(trimmed), "chunks": sum(chunks_per_video),
-                "trimmed_per_video": trimmed, "chunks_per_video": chunks_per_video}  # fmt: skip
+        info = {"trimmed": sum(trimmed), "chunks": sum(chunks_per_video), "trimmed_per_video": trimmed,
+                "chunks_per_video": chunks_per_video, "token_frames": token_frames}  # fmt: skip
         return index, mask, info
 
     # ------------------------------------------------------------------------------------------ weights
@@ -406,6 +410,7 @@ class _Plan:
         self.dyn_chunks: list[int] = []
         self.dyn_videos: list[int] = []
         self.video_chunks: list[list[int]] = []
+        self.offsets: list[int] = []  # global index of each video's first valid frame
 
     @property
     def num_static(self) -> int:
@@ -414,6 +419,7 @@ class _Plan:
 
 def _plan(segs: list[Segmentation], offsets: list[int], add_static: bool) -> _Plan:
     plan = _Plan()
+    plan.offsets = list(offsets)
     for v, seg in enumerate(segs):
         plan.video_chunks.append([])
         for start, end in seg.chunks:
