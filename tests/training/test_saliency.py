@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vidtempo.config.errors import RecipeError
-from vidtempo.data.collate import (
+from vidtempo.data.frame_targets import (
     FRAME_TARGET_SLOTS,
     event_tags,
     interval_targets,

@@ -22,6 +22,7 @@ import torch
 
 from vidtempo.data.chat import IGNORE_INDEX, ChatEncoder, first_user_text
 from vidtempo.data.errors import VideoDecodeError
+from vidtempo.data.frame_targets import event_tags, interval_targets
 from vidtempo.data.samples import ConversationSample
 
 log = logging.getLogger(__name__)
@@ -313,91 +314,6 @@ class VideoCollator:
         for i, w in enumerate(waves):
             out[i, : len(w)] = w
         return out, lengths
-
-
-FRAME_TARGET_SLOTS = 6  # slot 0: the sample's moment; slots 1-5: the moments of options A-E
-
-
-def _parse_intervals(raw: Any, sample: ConversationSample, key: str) -> list[tuple[float, float]] | None:
-    if not raw:
-        return None
-    pairs = [raw] if not isinstance(raw[0], (list, tuple)) else raw
-    try:
-        return [(float(a), float(b)) for a, b in pairs]
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"sample {sample.id}: meta.{key} must be [start, end] or a list of them, "
-                         f"got {raw!r}") from err  # fmt: skip
-
-
-def sample_intervals(sample: ConversationSample) -> list[tuple[float, float]] | None:
-    """The moment(s) a single-question sample is about, in seconds (``[s, e]`` or ``[[s, e], ...]``):
-    ``meta["timestamps"]`` (a grounding answer) or else ``meta["evidence"]`` (where the answer to a
-    question can be seen, NExT-GQA-style); None when there is none or the sample merges several questions."""
-    if int(sample.meta.get("turns", 1)) != 1:
-        return None
-    key = "timestamps" if sample.meta.get("timestamps") else "evidence"
-    return _parse_intervals(sample.meta.get(key), sample, key)
-
-
-def option_intervals(sample: ConversationSample) -> list[list[tuple[float, float]] | None]:
-    """Per answer option, the moment(s) it names (``meta["option_timestamps"]``, one entry per option, None
-    for an option that names no moment); [] when the sample has none or merges several questions."""
-    raw = sample.meta.get("option_timestamps")
-    if not raw or int(sample.meta.get("turns", 1)) != 1:
-        return []
-    if len(raw) > FRAME_TARGET_SLOTS - 1:
-        raise ValueError(f"sample {sample.id}: {len(raw)} option_timestamps, at most {FRAME_TARGET_SLOTS - 1}")
-    return [_parse_intervals(r, sample, f"option_timestamps[{k}]") for k, r in enumerate(raw)]
-
-
-def interval_targets(
-    samples: list[ConversationSample], times: torch.Tensor, frame_mask: torch.Tensor
-) -> torch.Tensor:
-    """(B, T, FRAME_TARGET_SLOTS): 1.0 for frames whose time is inside the slot's interval(s), 0.0 outside,
-    NaN when unknown. Slot 0 is the sample's moment, slot k the moment of option k (A = 1)."""
-    out = torch.full((*times.shape, FRAME_TARGET_SLOTS), float("nan"))
-    for i, sample in enumerate(samples):
-        slots = [sample_intervals(sample), *option_intervals(sample)]
-        for k, intervals in enumerate(slots):
-            if intervals is None:
-                continue
-            inside = torch.zeros(times.shape[1], dtype=torch.bool)
-            for a, b in intervals:
-                inside |= (times[i] >= a) & (times[i] < b)
-            out[i, :, k] = inside.float()
-        out[i, ~frame_mask[i]] = float("nan")
-    return out
-
-
-def event_tags(
-    samples: list[ConversationSample], times: torch.Tensor, frame_mask: torch.Tensor, labels: list[str],
-    window_labels: list[str] | None = None,
-) -> torch.Tensor:
-    """(B, T, C): 1.0 where an event of label c (``meta["events"]`` rows ``[label, start, end]``) covers the
-    frame's time, 0.0 otherwise, NaN for padded frames and samples without events. Labels in
-    ``window_labels`` (short events such as sounds) count when they overlap the frame's window, from its time
-    to the next frame's. Events with other labels are ignored."""
-    index = {label: c for c, label in enumerate(labels)}
-    windowed = set(window_labels or ())
-    out = torch.full((*times.shape, len(labels)), float("nan"))
-    for i, sample in enumerate(samples):
-        events = sample.meta.get("events")
-        if events is None:
-            continue
-        t = times[i][frame_mask[i]]  # (T_i,)
-        step = float((t[1:] - t[:-1]).median()) if len(t) > 1 else 1.0
-        next_t = torch.cat([t[1:], t[-1:] + step])  # (T_i,) end of each frame's window
-        row = torch.zeros(len(t), len(labels))
-        for ev in events:
-            if not (isinstance(ev, (list, tuple)) and len(ev) == 3):
-                raise ValueError(f"sample {sample.id}: meta.events rows must be [label, start, end], got {ev!r}")
-            if ev[0] not in index:
-                continue
-            a, b = float(ev[1]), float(ev[2])
-            hit = (t < b) & (next_t > a) if ev[0] in windowed else (t >= a) & (t < b)
-            row[:, index[ev[0]]] += hit.float()
-        out[i, frame_mask[i]] = row.clamp(max=1.0)
-    return out
 
 
 def as_conversation(sample: Any) -> ConversationSample:

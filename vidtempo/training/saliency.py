@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidtempo.data.collate import FRAME_TARGET_SLOTS
+from vidtempo.data.frame_targets import FRAME_TARGET_SLOTS
 from vidtempo.models.video_llm import video_spans
 
 
