@@ -327,3 +327,23 @@ def test_tdc_video_llm_forward_backward(tokenizer) -> None:
         lengths = [e - s for s, e in comp.segmenter.segment(feats).chunks]
         assert int(out.num_video_tokens[i]) == comp.count_tokens(lengths, (4, 4))
     assert out.info["chunks"] == sum(out.info["chunks_per_video"]) >= 4
+
+
+def test_time_embedding_follows_each_tokens_frame(tokenizer) -> None:
+    """With ``time_embedding`` every token gets its own frame's time; padding stays zero."""
+    comp = _tdc(tokenizer, newline=False, max_segments=0, time_embedding=True)
+    videos = [torch.randn(8, 4, 8), torch.randn(5, 4, 8)]
+    inputs = _inputs(videos, (2, 2), query=["when?", "when?"])
+    out = comp(inputs)
+    with torch.no_grad():
+        comp.time_scale.zero_()
+    plain = comp(inputs)
+    added = out.tokens - plain.tokens  # (B, N, H): the time embedding alone
+    frames = out.info["token_frames"]
+    assert added[1, ~out.mask[1]].abs().sum() == 0
+    same_frame = frames[0] == frames[0, 0]
+    torch.testing.assert_close(added[0, same_frame], added[0, :1].expand(int(same_frame.sum()), -1))
+    assert (added[0, frames[0] == 1][0] - added[0, 0]).abs().sum() > 0  # another frame, another time
+    comp.time_scale.data.fill_(1.0)
+    comp(inputs).tokens.sum().backward()
+    assert comp.time_scale.grad is not None and comp.time_scale.grad.abs() > 0

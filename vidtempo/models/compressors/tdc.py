@@ -45,6 +45,7 @@ from torch import nn
 from vidtempo.models.compressors.qformer import QFormer, build_qformer_tokenizer
 from vidtempo.models.interfaces import AudioFeatures, CompressorInput, TokenCompressor, VideoTokens
 from vidtempo.models.segmentation import SceneSegmenter, Segmentation
+from vidtempo.models.time_embedding import sinusoidal_time_embedding
 
 QUERY_TYPES = ("avg_pool", "learned")
 
@@ -79,6 +80,9 @@ class TDCCompressor(TokenCompressor):
         max_tokens: token budget per video (TDC: model_max_length - 16 - text length); None = no guard.
         qformer_batch: most frames per Q-Former call (None = all compressed frames of a batch at once).
         frame_proj_hidden: hidden width of ``frame_proj`` (default ``llm_dim``).
+        time_embedding: add a learnable-scaled sinusoidal embedding of each token's frame time (seconds) to
+            every emitted token (not in TDC, whose tokens carry no time; the ``pool`` baseline's option, so
+            answers in seconds are possible without timestamp text).
 
     Example:
         >>> comp = TDCCompressor(in_dim=8, llm_dim=16, qformer="tiny", newline=True, audio_dim=4,
@@ -113,6 +117,7 @@ class TDCCompressor(TokenCompressor):
         qformer_batch: int | None = None,
         frame_proj_hidden: int | None = None,
         text_vocab_size: int | None = None,
+        time_embedding: bool = False,
     ) -> None:
         super().__init__()
         _check_positive(in_dim=in_dim, llm_dim=llm_dim, num_queries=num_queries,
@@ -157,6 +162,8 @@ class TDCCompressor(TokenCompressor):
         self.vision_proj = nn.Linear(hq, llm_dim)
         self.audio_dim = audio_dim
         self.audio_proj = nn.Linear(audio_dim, llm_dim) if audio_dim is not None else None
+        # unit-norm embedding at init, the scale of the L2-normalised context tokens
+        self.time_scale = nn.Parameter(torch.full((1,), (llm_dim / 2) ** -0.5)) if time_embedding else None
 
     # ------------------------------------------------------------------------------------------ counts
     def frame_tokens(self, grid: tuple[int, int], audio: bool = False) -> int:
@@ -236,7 +243,19 @@ class TDCCompressor(TokenCompressor):
         )  # (S*n_s + Nd*K + 2, H): every token any video emits, plus <Sep> and a zero padding row
         index, mask, info = self._layout(plan, static.shape[1], bank.shape[0])
         tokens = bank[index.to(bank.device)]  # (B, N, H)
+        if self.time_scale is not None:
+            tokens = tokens + self._time_embedding(inputs.timestamps, info["token_frames"], mask, tokens)
         return VideoTokens(tokens=tokens, mask=mask.to(feats.device), info=info)
+
+    def _time_embedding(
+        self, timestamps: torch.Tensor, token_frames: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, N, H) scaled sinusoidal embedding of each token's frame time; zeros at padding."""
+        assert self.time_scale is not None
+        frames = token_frames.clamp(min=0).to(timestamps.device)  # (B, N)
+        times = torch.gather(timestamps, 1, frames)  # (B, N) seconds
+        emb = sinusoidal_time_embedding(times, tokens.shape[-1]).to(tokens.dtype)  # (B, N, H)
+        return self.time_scale * emb * mask.to(tokens.device).unsqueeze(-1)
 
     def _check_inputs(self, inputs: CompressorInput) -> None:
         feats = inputs.feats
