@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from vidtempo.models.compressors.tdc import pool_audio_per_frame
+from vidtempo.models.compressors.audio_windows import pool_audio_per_frame
 from vidtempo.models.interfaces import CompressorInput, TokenCompressor, VideoTokens
 from vidtempo.models.time_embedding import sinusoidal_time_embedding
 
