@@ -87,7 +87,6 @@ class SpatialPoolCompressor(TokenCompressor):
         mask = inputs.frame_mask.repeat_interleave(n, dim=1)  # (B, T*n)
         return pack_valid(tokens, mask)
 
-
     def _frame_audio(self, inputs: CompressorInput) -> torch.Tensor:
         """(B, T, D): each valid frame's audio window, pooled and projected; zeros for padded frames."""
         if self.audio_proj is None:
