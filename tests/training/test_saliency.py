@@ -8,6 +8,7 @@ import torch
 from vidtempo.config.errors import RecipeError
 from vidtempo.data.frame_targets import (
     FRAME_TARGET_SLOTS,
+    SEEN_OFFSET,
     event_tags,
     interval_targets,
     option_intervals,
@@ -49,6 +50,10 @@ def test_interval_targets_mark_inside_frames_and_nan_for_padding_and_unknown():
     assert torch.isnan(out[2, :, 0]).all() and torch.isnan(out[2, :, 2]).all()  # no moment; option B names none
     assert out[2, :, 1].tolist() == [1.0, 0.0, 0.0, 0.0] and out[2, :, 3].tolist() == [0.0, 1.0, 0.0, 1.0]
     assert out[2, :, 4].tolist() == [0.0, 0.0, 1.0, 0.0] and torch.isnan(out[2, :, 5]).all()
+    seen = out[2, :, SEEN_OFFSET + 1 : SEEN_OFFSET + 5]  # (T, 4) "option k has begun by this frame"
+    assert seen[:, 0].tolist() == [1.0, 1.0, 1.0, 1.0] and torch.isnan(seen[:, 1]).all()
+    assert seen[:, 2].tolist() == [0.0, 1.0, 1.0, 1.0] and seen[:, 3].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert seen.nan_to_num(0).sum(0).argmax() == 0  # summed over frames: the option that appears first
     merged = sample({**options, "turns": 2})
     assert option_intervals(merged) == [] and torch.isnan(interval_targets([merged], times[:1], mask[:1])).all()
 

@@ -58,7 +58,8 @@ class VideoTextBatch:
             and unknown slots. Slot 0: the sample's moment (``meta["timestamps"]``, e.g. a grounding answer,
             or ``meta["evidence"]``, where a question's answer can be seen);
             slots 1-5: the moment each answer option names (``meta["option_timestamps"]``, e.g. "which of
-            these appears first?"). Multi-question samples (``meta["turns"] > 1``) have none.
+            these appears first?"); slots 6-10: whether option k's moment has begun by the frame ("seen so
+            far"). Multi-question samples (``meta["turns"] > 1``) have none.
         frame_tags: (B, T, C) float, only with ``VideoCollator(frame_tags=[...C labels...])``: 1.0 where an
             event of that label (``meta["events"]``: ``[label, start, end]`` rows) covers the frame's time,
             0.0 otherwise; NaN for padded frames and samples without ``events``.

@@ -1,7 +1,8 @@
 """Per-frame training targets from annotated intervals (the targets of ``vidtempo.training.saliency``).
 
 * ``interval_targets``: "is the moment the sample is about (slot 0) or the moment option k names (slot k)
-  inside this frame?" from ``meta["timestamps"]`` / ``meta["evidence"]`` / ``meta["option_timestamps"]``;
+  inside this frame?" from ``meta["timestamps"]`` / ``meta["evidence"]`` / ``meta["option_timestamps"]``,
+  and "has option k's moment begun by this frame?" (slot ``SEEN_OFFSET + k``: seen-so-far, a step);
 * ``event_tags``: "which labels are on screen (or heard) at this frame?" from ``meta["events"]``.
 
 Example:
@@ -20,7 +21,9 @@ import torch
 
 from vidtempo.data.samples import ConversationSample
 
-FRAME_TARGET_SLOTS = 6  # slot 0: the sample's moment; slots 1-5: the moments of options A-E
+MAX_OPTIONS = 5  # options A-E
+SEEN_OFFSET = MAX_OPTIONS  # slot SEEN_OFFSET + k: option k has begun by this frame (k = 1..5)
+FRAME_TARGET_SLOTS = 1 + 2 * MAX_OPTIONS  # slot 0: the sample's moment; 1-5: options A-E; 6-10: seen so far
 
 
 def _parse_intervals(raw: Any, sample: ConversationSample, key: str) -> list[tuple[float, float]] | None:
@@ -50,8 +53,8 @@ def option_intervals(sample: ConversationSample) -> list[list[tuple[float, float
     raw = sample.meta.get("option_timestamps")
     if not raw or int(sample.meta.get("turns", 1)) != 1:
         return []
-    if len(raw) > FRAME_TARGET_SLOTS - 1:
-        raise ValueError(f"sample {sample.id}: {len(raw)} option_timestamps, at most {FRAME_TARGET_SLOTS - 1}")
+    if len(raw) > MAX_OPTIONS:
+        raise ValueError(f"sample {sample.id}: {len(raw)} option_timestamps, at most {MAX_OPTIONS}")
     return [_parse_intervals(r, sample, f"option_timestamps[{k}]") for k, r in enumerate(raw)]
 
 
@@ -59,7 +62,9 @@ def interval_targets(
     samples: list[ConversationSample], times: torch.Tensor, frame_mask: torch.Tensor
 ) -> torch.Tensor:
     """(B, T, FRAME_TARGET_SLOTS): 1.0 for frames whose time is inside the slot's interval(s), 0.0 outside,
-    NaN when unknown. Slot 0 is the sample's moment, slot k the moment of option k (A = 1)."""
+    NaN when unknown. Slot 0 is the sample's moment, slot k the moment of option k (A = 1), slot
+    ``SEEN_OFFSET + k`` whether option k's first interval has begun by the frame's time ("seen so far": summed
+    over frames it ranks the options by first appearance, which is what "which appears first?" asks)."""
     out = torch.full((*times.shape, FRAME_TARGET_SLOTS), float("nan"))
     for i, sample in enumerate(samples):
         slots = [sample_intervals(sample), *option_intervals(sample)]
@@ -70,6 +75,8 @@ def interval_targets(
             for a, b in intervals:
                 inside |= (times[i] >= a) & (times[i] < b)
             out[i, :, k] = inside.float()
+            if k:
+                out[i, :, SEEN_OFFSET + k] = (times[i] >= min(a for a, _ in intervals)).float()
         out[i, ~frame_mask[i]] = float("nan")
     return out
 

@@ -30,7 +30,7 @@ import json
 import os
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ ORDER_DEPENDENT = {"order": True, "count": False, "audio_visual": False, "after_
 # Does the answer need frames and audio to stay aligned with each other?
 ALIGNMENT_DEPENDENT = {"order": False, "count": False, "audio_visual": True, "after_cut": False}
 MCQ_SUFFIX = "Answer with the option's letter from the given choices directly."
+# the instruction when the model is trained to answer with the option's text (``SynthConversations(mcq_answers=
+# "text")``; the eval prompt ``eval.prompts.synth_mcq`` must then end with it, and the scorer matches the text)
+MCQ_TEXT_SUFFIX = "Answer with the text of the correct option."
 DENSE_PROMPT = "Describe the events in the video with their start and end times."
 ANNOTATION_FILES: dict[str, str] = {
     "grounding": "charades_sta.txt",
@@ -261,6 +264,30 @@ def build_split(scripts: list[EventScript], seed: int, split: str) -> SplitAnnot
     return ann
 
 
+def extra_mcq(scripts: list[EventScript], seed: int, split: str, per_video: dict[str, int]) -> list[McqItem]:
+    """``per_video[task]`` more multiple-choice items per video, drawn afresh from the event scripts (other
+    options, first/last, answer letter): training augmentation for tasks with one item per video. Ids end in
+    ``_x{k}``; deterministic for (seed, split, video, task, k).
+
+    Example:
+        >>> from vidtempo.synth.script import sample_script
+        >>> items = extra_mcq([sample_script(0, 3)], seed=0, split="train", per_video={"order": 2})
+        >>> [m.id for m in items], all(m.task == "order" for m in items)
+        (['ts000003_order_x0', 'ts000003_order_x1'], True)
+    """
+    unknown = sorted(set(per_video) - set(MCQ_BUILDERS))
+    if unknown:
+        raise ValueError(f"extra questions for unknown tasks {unknown}; multiple-choice tasks: {sorted(MCQ_BUILDERS)}")
+    items = []
+    for s in scripts:
+        for task, n in per_video.items():
+            for k in range(int(n)):
+                rng = _rng(seed, split, s.video_id, task, f"extra{k}")
+                item = MCQ_BUILDERS[task](s, LETTERS[int(rng.integers(4))], rng)
+                items.append(replace(item, id=f"{item.id}_x{k}"))
+    return items
+
+
 def conversation_records(ann: SplitAnnotations) -> list[dict[str, Any]]:
     """LLaVA conversations: grounding (seconds codec), every MCQ (option letter), dense captions. Every record
     carries ``events`` (``[name, start, end]`` of each object and ``["high beep" | "low beep", start, end]`` of
@@ -307,7 +334,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _jsonl(records: Iterable[dict[str, Any]]) -> str:
+def jsonl_text(records: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
@@ -327,8 +354,8 @@ def render_files(ann: SplitAnnotations) -> dict[str, str]:
         "durations": _csv(["id", "objects", "cuts", "length"],
                           ([s.video_id, ";".join(o.name for o in s.objects), len(s.cuts), f"{s.duration:.2f}"]
                            for s in scripts)),
-        "conversations": _jsonl(conversation_records(ann)),
-        "mcq": _jsonl(m.to_record() for m in ann.mcq),
+        "conversations": jsonl_text(conversation_records(ann)),
+        "mcq": jsonl_text(m.to_record() for m in ann.mcq),
         "dense_captions": json.dumps(ann.dense, indent=1) + "\n",
         "scene_cuts": json.dumps({s.video_id: {"duration": s.duration, "fps": s.fps, "cuts": s.cuts,
                                                "gradual": [{"start": g.start, "end": g.end, "kind": g.kind}

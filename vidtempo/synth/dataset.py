@@ -16,6 +16,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from vidtempo.data.samples import VIDEO_PLACEHOLDER, ConversationSample
+from vidtempo.synth.annotate import LETTERS, MCQ_SUFFIX, MCQ_TASKS, MCQ_TEXT_SUFFIX
 
 
 class SynthConversations(Dataset):
@@ -31,6 +32,13 @@ class SynthConversations(Dataset):
             is encoded once for all of them: about 4x more supervised answer tokens per encoded video for
             grounding).
         workers: rendering processes when the set is generated (0 = one per CPU core).
+        mcq_answers: ``letter`` (as generated: "B") or ``text``: the multiple-choice answers become the
+            option's text ("the red circle") and the instruction line ``MCQ_TEXT_SUFFIX``. The scorer maps an
+            option's text back to its letter, so the benchmark is unchanged; evaluate with the same instruction
+            (``eval.prompts.synth_mcq``, see recipes/tiny/synth_grounding.yaml).
+        extra_questions: task -> more multiple-choice questions per video, drawn afresh from the split's event
+            scripts (e.g. ``{order: 3}``: training augmentation for tasks with one question per video; other
+            options, first/last and answer letter). Written once next to the split's annotations.
     """
 
     def __init__(
@@ -47,10 +55,14 @@ class SynthConversations(Dataset):
         limit: int | None = None,
         multi_turn: bool = False,
         workers: int = 0,
+        mcq_answers: str = "letter",
+        extra_questions: dict[str, int] | None = None,
     ) -> None:
         from vidtempo.data.datasets import ConversationDataset
         from vidtempo.synth.generate import generate
 
+        if mcq_answers not in ("letter", "text"):
+            raise ValueError(f"mcq_answers must be 'letter' or 'text', got {mcq_answers!r}")
         self.root = Path(root)
         if not (self.root / "manifest.json").is_file():
             generate(self.root, num_videos=num_videos, seed=seed, size=size, fps=fps,
@@ -62,10 +74,15 @@ class SynthConversations(Dataset):
                 f"{path} is missing: is {self.root} a TempoSynth folder with a '{split}' split?"
             )
         samples = ConversationDataset(path, video_root=self.root).samples
+        if extra_questions:
+            extra = extra_conversations(self.root, split, seed, dict(extra_questions))
+            samples += ConversationDataset(extra, video_root=self.root).samples
         if tasks:
             samples = [s for s in samples if s.meta.get("task") in set(tasks)]
             if not samples:
                 raise ValueError(f"{path}: no samples of tasks {tasks}")
+        if mcq_answers == "text":
+            samples = [text_answer(s) for s in samples]
         if multi_turn:
             samples = group_by_video(samples)
         self.samples: list[ConversationSample] = samples[:limit] if limit else samples
@@ -75,6 +92,52 @@ class SynthConversations(Dataset):
 
     def __getitem__(self, index: int) -> ConversationSample:
         return self.samples[index]
+
+
+def text_answer(sample: ConversationSample) -> ConversationSample:
+    """A multiple-choice sample answered with the option's text instead of its letter (other samples as they
+    are): the answer ``B`` becomes the text of the question's ``B. ...`` line and the instruction line
+    becomes ``MCQ_TEXT_SUFFIX``.
+
+    Example:
+        >>> s = ConversationSample(video=None, id="q", meta={"task": "order"}, messages=[
+        ...     {"role": "user", "content": "<video>\\nWhich?\\nA. the red circle\\nB. the blue square\\n" + MCQ_SUFFIX},
+        ...     {"role": "assistant", "content": "B"}])
+        >>> text_answer(s).messages[-1]["content"]
+        'the blue square'
+    """
+    if sample.meta.get("task") not in MCQ_TASKS or len(sample.messages) != 2:
+        return sample
+    question, answer = sample.messages[0]["content"], sample.messages[1]["content"].strip()
+    lines = question.split("\n")
+    options = dict(line.split(". ", 1) for line in lines if len(line) > 3 and line[0] in LETTERS and line[1:3] == ". ")
+    if lines[-1] != MCQ_SUFFIX or answer not in options:
+        raise ValueError(f"sample {sample.id}: not a TempoSynth multiple-choice question with a letter answer "
+                         f"(expected option lines 'A. ...', the line {MCQ_SUFFIX!r} and an answer A-D)")
+    messages = [{**sample.messages[0], "content": "\n".join([*lines[:-1], MCQ_TEXT_SUFFIX])},
+                {**sample.messages[1], "content": options[answer]}]
+    return dataclasses.replace(sample, messages=messages)
+
+
+def extra_conversations(root: Path, split: str, seed: int, per_video: dict[str, int]) -> Path:
+    """``annotations/<split>/conversations_extra_<task><n>....jsonl``: the conversations of
+    :func:`~vidtempo.synth.annotate.extra_mcq` (written once, atomically; reused when present)."""
+    from vidtempo.synth.annotate import (
+        SplitAnnotations,
+        atomic_write_text,
+        conversation_records,
+        extra_mcq,
+        jsonl_text,
+    )
+    from vidtempo.synth.generate import Manifest
+
+    tag = "_".join(f"{task}{int(n)}" for task, n in sorted(per_video.items()))
+    path = root / "annotations" / split / f"conversations_extra_{tag}_seed{seed}.jsonl"
+    if not path.is_file():
+        scripts = list(Manifest.load(root).scripts(split).values())
+        ann = SplitAnnotations(split, scripts, mcq=extra_mcq(scripts, seed, split, per_video))
+        atomic_write_text(path, jsonl_text(conversation_records(ann)))
+    return path
 
 
 def group_by_video(samples: list[ConversationSample]) -> list[ConversationSample]:
