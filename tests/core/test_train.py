@@ -120,3 +120,21 @@ def test_undecodable_videos_are_skipped_and_counted_then_fail_past_threshold(vid
     cfg2.data.train.path = str(tmp_path / "mixed.jsonl")
     with pytest.raises(TooManySkippedError, match="bad.mp4"):
         train(cfg2)
+
+
+def test_init_from_starts_a_run_from_a_finished_one_and_rejects_a_wrong_folder(video_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from vidtempo.config.errors import RecipeError
+
+    first = train(tiny_cfg(video_dir, tmp_path / "a", "trainer.max_steps=2"))
+    cfg = tiny_cfg(video_dir, tmp_path / "b", "trainer.max_steps=1", "optim.lr=0.0", "optim.warmup_steps=0")
+    cfg.init_from = str(first)
+    # lr 0: nothing moves, so the second run's weights are the first run's
+    second = train(cfg)
+    a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    cfg = tiny_cfg(video_dir, tmp_path / "c", "trainer.max_steps=1")
+    cfg.init_from = str(tmp_path / "a")  # the run folder, not its final/ checkpoint
+    with pytest.raises(RecipeError, match="init_from.*not a vidtempo checkpoint directory"):
+        train(cfg)

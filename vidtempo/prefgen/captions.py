@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +147,36 @@ def drop_text_only_placeholders(batch: Any) -> Any:
     return dataclasses.replace(batch, **cut)
 
 
+def generate_answers(
+    model: Any, tokenizer: Any, samples: list[ConversationSample], collate: Any, batch_size: int,
+    transform: Callable[[Any], Any] | None = None, **kwargs: Any,
+) -> list[str]:  # fmt: skip
+    """One decoded, stripped answer per sample from ``model.generate`` (batches of ``batch_size``).
+
+    ``transform`` edits each collated batch before generation (e.g. perturbs its frames in time).
+
+    Raises:
+        VideoDecodeError: a video cannot be decoded.
+    """
+    import torch
+
+    from vidtempo.data.errors import VideoDecodeError
+
+    device = next(model.parameters()).device
+    out: list[str] = []
+    for i in range(0, len(samples), batch_size):
+        batch = collate(samples[i : i + batch_size])
+        if batch.skipped:
+            raise VideoDecodeError(batch.skipped[0].path, batch.skipped[0].reason)
+        batch = drop_text_only_placeholders(transform(batch) if transform is not None else batch)
+        with torch.no_grad():
+            new = model.generate(**batch.to(device).model_inputs(with_labels=False),
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                 **kwargs)  # fmt: skip
+        out.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+    return out
+
+
 class SelfCaptioner:
     """Captions clips and writes video descriptions with the model being trained.
 
@@ -183,23 +213,7 @@ class SelfCaptioner:
         Raises:
             VideoDecodeError: a clip cannot be decoded.
         """
-        import torch
-
-        from vidtempo.data.errors import VideoDecodeError
-
-        device = next(self.model.parameters()).device
-        out: list[str] = []
-        for i in range(0, len(samples), self.settings.batch_size):
-            batch = collate(samples[i : i + self.settings.batch_size])
-            if batch.skipped:
-                raise VideoDecodeError(batch.skipped[0].path, batch.skipped[0].reason)
-            batch = drop_text_only_placeholders(batch)
-            with torch.no_grad():
-                new = self.model.generate(**batch.to(device).model_inputs(with_labels=False),
-                                          pad_token_id=self.tokenizer.pad_token_id,
-                                          eos_token_id=self.tokenizer.eos_token_id, **kwargs)  # fmt: skip
-            out.extend(t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True))
-        return out
+        return generate_answers(self.model, self.tokenizer, samples, collate, self.settings.batch_size, **kwargs)
 
     def _clip_sample(
         self, video: str, bounds: tuple[float, float], previous: str | None, idx: int

@@ -60,6 +60,8 @@ def train(cfg: DictConfig) -> Path:
     save_recipe(cfg, out)
     tokenizer = build_tokenizer(plain, recipe)
     model = build_video_llm(plain["model"], weights=plain.get("weights"), recipe=recipe)
+    if plain.get("init_from"):
+        init_weights(model, plain["init_from"], recipe)
     final = out
     for i, (stage, sdir) in enumerate(zip(expand_stages(plain), stage_dirs(plain))):
         if stage.get("lora"):
@@ -104,6 +106,21 @@ def _with_encoder_id(stage: dict[str, Any], model: Any, recipe: str) -> dict[str
     collator["encoder_id"] = encoder_fingerprint(model.vision_encoder)
     data["collator"] = collator
     return data
+
+
+def init_weights(model: Any, directory: str | Path, recipe: str) -> None:
+    """``init_from``: start from the weights of a finished run (its ``final/`` directory)."""
+    from vidtempo.config.errors import RecipeError
+
+    directory = Path(directory)
+    if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
+        raise RecipeError(f"{directory} is not a vidtempo checkpoint directory (expected {CONFIG_NAME} and "
+                          f"{WEIGHTS_NAME}, e.g. runs/NAME/0_sft/final)", recipe=recipe, key="init_from")  # fmt: skip
+    try:
+        load_weights(model, directory)
+    except (ValueError, RuntimeError) as err:
+        raise RecipeError(f"{directory}: {err}", recipe=recipe, key="init_from") from err
+    log.info("initialised the model from %s", directory)
 
 
 def load_weights(model: Any, directory: Path) -> None:

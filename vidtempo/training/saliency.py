@@ -44,11 +44,17 @@ class FrameSaliencyLoss(nn.Module):
     Args:
         hidden_size: the LLM's hidden size.
         slots: target slots (one head output each); ``FRAME_TARGET_SLOTS`` matches the collator.
+        reduction: ``sample`` (each sample's mean over its known (frame, slot) targets, then the mean over
+            samples: a question with 9 known slots weighs as much as one with 1) or ``entry`` (the mean over
+            every known target of the batch).
     """
 
-    def __init__(self, hidden_size: int, slots: int = FRAME_TARGET_SLOTS) -> None:
+    def __init__(self, hidden_size: int, slots: int = FRAME_TARGET_SLOTS, reduction: str = "sample") -> None:
         super().__init__()
+        if reduction not in ("sample", "entry"):
+            raise ValueError(f"reduction must be 'sample' or 'entry', got {reduction!r}")
         self.head = nn.Linear(hidden_size, slots)
+        self.reduction = reduction
 
     def frame_scores(
         self, hidden: torch.Tensor, span: tuple[int, int], num_frames: int, token_frames: torch.Tensor | None = None
@@ -85,7 +91,8 @@ class FrameSaliencyLoss(nn.Module):
         frame_targets: torch.Tensor,
         token_frames: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean BCE over the (frame, slot) pairs that have a target (0 with none, still in the graph).
+        """Mean BCE over the (frame, slot) pairs that have a target, per ``reduction`` (0 with none, still in
+        the graph).
 
         Shapes: hidden (B, L', H) from ``VideoLLM.forward(output_hidden_states=True)``; input_ids and
         attention_mask (B, L) before splicing; num_video_tokens (B,); frame_mask (B, T); frame_targets
@@ -108,6 +115,8 @@ class FrameSaliencyLoss(nn.Module):
             targets.append(row[known])
         if not logits:
             return self.head.weight.sum() * 0.0
-        return nn.functional.binary_cross_entropy_with_logits(
-            torch.cat(logits).float(), torch.cat(targets).to(hidden.device).float()
-        )
+        bce = nn.functional.binary_cross_entropy_with_logits
+        if self.reduction == "entry":
+            return bce(torch.cat(logits).float(), torch.cat(targets).to(hidden.device).float())
+        per_sample = [bce(x.float(), y.to(hidden.device).float()) for x, y in zip(logits, targets)]
+        return torch.stack(per_sample).mean()

@@ -1,7 +1,8 @@
 """The shape of a training recipe, checked before anything is built.
 
-Top-level sections: ``name``, ``output_dir``, ``seed``, ``tokenizer``, ``model``, ``weights``, ``data``,
-``objective``, ``optim``, ``trainer``, ``checkpoint``, ``stages`` (+ free-form ``eval``/``prompts``/``notes``).
+Top-level sections: ``name``, ``output_dir``, ``seed``, ``tokenizer``, ``model``, ``weights``, ``init_from``
+(a vidtempo checkpoint directory whose weights start the first stage), ``data``, ``objective``, ``optim``,
+``trainer``, ``checkpoint``, ``stages`` (+ free-form ``eval``/``prompts``/``notes``).
 Unknown keys, wrong types and unknown aliases fail with the recipe file, the key and the valid choices.
 """
 
@@ -20,7 +21,7 @@ from vidtempo.training.optim import OptimSettings
 TOP_LEVEL = {
     "name", "output_dir", "seed", "tokenizer", "model", "weights", "data", "objective", "optim",
     "trainer", "checkpoint", "stages", "eval", "prompts", "notes", "inference", "dpo", "curriculum",
-    "prefgen", "_recipe_path_",
+    "prefgen", "prefgen_answers", "init_from", "_recipe_path_",
 }  # fmt: skip
 DATA_KEYS = {"train", "val", "collator", "batch_size", "num_workers", "max_skip_fraction", "shuffle"}
 STAGE_KEYS = {"name", "trainable", "optim", "data", "trainer", "objective", "checkpoint", "merge_lora_after", "lora"}
