@@ -36,7 +36,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "shuffled_post": ("200 SFT, then DPO levels in the order 4>16>2>8 (4 x 50 steps)",
                       ["dpo", RECIPE, "--curriculum", "--post-sft", *SHUFFLED]),
     "single_post": ("200 SFT, then single-stage DPO over all levels (200 steps)", ["dpo", RECIPE, "--post-sft"]),
+    "dpo_start": ("the post-SFT runs' starting point: 200 SFT steps (curriculum_post's first stage)", []),
+    "curriculum_post_truth": ("as curriculum_post, chosen = the annotated answer (pairs from --truth-pairs)",
+                              ["dpo", RECIPE, "--curriculum", "--post-sft"]),
 }  # fmt: skip
+STAGE_OF = {"dpo_start": ("curriculum_post", "0_sft")}  # rows that evaluate a stage of another run
 
 
 def vidtempo(args: list[str], env: dict[str, str], log: Path) -> float:
@@ -71,8 +75,15 @@ def run_variant(name: str, args: argparse.Namespace, env: dict[str, str]) -> dic
     out = Path(args.out) / name
     out.mkdir(parents=True, exist_ok=True)
     log, timing = out / "log.txt", out / "train_seconds.json"
-    command = VARIANTS[name][1]
-    if not command:
+    command = list(VARIANTS[name][1])
+    if name.endswith("_truth"):
+        if not args.truth_pairs:
+            raise SystemExit(f"{name} needs --truth-pairs (vidtempo prefgen ... --questions prefgen_answers.chosen=truth)")
+        command.append(f"dpo.data.train.path={Path(args.truth_pairs).resolve()}")
+    if name in STAGE_OF:
+        run, stage = STAGE_OF[name]
+        checkpoint, seconds = Path(args.out) / run / "run" / stage / "final", 0.0
+    elif not command:
         checkpoint, seconds = Path(args.base), 0.0
     else:
         if not timing.is_file():
@@ -102,9 +113,11 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="base checkpoint (a final/ directory)")
     parser.add_argument("--data", required=True, help="TempoSynth root the base was trained on")
     parser.add_argument("--pairs", required=True, help="answer pairs JSONL (vidtempo prefgen --questions)")
+    parser.add_argument("--truth-pairs", help="pairs with chosen = the annotated answer (for *_truth variants)")
     parser.add_argument("--out", default="runs/tempo_order")
     parser.add_argument("--limit", type=int, default=120, help="test items per task")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                        default=[v for v in VARIANTS if not v.endswith("_truth")])
     args = parser.parse_args()
     env = {**os.environ, "VIDTEMPO_BASE": str(Path(args.base).resolve()),
            "VIDTEMPO_DATA": str(Path(args.data).resolve()), "VIDTEMPO_PAIRS": str(Path(args.pairs).resolve())}  # fmt: skip

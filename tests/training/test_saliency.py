@@ -80,6 +80,29 @@ def test_saliency_loss_skips_rows_without_targets_and_needs_equal_tokens_per_fra
     assert none.item() == 0.0 and none.requires_grad
 
 
+def test_reductions_weigh_samples_or_targets_and_a_smaller_head_uses_the_first_slots():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 6, 4)  # 2 rows: 1 text token, 4 frames x 1 token, 1 text token
+    ids = torch.tensor([[1, VIDEO_TOKEN_INDEX, 2], [1, VIDEO_TOKEN_INDEX, 2]])
+    args = (hidden, ids, torch.ones_like(ids), torch.tensor([4, 4]), torch.ones(2, 4, dtype=torch.bool))
+    targets = torch.full((2, 4, 3), float("nan"))
+    targets[0, :, 0] = torch.tensor([1.0, 0.0, 0.0, 1.0])  # row 0: 4 known targets
+    targets[1] = torch.tensor([[1.0, 0.0, 1.0]] * 4)  # row 1: 12 known targets
+    by_sample, by_entry = FrameSaliencyLoss(4, slots=3), FrameSaliencyLoss(4, slots=3, reduction="entry")
+    by_entry.load_state_dict(by_sample.state_dict())
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    logits = by_sample.head(hidden[:, 1:5])  # (2, 4, 3)
+    row0, row1 = bce(logits[0, :, 0], targets[0, :, 0]), bce(logits[1], targets[1])
+    assert torch.allclose(by_sample(*args, targets), (row0 + row1) / 2)
+    assert torch.allclose(by_entry(*args, targets), (4 * row0 + 12 * row1) / 16)
+    small = FrameSaliencyLoss(4, slots=1)
+    small.head.weight.data, small.head.bias.data = by_sample.head.weight[:1].clone(), by_sample.head.bias[:1].clone()
+    slot0 = (row0 + bce(logits[1, :, 0], targets[1, :, 0])) / 2
+    assert torch.allclose(small(*args, targets), slot0)  # the other 2 slots are left out
+    with pytest.raises(ValueError, match="reduction must be"):
+        FrameSaliencyLoss(4, reduction="mean")
+
+
 def tiny_model() -> VideoLLM:
     enc = tiny_vision_encoder()
     return VideoLLM(vision_encoder=enc, compressor=SpatialPoolCompressor(enc.out_dim, stride=4), llm=tiny_llm(),

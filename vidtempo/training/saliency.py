@@ -96,7 +96,7 @@ class FrameSaliencyLoss(nn.Module):
 
         Shapes: hidden (B, L', H) from ``VideoLLM.forward(output_hidden_states=True)``; input_ids and
         attention_mask (B, L) before splicing; num_video_tokens (B,); frame_mask (B, T); frame_targets
-        (B, T, S) with S <= slots, or (B, T) for slot 0 only; NaN = unknown; token_frames (B, N) each video
+        (B, T, S) (a head with fewer slots uses the first ones), or (B, T) for slot 0 only; NaN = unknown; token_frames (B, N) each video
         token's frame, -1 for padding (optional, see ``frame_scores``).
         """
         if frame_targets.ndim == 2:
@@ -104,7 +104,7 @@ class FrameSaliencyLoss(nn.Module):
         logits, targets = [], []
         spans = video_spans(input_ids, attention_mask, num_video_tokens)
         for i, span in enumerate(spans):
-            row = frame_targets[i][frame_mask[i]]  # (T_i, S)
+            row = frame_targets[i][frame_mask[i]][:, : self.head.out_features]  # (T_i, S): the head's slots
             if span[1] == 0 or torch.isnan(row).all():
                 continue
             owners = token_frames[i][token_frames[i] >= 0] if token_frames is not None else None

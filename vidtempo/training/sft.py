@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vidtempo.data.collate import VideoCollator
+from vidtempo.data.frame_targets import FRAME_TARGET_SLOTS
 from vidtempo.training.optim import OptimSettings, lightning_optimizers
 from vidtempo.training.saliency import FrameSaliencyLoss
 from vidtempo.training.skips import SkipTracker
@@ -37,6 +38,10 @@ class SFTModule(L.LightningModule):
             a multi-label head on the same hidden states, question-independent, so it trains the encoder
             from the first step); 0 = off. Needs ``data.collator.frame_tags``.
         num_tags: number of tag labels (the trainer fills it in from ``data.collator.frame_tags``).
+        saliency_slots: how many of the collator's target slots the saliency head predicts (11: the moment,
+            5 options, 5 "seen so far"; 6 leaves out the seen-so-far slots).
+        saliency_reduction: ``sample`` (every sample weighs the same) or ``entry`` (every known target weighs
+            the same); see ``FrameSaliencyLoss``.
     """
 
     def __init__(
@@ -47,6 +52,8 @@ class SFTModule(L.LightningModule):
         saliency_weight: float = 0.0,
         tag_weight: float = 0.0,
         num_tags: int = 0,
+        saliency_slots: int = FRAME_TARGET_SLOTS,
+        saliency_reduction: str = "sample",
     ) -> None:
         super().__init__()
         self.model = model
@@ -54,7 +61,11 @@ class SFTModule(L.LightningModule):
         self.max_skip_fraction = max_skip_fraction
         self.skips = SkipTracker(max_skip_fraction)
         self.saliency_weight = float(saliency_weight)
-        self.saliency = FrameSaliencyLoss(llm_hidden_size(model)) if self.saliency_weight else None
+        self.saliency = (
+            FrameSaliencyLoss(llm_hidden_size(model), slots=saliency_slots, reduction=saliency_reduction)
+            if self.saliency_weight
+            else None
+        )
         self.tag_weight = float(tag_weight)
         if self.tag_weight and num_tags < 1:
             raise ValueError("tag_weight > 0 needs num_tags >= 1 (the labels of data.collator.frame_tags)")
