@@ -82,6 +82,12 @@ def test_pairs_keep_changed_answers_record_difficulty_and_resume(tmp_path: Path)
     assert answer_pairs(generate, samples, settings, out, progress=False)["pairs"] == 6
     assert calls == [(6, False), (6, True)]  # the m2 rows were dropped and written again, not duplicated
 
+    other = AnswerPairSettings(magnitudes=[4], perturbations=["reverse"])
+    with pytest.raises(ValueError, match="other settings or questions.*--fresh"):  # nothing is overwritten
+        answer_pairs(generate, samples, other, out, progress=False)
+    assert len(PreferenceDataset(out)) == 6
+    assert answer_pairs(generate, samples, other, out, progress=False, fresh=True)["pairs"] == 3
+
     truth = AnswerPairSettings(magnitudes=[4], perturbations=["reverse"], chosen="truth")
     counts = answer_pairs(generate, samples, truth, tmp_path / "truth.jsonl", progress=False)
     assert counts["pairs"] == 6  # every perturbed answer differs from the annotated one

@@ -11,6 +11,7 @@ dataset on intact and on time-perturbed frames.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,13 +89,17 @@ def run_answers(args: argparse.Namespace, cfg: dict) -> int:
                                                            "frame_tags", "window_tags")}  # fmt: skip
     collate = VideoCollator(tokenizer, **opts, generation=True)
 
-    def generate(questions: list, transform: object) -> list[str]:
+    def generate(questions: list, transform: Any) -> list[str]:
         return generate_answers(model, tokenizer, questions, collate, settings.batch_size, transform,
                                 max_new_tokens=settings.max_new_tokens, do_sample=False)  # fmt: skip
 
     if not samples:
         raise UserError(f"{args.recipe}: prefgen_answers.data has no questions")
-    counts = answer_pairs(generate, samples, settings, args.out, progress=not args.no_progress)
+    try:
+        counts = answer_pairs(generate, samples, settings, args.out, progress=not args.no_progress,
+                              fresh=args.fresh)  # fmt: skip
+    except ValueError as err:
+        raise UserError(str(err)) from err
     print(f"{args.out}: {counts['pairs']} pairs from {len(samples)} questions "
           f"({counts.get('same', 0)} perturbed answers equal to the chosen one)")  # fmt: skip
     return 0

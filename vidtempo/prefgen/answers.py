@@ -110,7 +110,7 @@ def pair_record(sample: ConversationSample, chosen: str, rejected: str, kind: st
 
 def answer_pairs(
     generate: Any, samples: Sequence[ConversationSample], settings: AnswerPairSettings, out: str | Path,
-    progress: bool = True,
+    progress: bool = True, fresh: bool = False,
 ) -> dict[str, int]:  # fmt: skip
     """Write the pairs of ``samples`` to ``out`` (JSONL); resumable per (perturbation, magnitude) pass.
 
@@ -121,6 +121,8 @@ def answer_pairs(
         settings: :class:`AnswerPairSettings`.
         out: the pairs JSONL; ``<out>.status.json`` records finished passes.
         progress: show a rich progress bar.
+        fresh: start over, deleting the pairs of an earlier run (otherwise a run with other settings or
+            another number of questions is refused rather than overwritten).
 
     Returns:
         Counts: ``pairs``, ``same`` (perturbed answer equal to the chosen one: no pair), ``passes_done``.
@@ -131,7 +133,7 @@ def answer_pairs(
         if len(s.messages) < 2 or s.messages[-1]["role"] != "assistant":
             raise ValueError(f"sample {s.id}: expected a question followed by its annotated answer")
     status_path = out.with_name(out.name + ".status.json")
-    status = _load_status(status_path, settings, len(samples))
+    status = _load_status(status_path, settings, len(samples), fresh)
     _keep_finished(out, status["passes"])  # drops the rows of a pass interrupted before its status was saved
     questions = [dataclasses.replace(s, messages=s.messages[:-1]) for s in samples]
     passes = [(k, int(m)) for m in settings.magnitudes for k in settings.perturbations]
@@ -162,14 +164,15 @@ def answer_pairs(
     return dict(counts)
 
 
-def _load_status(path: Path, settings: AnswerPairSettings, num_samples: int) -> dict[str, Any]:
-    """The status of a previous run with the same settings, or a fresh one."""
+def _load_status(path: Path, settings: AnswerPairSettings, num_samples: int, fresh: bool) -> dict[str, Any]:
+    """The status of a previous run with the same settings, or a new one (``fresh`` or no previous run)."""
     identity = {"settings": dataclasses.asdict(settings), "num_samples": num_samples}
-    if path.is_file():
+    if path.is_file() and not fresh:
         old = json.loads(path.read_text())
-        if {k: old.get(k) for k in identity} == identity:
-            return old
-        log.warning("%s: written with other settings; starting over", path)
+        if {k: old.get(k) for k in identity} != identity:
+            raise ValueError(f"{path}: these pairs were written with other settings or questions "
+                             f"({ {k: old.get(k) for k in identity} }); use another --out, or --fresh to start over")  # fmt: skip
+        return old
     return {**identity, "passes": []}
 
 
