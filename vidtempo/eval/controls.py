@@ -26,7 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
+
+from vidtempo.data.time_order import permute_frames
 
 CONDITIONS: tuple[str, ...] = ("normal", "time", "blind")
 CONTROLS: tuple[str, ...] = ("time", "blind")
@@ -45,15 +46,6 @@ def time_permutation(n: int, seed: int, key: str) -> np.ndarray:
     return np.roll(identity, 1)  # pragma: no cover - 64 identity draws in a row
 
 
-def permute_audio_windows(wave: torch.Tensor, length: int, perm: np.ndarray) -> torch.Tensor:
-    """Permute ``len(perm)`` equal windows of ``wave[:length]`` (S,) -> (S,); padding stays at the end."""
-    bounds = np.linspace(0, length, len(perm) + 1).round().astype(int)
-    windows = [wave[bounds[k] : bounds[k + 1]] for k in range(len(perm))]
-    out = wave.clone()
-    out[:length] = torch.cat([windows[k] for k in perm]) if windows else wave[:0]
-    return out
-
-
 def apply_time_control(batch: Any, seed: int) -> Any:
     """Shuffle frames (and audio windows) of every sample in time, in place; timestamps untouched.
 
@@ -69,28 +61,6 @@ def apply_time_control(batch: Any, seed: int) -> Any:
         return batch
     sizes = batch.frame_mask.sum(dim=1).tolist()  # (B,) valid frames per row
     return permute_frames(batch, [time_permutation(int(n), seed, item) for n, item in zip(sizes, batch.ids)])
-
-
-def permute_frames(batch: Any, orders: list[np.ndarray | None]) -> Any:
-    """Reorder each row's valid frames (and its audio windows, the same way) in place: frame ``j`` shows what
-    frame ``orders[i][j]`` showed; timestamps untouched; ``None`` leaves a row as it is. Each applied order is
-    recorded in ``meta[i]["time_permutation"]``."""
-    if batch.frames is None:
-        return batch
-    for i, perm in enumerate(orders):
-        if perm is None:
-            continue
-        perm = np.asarray(perm)
-        valid = batch.frame_mask[i].nonzero().flatten()  # (T_i,) indices of real frames
-        if len(perm) != len(valid):
-            raise ValueError(f"row {i}: an order of {len(perm)} frames for {len(valid)} valid frames")
-        src = valid[torch.as_tensor(perm, dtype=torch.long)]
-        batch.frames[i, valid] = batch.frames[i, src].clone()
-        if batch.audio is not None and batch.audio_lengths is not None and len(valid):
-            batch.audio[i] = permute_audio_windows(batch.audio[i], int(batch.audio_lengths[i]), perm)
-        if i < len(batch.meta):
-            batch.meta[i] = {**batch.meta[i], "time_permutation": perm.tolist()}
-    return batch
 
 
 def apply_blind_control(batch: Any) -> Any:

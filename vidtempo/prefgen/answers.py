@@ -87,7 +87,7 @@ def block_order(n: int, kind: str, magnitude: int, seed: int, key: str) -> list[
 
 def perturb_transform(kind: str, magnitude: int, seed: int) -> Any:
     """A batch transform that puts each row's valid frames (and audio windows) in its ``block_order``."""
-    from vidtempo.eval.controls import permute_frames
+    from vidtempo.data.time_order import permute_frames
 
     def transform(batch: Any) -> Any:
         sizes = batch.frame_mask.sum(dim=1).tolist() if batch.frames is not None else []

@@ -1,0 +1,53 @@
+"""Put a collated batch's frames (and their audio windows) in another time order, in place.
+
+Used by the eval's time control (``vidtempo.eval.controls``) and by self-generated answer pairs
+(``vidtempo.prefgen.answers``). Timestamps are not touched: frame ``j`` keeps its time ``t_j`` and shows the
+content of frame ``order[j]``.
+
+Example:
+    >>> import torch
+    >>> permute_audio_windows(torch.arange(6.0), 6, [2, 0, 1]).tolist()
+    [4.0, 5.0, 0.0, 1.0, 2.0, 3.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def permute_audio_windows(wave: torch.Tensor, length: int, perm: Sequence[int] | np.ndarray) -> torch.Tensor:
+    """Permute ``len(perm)`` equal windows of ``wave[:length]`` (S,) -> (S,); padding stays at the end."""
+    bounds = np.linspace(0, length, len(perm) + 1).round().astype(int)
+    windows = [wave[bounds[k] : bounds[k + 1]] for k in range(len(perm))]
+    out = wave.clone()
+    out[:length] = torch.cat([windows[k] for k in perm]) if windows else wave[:0]
+    return out
+
+
+def permute_frames(batch: Any, orders: list[np.ndarray | None]) -> Any:
+    """Reorder each row's valid frames (and its audio windows, the same way) in place: frame ``j`` shows what
+    frame ``orders[i][j]`` showed; timestamps untouched; ``None`` leaves a row as it is. Each applied order is
+    recorded in ``meta[i]["time_permutation"]``.
+
+    Shapes: frames (B, T, 3, H, W), frame_mask (B, T), audio (B, S) and audio_lengths (B,) when decoded.
+    """
+    if batch.frames is None:
+        return batch
+    for i, perm in enumerate(orders):
+        if perm is None:
+            continue
+        perm = np.asarray(perm)
+        valid = batch.frame_mask[i].nonzero().flatten()  # (T_i,) indices of real frames
+        if len(perm) != len(valid):
+            raise ValueError(f"row {i}: an order of {len(perm)} frames for {len(valid)} valid frames")
+        src = valid[torch.as_tensor(perm, dtype=torch.long)]
+        batch.frames[i, valid] = batch.frames[i, src].clone()
+        if batch.audio is not None and batch.audio_lengths is not None and len(valid):
+            batch.audio[i] = permute_audio_windows(batch.audio[i], int(batch.audio_lengths[i]), perm)
+        if i < len(batch.meta):
+            batch.meta[i] = {**batch.meta[i], "time_permutation": perm.tolist()}
+    return batch
