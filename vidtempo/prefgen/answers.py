@@ -15,7 +15,6 @@ exact answers); the rejected side is still the model's own answer on the perturb
 Each pair records ``perturbation``, ``magnitude`` (its curriculum level), ``task`` and ``chosen_source``.
 
 Example:
-    >>> import numpy as np
     >>> block_order(8, "reverse", 4, seed=0, key="q1")   # blocks of 8 // 4 = 2 frames, reversed
     [6, 7, 4, 5, 2, 3, 0, 1]
 """
@@ -25,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -80,9 +78,9 @@ def block_order(n: int, kind: str, magnitude: int, seed: int, key: str) -> list[
     """The frame order of one perturbed question (``pref_synth.perturb_indices`` seeded by ``(seed, key,
     kind, magnitude)``); None when it cannot change the order (e.g. one frame)."""
     from vidtempo.data.pref_synth import perturb_indices
+    from vidtempo.prefgen.pairs import rng_for
 
-    keys = [zlib.crc32(k.encode()) for k in (key, kind, str(magnitude))]
-    return perturb_indices(n, kind, magnitude, np.random.default_rng([int(seed), *keys]))
+    return perturb_indices(n, kind, magnitude, rng_for(seed, key, kind, str(magnitude)))
 
 
 def perturb_transform(kind: str, magnitude: int, seed: int) -> Any:
@@ -138,8 +136,10 @@ def answer_pairs(
     questions = [dataclasses.replace(s, messages=s.messages[:-1]) for s in samples]
     passes = [(k, int(m)) for m in settings.magnitudes for k in settings.perturbations]
     counts: Counter[str] = Counter(passes_done=len(status["passes"]))
-    with _progress(progress) as bar:
-        task = bar.add_task("answer pairs", total=len(passes) + 1, completed=len(status["passes"]))
+    from vidtempo.prefgen.pairs import progress_bar
+
+    with progress_bar(progress) as bar:
+        task = bar.add_task("answer pairs", total=len(passes) + 1, completed=len(status["passes"]), note="")
         if settings.chosen == "self":
             chosen = generate(questions, None)
         else:
@@ -180,10 +180,3 @@ def _keep_finished(out: Path, passes: list[str]) -> None:
     rows = [line for line in (out.read_text().splitlines() if out.is_file() else []) if line.strip()]
     keep = [r for r in rows if "{perturbation}_m{magnitude}".format(**json.loads(r)) in passes]
     out.write_text("".join(r + "\n" for r in keep))
-
-
-def _progress(enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=not enabled)  # fmt: skip

@@ -437,7 +437,8 @@ def video_ids(paths: Sequence[Path]) -> list[str]:
             for p in paths]  # fmt: skip
 
 
-def _progress(enabled: bool) -> Any:
+def progress_bar(enabled: bool) -> Any:
+    """The prefgen progress bar (tasks take a ``note`` field); disabled = silent."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -486,7 +487,7 @@ def run_prefgen(
     counts: Counter[str] = Counter()
     todo = [(p, v) for p, v in zip(paths, ids) if v not in writer.done]
     counts["skipped_finished"] = len(paths) - len(todo)
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("prefgen", total=len(paths), completed=len(paths) - len(todo), note="")
         for path, vid in todo:
             torch.manual_seed(int(rng_for(settings.pairs.seed, vid, "torch").integers(2**31)))
@@ -516,6 +517,6 @@ def run_prefgen(
 __all__ = [
     "CAPTION_INSTRUCTIONS", "DOMAINS", "PairSettings", "PairWriter", "PrefgenError", "PrefgenSettings",
     "VideoResult",
-    "build_pairs", "find_videos", "pair_filter_reason", "rng_for", "run_prefgen", "video_ids", "video_units",
+    "build_pairs", "find_videos", "pair_filter_reason", "progress_bar", "rng_for", "run_prefgen", "video_ids", "video_units",
     "write_perturbed_video",
 ]  # fmt: skip

@@ -16,7 +16,17 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from vidtempo.data.samples import VIDEO_PLACEHOLDER, ConversationSample
-from vidtempo.synth.annotate import LETTERS, MCQ_SUFFIX, MCQ_TASKS, MCQ_TEXT_SUFFIX
+from vidtempo.synth.annotate import (
+    LETTERS,
+    MCQ_SUFFIX,
+    MCQ_TASKS,
+    MCQ_TEXT_SUFFIX,
+    SplitAnnotations,
+    atomic_write_text,
+    conversation_records,
+    extra_mcq,
+    jsonl_text,
+)
 
 
 class SynthConversations(Dataset):
@@ -122,13 +132,6 @@ def text_answer(sample: ConversationSample) -> ConversationSample:
 def extra_conversations(root: Path, split: str, seed: int, per_video: dict[str, int]) -> Path:
     """``annotations/<split>/conversations_extra_<task><n>....jsonl``: the conversations of
     :func:`~vidtempo.synth.annotate.extra_mcq` (written once, atomically; reused when present)."""
-    from vidtempo.synth.annotate import (
-        SplitAnnotations,
-        atomic_write_text,
-        conversation_records,
-        extra_mcq,
-        jsonl_text,
-    )
     from vidtempo.synth.generate import Manifest
 
     tag = "_".join(f"{task}{int(n)}" for task, n in sorted(per_video.items()))
