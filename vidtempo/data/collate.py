@@ -106,7 +106,8 @@ class VideoTextBatch:
 class DecodedVideo:
     frames: torch.Tensor  # (T, 3, H, W) float in [0, 1]
     timestamps: torch.Tensor  # (T,)
-    audio: torch.Tensor | None  # (S,)
+    audio: torch.Tensor | None  # (S,) waveform, or (n_mels, F) log-mel when the collator's audio_mel is set
+    audio_length: int | None = None  # valid waveform samples (the log-mel case; else len(audio))
 
 
 class VideoCollator:
@@ -118,6 +119,11 @@ class VideoCollator:
         frame_size: every frame is resized to this (H, W) (int = square) so frames stack.
         backend: video decoder alias.
         audio: also decode the audio track (16 kHz mono; a file without audio gives length 0).
+        audio_mel: when set, turn each clip's audio into Whisper's log-mel with this many bins here, once per
+            clip (cached with the frames, computed in the DataLoader worker), and hand the model
+            ``batch.audio`` (B, audio_mel, F) instead of the waveform. For audio encoders that accept log-mel
+            input (``mel_cnn`` with the same ``n_mels``); on a 2-core CPU it takes the STFT off the training
+            step (docs/data.md, "Audio").
         system_prompt: system turn added when a conversation has none.
         max_text_tokens: text longer than this raises ``ValueError`` naming the sample.
         generation: render prompts for generation (drop the final assistant turn, add the generation
@@ -147,6 +153,7 @@ class VideoCollator:
         frame_size: int | tuple[int, int] = 224,
         backend: str = "pyav",
         audio: bool = False,
+        audio_mel: int | None = None,
         sample_rate: int = 16000,
         system_prompt: str | None = None,
         max_text_tokens: int | None = None,
@@ -166,6 +173,9 @@ class VideoCollator:
         self.frame_size = (frame_size, frame_size) if isinstance(frame_size, int) else tuple(frame_size)
         self.backend = backend
         self.audio = audio
+        self.audio_mel = int(audio_mel) if audio_mel else None
+        if self.audio_mel and not audio:
+            raise ValueError("audio_mel needs audio: true (there is no audio track to turn into log-mel)")
         self.sample_rate = sample_rate
         self.generation = generation
         self.cache_decoded = cache_decoded
@@ -232,14 +242,24 @@ class VideoCollator:
             start=sample.start, end=sample.end, size=self.frame_size, backend=self.backend,
         )  # fmt: skip
         frames = clip.frames.permute(0, 3, 1, 2).float().div_(255.0)  # (T, 3, H, W)
-        audio = self._decode_audio(sample) if self.audio else None
-        return DecodedVideo(frames, torch.as_tensor(clip.timestamps, dtype=torch.float32), audio)
+        audio, length = self._audio_of(sample) if self.audio else (None, None)
+        return DecodedVideo(frames, torch.as_tensor(clip.timestamps, dtype=torch.float32), audio, length)
 
     def _decode_audio(self, sample: ConversationSample) -> torch.Tensor:
         from vidtempo.data.audio import load_audio
 
         wave, _ = load_audio(sample.audio or sample.video, sr=self.sample_rate, start=sample.start, end=sample.end)
         return torch.from_numpy(wave)
+
+    def _audio_of(self, sample: ConversationSample) -> tuple[torch.Tensor, int]:
+        """The clip's audio as the batch carries it, and its valid samples."""
+        wave = self._decode_audio(sample)  # (S,)
+        if not self.audio_mel:
+            return wave, len(wave)
+        from vidtempo.data.log_mel import log_mel_spectrogram
+
+        padded = torch.nn.functional.pad(wave, (0, max(0, 201 - len(wave))))  # the STFT's reflect padding
+        return log_mel_spectrogram(padded[None], self.audio_mel)[0], len(wave)  # (n_mels, F)
 
     # ------------------------------------------------------------------ batching
     def __call__(self, samples: list[Any]) -> VideoTextBatch:
@@ -309,11 +329,17 @@ class VideoCollator:
         return frames, mask, times
 
     def _pad_audio(self, videos: list[DecodedVideo | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        waves = [v.audio if v is not None and v.audio is not None else torch.zeros(0) for v in videos]
-        lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
-        out = torch.zeros(len(waves), max(int(lengths.max()), 1) if len(waves) else 1)
-        for i, w in enumerate(waves):
-            out[i, : len(w)] = w
+        """(B, S) waveforms padded with silence, or (B, n_mels, F) log-mel padded with each row's floor."""
+        empty = torch.zeros(self.audio_mel, 0) if self.audio_mel else torch.zeros(0)
+        tracks = [v.audio if v is not None and v.audio is not None else empty for v in videos]
+        lengths = torch.tensor([v.audio_length if v is not None and v.audio_length is not None else 0
+                                for v in videos], dtype=torch.long)  # fmt: skip
+        width = max([t.shape[-1] for t in tracks] + [1])
+        out = torch.zeros(len(tracks), *empty.shape[:-1], width)
+        for i, t in enumerate(tracks):
+            if self.audio_mel and t.numel():
+                out[i] = t.amin()  # the clamp floor: what silence gives after Whisper's normalisation
+            out[i, ..., : t.shape[-1]] = t
         return out, lengths
 
 

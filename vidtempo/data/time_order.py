@@ -18,14 +18,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidtempo.data.log_mel import HOP_LENGTH
+
 
 def permute_audio_windows(wave: torch.Tensor, length: int, perm: Sequence[int] | np.ndarray) -> torch.Tensor:
-    """Permute ``len(perm)`` equal windows of ``wave[:length]`` (S,) -> (S,); padding stays at the end."""
+    """Permute ``len(perm)`` equal windows of ``wave[..., :length]`` along the last (time) axis: (S,) waveform
+    or (n_mels, F) log-mel; same shape out, padding stays at the end."""
     bounds = np.linspace(0, length, len(perm) + 1).round().astype(int)
-    windows = [wave[bounds[k] : bounds[k + 1]] for k in range(len(perm))]
+    windows = [wave[..., bounds[k] : bounds[k + 1]] for k in range(len(perm))]
     out = wave.clone()
-    out[:length] = torch.cat([windows[k] for k in perm]) if windows else wave[:0]
+    out[..., :length] = torch.cat([windows[k] for k in perm], dim=-1) if windows else wave[..., :0]
     return out
+
+
+def audio_steps(audio: torch.Tensor, samples: int) -> int:
+    """Valid time steps of one row of ``batch.audio``: samples for a waveform (B, S), 10-ms log-mel frames for
+    (B, n_mels, F) (``VideoCollator(audio_mel=...)``)."""
+    return samples if audio.ndim == 2 else min(samples // HOP_LENGTH, audio.shape[-1])
 
 
 def permute_frames(batch: Any, orders: list[np.ndarray | None]) -> Any:
@@ -33,7 +42,8 @@ def permute_frames(batch: Any, orders: list[np.ndarray | None]) -> Any:
     frame ``orders[i][j]`` showed; timestamps untouched; ``None`` leaves a row as it is. Each applied order is
     recorded in ``meta[i]["time_permutation"]``.
 
-    Shapes: frames (B, T, 3, H, W), frame_mask (B, T), audio (B, S) and audio_lengths (B,) when decoded.
+    Shapes: frames (B, T, 3, H, W), frame_mask (B, T), audio (B, S) or log-mel (B, n_mels, F) and
+    audio_lengths (B,) samples when decoded.
     """
     if batch.frames is None:
         return batch
@@ -47,7 +57,8 @@ def permute_frames(batch: Any, orders: list[np.ndarray | None]) -> Any:
         src = valid[torch.as_tensor(perm, dtype=torch.long)]
         batch.frames[i, valid] = batch.frames[i, src].clone()
         if batch.audio is not None and batch.audio_lengths is not None and len(valid):
-            batch.audio[i] = permute_audio_windows(batch.audio[i], int(batch.audio_lengths[i]), perm)
+            steps = audio_steps(batch.audio, int(batch.audio_lengths[i]))
+            batch.audio[i] = permute_audio_windows(batch.audio[i], steps, perm)
         if i < len(batch.meta):
             batch.meta[i] = {**batch.meta[i], "time_permutation": perm.tolist()}
     return batch

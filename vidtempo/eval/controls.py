@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from vidtempo.data.log_mel import LOG_MEL_SILENCE
 from vidtempo.data.time_order import permute_frames
 
 CONDITIONS: tuple[str, ...] = ("normal", "time", "blind")
@@ -67,8 +68,8 @@ def apply_blind_control(batch: Any) -> Any:
     """Replace every frame with zeros and the audio with silence, in place (shapes and masks unchanged)."""
     if batch.frames is not None:
         batch.frames.zero_()
-    if batch.audio is not None:
-        batch.audio.zero_()
+    if batch.audio is not None:  # silence: zeros as a waveform, Whisper's floor as log-mel
+        batch.audio.fill_(0.0 if batch.audio.ndim == 2 else LOG_MEL_SILENCE)
     return batch
 
 

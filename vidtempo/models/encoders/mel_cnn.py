@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidtempo.models.encoders.whisper import HOP_LENGTH, SAMPLE_RATE, log_mel_spectrogram
+from vidtempo.data.log_mel import HOP_LENGTH, SAMPLE_RATE, log_mel_spectrogram
 from vidtempo.models.interfaces import AudioEncoder, AudioFeatures
 
 
@@ -46,17 +46,28 @@ class MelCNN(AudioEncoder):
         self.samples_per_step = HOP_LENGTH * self.stride
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> AudioFeatures:
-        """waveform (B, S) at 16 kHz, lengths (B,) valid samples -> feats (B, A, D), times (B, A) s, mask (B, A)."""
-        if waveform.ndim != 2:
-            raise ValueError(f"MelCNN expects a (B, S) waveform, got shape {tuple(waveform.shape)}")
+        """waveform (B, S) at 16 kHz, or its log-mel (B, n_mels, F) computed by the collator
+        (``data.collator.audio_mel``); lengths (B,) valid samples -> feats (B, A, D), times (B, A) s, mask (B, A)."""
         bsz, device = waveform.shape[0], waveform.device
-        wave = waveform.float() * (torch.arange(waveform.shape[1], device=device)[None] < lengths[:, None])
-        if wave.shape[1] <= 200:  # the reflect padding of the STFT needs more than n_fft / 2 samples
-            wave = nn.functional.pad(wave, (0, 201 - wave.shape[1]))
-        mel = log_mel_spectrogram(wave, self.n_mels)  # (B, n_mels, F), one frame per 10 ms
+        mel = self.log_mel(waveform, lengths)  # (B, n_mels, F), one frame per 10 ms
         x = self.proj(self.stages(mel.to(self.proj.weight.dtype)))  # (B, D, A)
         feats = x.transpose(1, 2)  # (B, A, D)
         step = torch.arange(feats.shape[1], device=device)
         times = (step + 0.5) * (self.samples_per_step / SAMPLE_RATE)  # (A,) centre of each step
         mask = step[None] * self.samples_per_step < lengths[:, None]  # (B, A); no audio track: all False
         return AudioFeatures(feats=feats, times=times.float()[None].expand(bsz, -1).contiguous(), mask=mask)
+
+    def log_mel(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The front end: (B, S) waveform -> (B, n_mels, F) log-mel; a (B, n_mels, F) input is already that."""
+        if audio.ndim == 3:
+            if audio.shape[1] != self.n_mels:
+                raise ValueError(f"MelCNN(n_mels={self.n_mels}) got log-mel with {audio.shape[1]} bins: set "
+                                 f"data.collator.audio_mel to {self.n_mels}")  # fmt: skip
+            return audio.float()
+        if audio.ndim != 2:
+            raise ValueError(f"MelCNN expects a (B, S) waveform or (B, n_mels, F) log-mel, got shape "
+                             f"{tuple(audio.shape)}")  # fmt: skip
+        wave = audio.float() * (torch.arange(audio.shape[1], device=audio.device)[None] < lengths[:, None])
+        if wave.shape[1] <= 200:  # the reflect padding of the STFT needs more than n_fft / 2 samples
+            wave = nn.functional.pad(wave, (0, 201 - wave.shape[1]))
+        return log_mel_spectrogram(wave, self.n_mels)

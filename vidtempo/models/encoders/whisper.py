@@ -9,7 +9,6 @@ spectrum, ``log10(max(mel, 1e-10))``, clamp to ``max - 8``, then ``(x + 4) / 4``
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Mapping
@@ -18,67 +17,9 @@ from typing import Any
 
 import torch
 
+from vidtempo.data.log_mel import HOP_LENGTH, SAMPLE_RATE, log_mel_spectrogram
 from vidtempo.models.encoders.hf_vision import build_hf_config, check_same_arch, check_weights_dir, is_meta
 from vidtempo.models.interfaces import AudioEncoder, AudioFeatures
-
-SAMPLE_RATE = 16000
-N_FFT = 400
-HOP_LENGTH = 160
-
-
-@functools.lru_cache(maxsize=8)
-def _mel_filters(n_mels: int, n_fft: int, sample_rate: int) -> torch.Tensor:
-    """(n_fft // 2 + 1, n_mels) Slaney-normalised, Slaney-scale triangular filters over 0-8 kHz (CPU)."""
-    from transformers.audio_utils import mel_filter_bank
-
-    filters = mel_filter_bank(
-        num_frequency_bins=n_fft // 2 + 1,
-        num_mel_filters=n_mels,
-        min_frequency=0.0,
-        max_frequency=8000.0,
-        sampling_rate=sample_rate,
-        norm="slaney",
-        mel_scale="slaney",
-    )
-    return torch.from_numpy(filters).to(device="cpu", dtype=torch.float32)
-
-
-def log_mel_spectrogram(
-    audio: torch.Tensor,
-    n_mels: int = 80,
-    *,
-    n_fft: int = N_FFT,
-    hop_length: int = HOP_LENGTH,
-    sample_rate: int = SAMPLE_RATE,
-) -> torch.Tensor:
-    """Whisper's normalised log-mel spectrogram of each row.
-
-    Args:
-        audio: (B, S) float mono waveforms at ``sample_rate`` (S > n_fft // 2 for the reflect padding).
-        n_mels: mel bins (80; 128 for Whisper-large-v3).
-
-    Returns:
-        (B, n_mels, S // hop_length) float32 features; the max-8 dynamic-range clamp is per row.
-
-    Example:
-        >>> import torch
-        >>> log_mel_spectrogram(torch.zeros(2, 16000)).shape
-        torch.Size([2, 80, 100])
-    """
-    if audio.dim() != 2:
-        raise ValueError(f"log_mel_spectrogram expects (B, S) audio, got shape {tuple(audio.shape)}")
-    audio = audio.float()
-    window = torch.hann_window(n_fft, device=audio.device)
-    stft = torch.stft(
-        audio, n_fft, hop_length, window=window, center=True, pad_mode="reflect", return_complex=True
-    )
-    power = stft[..., :-1].abs().pow(2)  # (B, F, frames): Whisper drops the last frame
-    filters = _mel_filters(n_mels, n_fft, sample_rate).to(audio.device)  # (F, n_mels)
-    mel = torch.matmul(filters.T, power)  # (B, n_mels, frames)
-    log_spec = mel.clamp(min=1e-10).log10()
-    row_max = log_spec.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
-    log_spec = torch.maximum(log_spec, row_max - 8.0)
-    return (log_spec + 4.0) / 4.0
 
 
 def _hf_weight_files(path: Path) -> list[Path]:
@@ -178,6 +119,8 @@ class WhisperAudioEncoder(AudioEncoder):
         if waveform.dim() != 2:
             raise ValueError(
                 f"WhisperAudioEncoder expects waveform (B, S), got shape {tuple(waveform.shape)}"
+                + (" (log-mel from data.collator.audio_mel: remove that key for Whisper, which reads 30-s "
+                   "waveform windows)" if waveform.dim() == 3 else "")
             )
         lengths = torch.as_tensor(lengths, device=waveform.device)
         if lengths.shape != (waveform.shape[0],):
