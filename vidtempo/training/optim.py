@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,9 @@ class OptimSettings:
         min_lr_ratio: floor of the decay as a fraction of ``lr``.
         lr_multipliers: per top-level part, e.g. ``{compressor: 10.0}``.
         grad_clip: gradient norm clip (0 = off); passed to the Trainer.
+        anneal_by: ``steps`` (default): the decay runs over the run's total steps. ``time``: it runs over
+            whichever budget is spent first, steps or the trainer's ``max_time``, so a time-boxed run (the
+            demo) reaches the end of its decay at the time limit however many steps the machine manages.
     """
 
     name: str = "adamw"
@@ -45,6 +49,7 @@ class OptimSettings:
     min_lr_ratio: float = 0.0
     lr_multipliers: dict[str, float] = field(default_factory=dict)
     grad_clip: float = 1.0
+    anneal_by: str = "steps"
 
 
 def param_groups(
@@ -76,8 +81,17 @@ def param_groups(
     ]
 
 
-def lr_lambda(settings: OptimSettings, total_steps: int) -> Any:
-    """Multiplier of the base lr at a step: linear warmup then cosine/linear/constant."""
+def lr_lambda(settings: OptimSettings, total_steps: int, time_used: Callable[[], float] | None = None) -> Any:
+    """Multiplier of the base lr at a step: linear warmup then cosine/linear/constant.
+
+    ``time_used`` (``anneal_by: time``) returns the fraction of the time budget spent; the decay then follows
+    whichever of steps and time is further along.
+
+    Example:
+        >>> fn = lr_lambda(OptimSettings(min_lr_ratio=0.0), total_steps=100, time_used=lambda: 0.5)
+        >>> round(fn(10), 3), round(lr_lambda(OptimSettings(), 100)(10), 3)  # half the time gone at step 10
+        (0.5, 0.976)
+    """
     warmup = int(settings.warmup_ratio * total_steps) if settings.warmup_ratio > 0 else settings.warmup_steps
     floor = settings.min_lr_ratio
 
@@ -85,6 +99,8 @@ def lr_lambda(settings: OptimSettings, total_steps: int) -> Any:
         if step < warmup:
             return (step + 1) / max(1, warmup)
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if time_used is not None:
+            progress = max(progress, min(1.0, time_used()))
         if settings.scheduler == "cosine":
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
         if settings.scheduler == "linear":
@@ -97,7 +113,11 @@ def lr_lambda(settings: OptimSettings, total_steps: int) -> Any:
 
 
 def build_optimizer(
-    model: nn.Module, settings: OptimSettings, total_steps: int, extra: dict[str, nn.Module] | None = None
+    model: nn.Module,
+    settings: OptimSettings,
+    total_steps: int,
+    extra: dict[str, nn.Module] | None = None,
+    time_used: Callable[[], float] | None = None,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     groups = param_groups(model, settings, extra)
     if not groups:
@@ -108,7 +128,27 @@ def build_optimizer(
         optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=0.9)
     else:
         raise ValueError(f"optim.name must be adamw or sgd, got '{settings.name}'")
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings, total_steps))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings, total_steps, time_used))
+
+
+def time_budget_used(trainer: Any) -> Callable[[], float]:
+    """Fraction of the trainer's ``max_time`` spent in training so far (Lightning's ``Timer``, which counts the
+    time before a resume too).
+
+    Raises:
+        ValueError: the trainer has no ``max_time``.
+    """
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is None:
+        raise ValueError("optim.anneal_by: time needs trainer.max_time (the time budget the decay runs over)")
+
+    def used() -> float:
+        elapsed = timer.time_elapsed("train")
+        return elapsed / max(1e-9, elapsed + (timer.time_remaining("train") or 0.0))
+
+    return used
 
 
 def lightning_optimizers(
@@ -116,5 +156,8 @@ def lightning_optimizers(
 ) -> dict[str, Any]:
     """``configure_optimizers`` return value shared by every objective: per-step schedule over the run."""
     total = max(1, int(trainer.estimated_stepping_batches))
-    optimizer, scheduler = build_optimizer(model, settings, total, extra)
+    if settings.anneal_by not in ("steps", "time"):
+        raise ValueError(f"optim.anneal_by must be steps or time, got '{settings.anneal_by}'")
+    clock = time_budget_used(trainer) if settings.anneal_by == "time" else None
+    optimizer, scheduler = build_optimizer(model, settings, total, extra, clock)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
