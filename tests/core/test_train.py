@@ -70,7 +70,8 @@ def test_rerun_resumes_from_last_checkpoint(video_dir, tmp_path):
     shutil.rmtree(out / "0_sft" / "final")  # pretend the run was interrupted after its checkpoint
     train(tiny_cfg(video_dir, out, "trainer.max_steps=5"))
     steps = [int(r["step"]) for r in csv.DictReader(open(out / "0_sft" / "logs" / "metrics.csv")) if r.get("train/loss")]
-    assert steps == [3, 4]  # the second run continued at step 3 instead of restarting from 0
+    # the second run continued at step 3 instead of restarting from 0, and the first run's rows survived
+    assert steps == [0, 1, 2, 3, 4]
     ckpt = torch.load(out / "0_sft" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 5
     assert "max_steps: 5" in ckpt["vidtempo_recipe"]  # the resolved recipe travels inside the checkpoint

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from vidtempo.config.errors import RecipeError
 from vidtempo.config.instantiate import instantiate
 from vidtempo.data.collate import VideoCollator
+from vidtempo.training.csv_log import ResumableCSVLogger
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -109,7 +110,7 @@ class RecipeInCheckpoint(L.Callback):
 def build_trainer(stage: dict[str, Any], stage_dir: Path, recipe_yaml: str | None = None) -> L.Trainer:
     """A Lightning Trainer with checkpointing (last + every N steps), CSV/TensorBoard logs, rich progress."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     from vidtempo.training.strategies import resolve_strategy
 
@@ -127,7 +128,7 @@ def build_trainer(stage: dict[str, Any], stage_dir: Path, recipe_yaml: str | Non
     ]  # fmt: skip
     if recipe_yaml is not None:
         callbacks.append(RecipeInCheckpoint(recipe_yaml))
-    loggers = [CSVLogger(stage_dir, name="logs", version=""), TensorBoardLogger(stage_dir, name="tb", version="")]
+    loggers = [ResumableCSVLogger(stage_dir, name="logs", version=""), TensorBoardLogger(stage_dir, name="tb", version="")]
     return L.Trainer(default_root_dir=stage_dir, callbacks=callbacks, logger=loggers, **kwargs)
 
 
