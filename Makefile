@@ -44,6 +44,7 @@ bench: install
 	$(PY) benchmarks/decode.py
 	$(PY) benchmarks/tokens.py
 	$(PY) benchmarks/dpo_step.py
+	$(PY) benchmarks/audio_step.py
 
 lint: install
 	$(VENV)/bin/ruff check vidtempo tests benchmarks
