@@ -38,11 +38,17 @@ class SpatialPoolCompressor(TokenCompressor):
             LayerNormed and projected to ``in_dim``. None = the compressor takes no audio (and refuses it).
         audio_window: window of ``pool_audio_per_frame`` in seconds (smaller than the frame spacing: each frame
             then hears from its own time up to the next frame).
+        temporal_layers: pre-LN transformer layers of self-attention across all the video's tokens (not
+            causal), after the time embedding and the audio: every frame's token can read later frames
+            before the LLM's causal attention does (DaMO's temporal self-attention within a stream,
+            ``../shared/docs/methods.md`` §1 step 6a). 0 = off.
+        temporal_heads: attention heads of those layers (``in_dim`` must be divisible by it).
     """
 
     def __init__(
         self, in_dim: int, stride: int = 2, time_embedding: bool = True, frame_separator: bool = False,
-        norm: bool = True, audio_dim: int | None = None, audio_window: float = 0.25,
+        norm: bool = True, audio_dim: int | None = None, audio_window: float = 0.25, temporal_layers: int = 0,
+        temporal_heads: int = 4,
     ) -> None:  # fmt: skip
         super().__init__()
         if stride < 1:
@@ -57,6 +63,7 @@ class SpatialPoolCompressor(TokenCompressor):
         self.audio_proj = (
             nn.Sequential(nn.LayerNorm(audio_dim), nn.Linear(audio_dim, in_dim)) if audio_dim is not None else None
         )
+        self.temporal = temporal_mixer(in_dim, temporal_layers, temporal_heads)
 
     def tokens_per_frame(self, grid: tuple[int, int]) -> int:
         h, w = grid
@@ -80,6 +87,9 @@ class SpatialPoolCompressor(TokenCompressor):
             x = x + self._frame_audio(inputs).unsqueeze(2)  # (B, T, 1, D) onto every token of the frame
         if self.time_scale is not None:
             x = x + self.time_scale * sinusoidal_time_embedding(inputs.timestamps, d).to(x.dtype).unsqueeze(2)
+        if self.temporal is not None:
+            pad = ~inputs.frame_mask.repeat_interleave(x.shape[2], dim=1)  # (B, T*n) True = padding
+            x = self.temporal(x.reshape(b, -1, d), src_key_padding_mask=pad).reshape(x.shape)
         if self.separator is not None:
             x = torch.cat([x, self.separator.to(x.dtype).expand(b, t, 1, d)], dim=2)
         n = x.shape[2]
@@ -105,6 +115,17 @@ class SpatialPoolCompressor(TokenCompressor):
                                           inputs.timestamps[i][valid], 1, self.audio_window)  # fmt: skip
             out[i, valid] = pooled[:, 0]
         return self.audio_proj(out)  # (B, T, D)
+
+
+def temporal_mixer(dim: int, layers: int, heads: int) -> nn.TransformerEncoder | None:
+    """``layers`` pre-LN self-attention layers over a (B, N, dim) token sequence (MLP 2x, no dropout); None at 0."""
+    if layers < 0 or (layers and dim % heads):
+        raise ValueError(f"temporal_layers must be >= 0 and in_dim ({dim}) divisible by temporal_heads ({heads})")
+    if not layers:
+        return None
+    layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)  # fmt: skip
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
 def pack_valid(tokens: torch.Tensor, mask: torch.Tensor) -> VideoTokens:
