@@ -23,6 +23,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 class _KeepingWriter(ExperimentWriter):
@@ -48,6 +49,7 @@ class ResumableCSVLogger(CSVLogger):
     """``CSVLogger`` whose ``metrics.csv`` survives a resume (same arguments as Lightning's)."""
 
     @property
+    @rank_zero_experiment  # other ranks get Lightning's no-op experiment, as with the base class
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
