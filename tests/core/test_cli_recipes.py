@@ -34,6 +34,18 @@ def test_print_config_shows_override(capsys):
     assert "lr: 0.5" in capsys.readouterr().out
 
 
+def test_overrides_may_follow_the_flags_but_unknown_flags_still_fail(capsys):
+    from vidtempo.cli.main import build_parser, parse
+
+    argv = ["eval", "r.yaml", "a=1", "--checkpoint", "d", "--benchmark", "synth", "~b", "+c.d=2"]
+    assert parse(build_parser(), argv).overrides == ["a=1", "~b", "+c.d=2"]
+    with pytest.raises(SystemExit):
+        parse(build_parser(), ["eval", "r.yaml", "--checkpoint", "d", "--benchmark", "synth", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # list has no overrides: a stray key=value is still an error
+        parse(build_parser(), ["list", "compressor", "a=1"])
+
+
 def test_misspelled_key_exits_nonzero_naming_it(capsys):
     assert main(["print-config", str(ROOT / "recipes/tiny/sft_pool.yaml"), "optim.lrr=0.5"]) == 2
     err = capsys.readouterr().err

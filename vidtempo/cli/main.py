@@ -61,9 +61,29 @@ def _setup_logging(verbose: bool) -> None:
         logger.addHandler(handler)
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; recipe overrides may also come after the flags (``eval R --checkpoint D key=value``).
+
+    Example:
+        >>> args = parse(build_parser(), ["eval", "r.yaml", "--checkpoint", "d", "--benchmark", "synth", "a.b=1"])
+        >>> args.recipe, args.overrides
+        ('r.yaml', ['a.b=1'])
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all(_is_override(e) for e in extra):
+        args.overrides = [*(args.overrides or []), *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _is_override(text: str) -> bool:
+    return not text.startswith("-") and ("=" in text or text.startswith("~"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if not args.command:
         parser.print_help()
         return 1
