@@ -256,9 +256,9 @@ class VideoCollator:
         wave = self._decode_audio(sample)  # (S,)
         if not self.audio_mel:
             return wave, len(wave)
-        from vidtempo.data.log_mel import log_mel_spectrogram
+        from vidtempo.data.log_mel import MIN_SAMPLES, log_mel_spectrogram
 
-        padded = torch.nn.functional.pad(wave, (0, max(0, 201 - len(wave))))  # the STFT's reflect padding
+        padded = torch.nn.functional.pad(wave, (0, max(0, MIN_SAMPLES - len(wave))))  # silence, for the STFT
         return log_mel_spectrogram(padded[None], self.audio_mel)[0], len(wave)  # (n_mels, F)
 
     # ------------------------------------------------------------------ batching

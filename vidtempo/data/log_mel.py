@@ -21,6 +21,7 @@ import torch
 SAMPLE_RATE = 16000
 N_FFT = 400
 HOP_LENGTH = 160
+MIN_SAMPLES = N_FFT // 2 + 1  # the STFT's reflect padding needs more than n_fft / 2 samples
 LOG_MEL_SILENCE = -1.5  # (log10(1e-10) + 4) / 4: what an all-silent clip gives
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidtempo.data.log_mel import HOP_LENGTH, SAMPLE_RATE, log_mel_spectrogram
+from vidtempo.data.log_mel import HOP_LENGTH, MIN_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
 from vidtempo.models.interfaces import AudioEncoder, AudioFeatures
 
 
@@ -68,6 +68,6 @@ class MelCNN(AudioEncoder):
             raise ValueError(f"MelCNN expects a (B, S) waveform or (B, n_mels, F) log-mel, got shape "
                              f"{tuple(audio.shape)}")  # fmt: skip
         wave = audio.float() * (torch.arange(audio.shape[1], device=audio.device)[None] < lengths[:, None])
-        if wave.shape[1] <= 200:  # the reflect padding of the STFT needs more than n_fft / 2 samples
-            wave = nn.functional.pad(wave, (0, 201 - wave.shape[1]))
+        if wave.shape[1] < MIN_SAMPLES:  # the STFT's reflect padding needs more than n_fft / 2 samples
+            wave = nn.functional.pad(wave, (0, MIN_SAMPLES - wave.shape[1]))
         return log_mel_spectrogram(wave, self.n_mels)
