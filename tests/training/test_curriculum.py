@@ -186,9 +186,7 @@ def test_tiny_curriculum_run_merges_refreshes_and_resumes(synth_root, tmp_path):
     assert (out / "0_dpo_m16" / "final" / "model.safetensors").stat().st_mtime_ns == stamp  # not retrained
     assert len(metrics(out / "0_dpo_m16")) == 1
     steps = [int(r["step"]) for r in metrics(out / "1_dpo_m2")]
-    assert steps == [
-        1
-    ]  # continued at step 1 (the CSV logger rewrites the file on resume), not restarted at 0
+    assert steps == [0, 1]  # continued at step 1, not restarted at 0; the first run's row survives the resume
     ckpt = torch.load(out / "1_dpo_m2" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 2 and (out / "1_dpo_m2" / "final" / "model.safetensors").is_file()
 
