@@ -54,9 +54,9 @@ def sections() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     return cfg["tokenizer"], cfg["model"], collator
 
 
-def batches(workdir: Path, n: int, seconds: float) -> tuple[Any, Any, int]:
+def batches(workdir: Path, n: int, seconds: float, tok_node: dict[str, Any], model_node: dict[str, Any],
+            collator: dict[str, Any]) -> tuple[Any, Any, int]:
     """(waveform batch, log-mel batch, n_mels) of the same ``n`` real videos."""
-    tok_node, model_node, collator = sections()
     tokenizer = instantiate(tok_node, key="tokenizer", recipe=str(RECIPE))
     turns = [{"role": "user", "content": "<video>\nWhen is the beep?"}, {"role": "assistant", "content": "3 - 4 seconds"}]
     samples = []
@@ -71,8 +71,7 @@ def batches(workdir: Path, n: int, seconds: float) -> tuple[Any, Any, int]:
     return wave, mel, n_mels
 
 
-def make_step(batch: Any) -> Any:
-    _, node, _ = sections()
+def make_step(batch: Any, node: dict[str, Any]) -> Any:
     torch.manual_seed(0)
     model = build_video_llm(node).train()
     settings = OptimSettings(lr=1e-3, scheduler="constant")
@@ -104,8 +103,9 @@ def worker_cost(batch: Any, n_mels: int, repeats: int) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     args.workdir.mkdir(parents=True, exist_ok=True)
-    wave, mel, n_mels = batches(args.workdir, args.batch_size, args.seconds)
-    steps = {"waveform": make_step(wave), "audio_mel": make_step(mel)}
+    tok_node, model_node, collator = sections()
+    wave, mel, n_mels = batches(args.workdir, args.batch_size, args.seconds, tok_node, model_node, collator)
+    steps = {"waveform": make_step(wave, model_node), "audio_mel": make_step(mel, model_node)}
     for step in steps.values():
         for _ in range(args.warmup):
             step()

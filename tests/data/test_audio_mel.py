@@ -78,3 +78,14 @@ def test_controls_on_log_mel_batches(tokenizer, video_dir) -> None:
         assert loudest[1] == perm.index(loudest[0])  # the beep's window is where its frame went
     assert torch.all(blind.audio == LOG_MEL_SILENCE)  # silence, as log-mel
     assert log_mel_spectrogram(torch.zeros(1, 4000), 40).unique().tolist() == [LOG_MEL_SILENCE]
+
+
+def test_a_waveform_clip_built_elsewhere_keeps_its_length(tokenizer) -> None:
+    from vidtempo.data.collate import DecodedVideo
+
+    clip = DecodedVideo(torch.zeros(2, 3, 8, 8), torch.tensor([0.5, 1.5]), torch.ones(3200))  # no audio_length
+    mel = DecodedVideo(torch.zeros(2, 3, 8, 8), torch.tensor([0.5, 1.5]), torch.zeros(40, 20), audio_length=3200)
+    assert clip.audio_samples() == 3200 and mel.audio_samples() == 3200
+    assert DecodedVideo(torch.zeros(1, 3, 8, 8), torch.tensor([0.5]), None).audio_samples() == 0
+    audio, lengths = VideoCollator(tokenizer, audio=True)._pad_audio([clip, None])
+    assert lengths.tolist() == [3200, 0] and audio.shape == (2, 3200)

@@ -107,7 +107,13 @@ class DecodedVideo:
     frames: torch.Tensor  # (T, 3, H, W) float in [0, 1]
     timestamps: torch.Tensor  # (T,)
     audio: torch.Tensor | None  # (S,) waveform, or (n_mels, F) log-mel when the collator's audio_mel is set
-    audio_length: int | None = None  # valid waveform samples (the log-mel case; else len(audio))
+    audio_length: int | None = None  # waveform samples behind a log-mel (a waveform's own length is len(audio))
+
+    def audio_samples(self) -> int:
+        """Valid audio samples (0 without an audio track)."""
+        if self.audio is None:
+            return 0
+        return self.audio_length if self.audio_length is not None else int(self.audio.shape[-1])
 
 
 class VideoCollator:
@@ -251,11 +257,11 @@ class VideoCollator:
         wave, _ = load_audio(sample.audio or sample.video, sr=self.sample_rate, start=sample.start, end=sample.end)
         return torch.from_numpy(wave)
 
-    def _audio_of(self, sample: ConversationSample) -> tuple[torch.Tensor, int]:
-        """The clip's audio as the batch carries it, and its valid samples."""
+    def _audio_of(self, sample: ConversationSample) -> tuple[torch.Tensor, int | None]:
+        """The clip's audio as the batch carries it, and (log-mel only) the samples behind it."""
         wave = self._decode_audio(sample)  # (S,)
         if not self.audio_mel:
-            return wave, len(wave)
+            return wave, None  # the waveform's length is its own
         from vidtempo.data.log_mel import MIN_SAMPLES, log_mel_spectrogram
 
         padded = torch.nn.functional.pad(wave, (0, max(0, MIN_SAMPLES - len(wave))))  # silence, for the STFT
@@ -332,8 +338,7 @@ class VideoCollator:
         """(B, S) waveforms padded with silence, or (B, n_mels, F) log-mel padded with each row's floor."""
         empty = torch.zeros(self.audio_mel, 0) if self.audio_mel else torch.zeros(0)
         tracks = [v.audio if v is not None and v.audio is not None else empty for v in videos]
-        lengths = torch.tensor([v.audio_length if v is not None and v.audio_length is not None else 0
-                                for v in videos], dtype=torch.long)  # fmt: skip
+        lengths = torch.tensor([v.audio_samples() if v is not None else 0 for v in videos], dtype=torch.long)
         width = max([t.shape[-1] for t in tracks] + [1])
         out = torch.zeros(len(tracks), *empty.shape[:-1], width)
         for i, t in enumerate(tracks):

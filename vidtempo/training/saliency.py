@@ -96,8 +96,8 @@ class FrameSaliencyLoss(nn.Module):
 
         Shapes: hidden (B, L', H) from ``VideoLLM.forward(output_hidden_states=True)``; input_ids and
         attention_mask (B, L) before splicing; num_video_tokens (B,); frame_mask (B, T); frame_targets
-        (B, T, S) (a head with fewer slots uses the first ones), or (B, T) for slot 0 only; NaN = unknown; token_frames (B, N) each video
-        token's frame, -1 for padding (optional, see ``frame_scores``).
+        (B, T, S) (a head with fewer slots uses the first ones), or (B, T) for slot 0 only; NaN = unknown;
+        token_frames (B, N) each video token's frame, -1 for padding (optional, see ``frame_scores``).
         """
         if frame_targets.ndim == 2:
             frame_targets = frame_targets.unsqueeze(-1)
