@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -130,6 +132,32 @@ def test_sft_with_saliency_learns_per_frame_targets_through_the_llm():
         first = sal.item() if first is None else first
         last = sal.item()
     assert first > 0.5 and last < 0.2
+
+
+def test_heads_read_the_chosen_hidden_state_and_name_a_missing_one():
+    """saliency_layer=1: the head reads block 0's output, so its loss trains block 0 and the embeddings but
+    not block 1 (the tiny LLM has 2 blocks); the tag head keeps the final state. A layer the LLM does not
+    have is an error naming the objective key."""
+    torch.manual_seed(0)
+    module = SFTModule(tiny_model(), saliency_weight=1.0, tag_weight=1.0, num_tags=2, saliency_layer=1)
+    ids = torch.tensor([[3, 4, VIDEO_TOKEN_INDEX, 5]] * 2)
+    batch = SimpleNamespace(input_ids=ids, attention_mask=torch.ones_like(ids),
+                            frame_mask=torch.ones(2, 3, dtype=torch.bool), frame_targets=torch.rand(2, 3).round(),
+                            frame_tags=torch.rand(2, 3, 2).round())  # fmt: skip
+    out = module.model(input_ids=ids, attention_mask=torch.ones_like(ids), frames=torch.rand(2, 3, 3, 32, 32),
+                       output_hidden_states=True)  # fmt: skip
+    assert len(out.hidden_states) == 3 and out.hidden_states[-1] is out.last_hidden_state
+    module._frame_loss(module.saliency, out, batch, "frame_targets").backward(retain_graph=True)
+    grads = {n: p.grad for n, p in module.model.llm.named_parameters()}
+    assert all(g is None or not g.any() for n, g in grads.items() if "layers.1." in n)
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "layers.0." in n)
+    module.model.zero_grad()
+    module._frame_loss(module.tags, out, batch, "frame_tags").backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for n, p in module.model.llm.named_parameters() if "layers.1." in n)  # fmt: skip
+    module.layers["frame_targets"] = 5
+    with pytest.raises(ValueError, match=r"objective.saliency_layer=5 is out of range: the LLM has 3"):
+        module._frame_loss(module.saliency, out, batch, "frame_targets")
 
 
 def test_check_saliency_names_the_missing_collator_setting():

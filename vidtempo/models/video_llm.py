@@ -65,6 +65,8 @@ class VideoLLMOutput:
         info: compressor diagnostics.
         last_hidden_state: (B, L', H) final-layer states, only with ``forward(output_hidden_states=True)``
             (e.g. for an auxiliary per-frame head on the video positions).
+        hidden_states: the embeddings and every layer's output, each (B, L', H), the LLM's own tuple
+            (``hidden_states[-1]`` is ``last_hidden_state``); only with ``output_hidden_states=True``.
     """
 
     loss: torch.Tensor | None
@@ -74,6 +76,7 @@ class VideoLLMOutput:
     num_video_tokens: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
     last_hidden_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 class VideoLLM(nn.Module):
@@ -288,8 +291,9 @@ class VideoLLM(nn.Module):
                 logits[:, :-1].flatten(0, 1).float(), spliced_labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
             )
         info = dict(video.info or {}) if video is not None else {}
-        last = out.hidden_states[-1] if output_hidden_states else None
-        return VideoLLMOutput(loss, logits, spliced_labels, mask, n_video, info, last)
+        states = tuple(out.hidden_states) if output_hidden_states else None
+        last = states[-1] if states else None
+        return VideoLLMOutput(loss, logits, spliced_labels, mask, n_video, info, last, states)
 
     def _video(
         self, frames: torch.Tensor | None, frame_mask: torch.Tensor | None, timestamps: torch.Tensor | None,

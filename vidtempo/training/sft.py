@@ -42,6 +42,11 @@ class SFTModule(L.LightningModule):
             5 options, 5 "seen so far"; 6 leaves out the seen-so-far slots).
         saliency_reduction: ``sample`` (every sample weighs the same) or ``entry`` (every known target weighs
             the same); see ``FrameSaliencyLoss``.
+        saliency_layer, tag_layer: which of the LLM's hidden states each head reads, indexed like
+            ``hidden_states`` (0 = the embeddings, k = the output of block k, -1 = the final state, the
+            default). Tokens after the video read a block's output only through the next block's attention,
+            so a head on block k's output puts what it predicts where blocks k+1.. can use it (deep
+            supervision; docs/methods/frame_losses.md).
     """
 
     def __init__(
@@ -54,6 +59,8 @@ class SFTModule(L.LightningModule):
         num_tags: int = 0,
         saliency_slots: int = FRAME_TARGET_SLOTS,
         saliency_reduction: str = "sample",
+        saliency_layer: int = -1,
+        tag_layer: int = -1,
     ) -> None:
         super().__init__()
         self.model = model
@@ -70,6 +77,7 @@ class SFTModule(L.LightningModule):
         if self.tag_weight and num_tags < 1:
             raise ValueError("tag_weight > 0 needs num_tags >= 1 (the labels of data.collator.frame_tags)")
         self.tags = FrameSaliencyLoss(llm_hidden_size(model), slots=num_tags) if self.tag_weight else None
+        self.layers = {"frame_targets": int(saliency_layer), "frame_tags": int(tag_layer)}
 
     collator_class = VideoCollator  # the collator this objective's batches come from
 
@@ -110,7 +118,8 @@ class SFTModule(L.LightningModule):
         if targets is None:
             setting = "frame_targets: true" if key == "frame_targets" else "frame_tags: [labels]"
             raise ValueError(f"the {key} loss needs per-frame targets: set data.collator.{setting}")
-        return head(out.last_hidden_state, batch.input_ids, batch.attention_mask, out.num_video_tokens,
+        hidden = hidden_state(out, self.layers[key], "saliency_layer" if key == "frame_targets" else "tag_layer")
+        return head(hidden, batch.input_ids, batch.attention_mask, out.num_video_tokens,
                     batch.frame_mask, targets, out.info.get("token_frames"))  # fmt: skip
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
@@ -128,6 +137,22 @@ class SFTModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skips.load_state_dict(checkpoint.get("vidtempo_skips", {}))
+
+
+def hidden_state(out: Any, layer: int, key: str) -> torch.Tensor:
+    """(B, L', H) hidden state ``layer`` of a forward output (``out.hidden_states``; -1 may also be
+    ``out.last_hidden_state``); a clear error naming ``objective.<key>`` when the layer does not exist."""
+    states = getattr(out, "hidden_states", None)
+    if layer == -1 and states is None:
+        return out.last_hidden_state
+    if states is None:
+        raise ValueError(f"objective.{key}={layer} needs the model's hidden_states (VideoLLM returns them)")
+    if not -len(states) <= layer < len(states):
+        raise ValueError(
+            f"objective.{key}={layer} is out of range: the LLM has {len(states)} hidden states "
+            f"(0 = embeddings .. {len(states) - 1} = last block; negative counts from the end)"
+        )
+    return states[layer]
 
 
 def llm_hidden_size(model: nn.Module) -> int:
