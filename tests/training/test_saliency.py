@@ -9,6 +9,8 @@ import torch
 
 from vidtempo.config.errors import RecipeError
 from vidtempo.data.frame_targets import (
+    ALL_SEEN_SLOT,
+    ANY_SEEN_SLOT,
     FRAME_TARGET_SLOTS,
     SEEN_OFFSET,
     event_tags,
@@ -56,6 +58,11 @@ def test_interval_targets_mark_inside_frames_and_nan_for_padding_and_unknown():
     assert seen[:, 0].tolist() == [1.0, 1.0, 1.0, 1.0] and torch.isnan(seen[:, 1]).all()
     assert seen[:, 2].tolist() == [0.0, 1.0, 1.0, 1.0] and seen[:, 3].tolist() == [0.0, 0.0, 1.0, 1.0]
     assert seen.nan_to_num(0).sum(0).argmax() == 0  # summed over frames: the option that appears first
+    assert torch.isnan(out[2, :, ANY_SEEN_SLOT:]).all()  # option B names no moment: some/every is unknown
+    full = sample({"option_timestamps": [[1, 2], [[3, 4], [0.6, 0.9]], [2, 3]]})  # starts 1, 0.6, 2
+    both = interval_targets([full], times[:1], mask[:1])[0]
+    assert both[:, ANY_SEEN_SLOT].tolist() == [0.0, 1.0, 1.0, 1.0]  # 0.6 <= 1.5: the first option has begun
+    assert both[:, ALL_SEEN_SLOT].tolist() == [0.0, 0.0, 1.0, 1.0]  # the last option begins at 2.0
     merged = sample({**options, "turns": 2})
     assert option_intervals(merged) == [] and torch.isnan(interval_targets([merged], times[:1], mask[:1])).all()
 

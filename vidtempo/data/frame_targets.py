@@ -2,7 +2,8 @@
 
 * ``interval_targets``: "is the moment the sample is about (slot 0) or the moment option k names (slot k)
   inside this frame?" from ``meta["timestamps"]`` / ``meta["evidence"]`` / ``meta["option_timestamps"]``,
-  and "has option k's moment begun by this frame?" (slot ``SEEN_OFFSET + k``: seen-so-far, a step);
+  and "has option k's moment begun by this frame?" (slot ``SEEN_OFFSET + k``: seen-so-far, a step), and
+  "has some / every option begun?" (slots ``ANY_SEEN_SLOT`` / ``ALL_SEEN_SLOT``);
 * ``event_tags``: "which labels are on screen (or heard) at this frame?" from ``meta["events"]``.
 
 Example:
@@ -23,7 +24,10 @@ from vidtempo.data.samples import ConversationSample
 
 MAX_OPTIONS = 5  # options A-E
 SEEN_OFFSET = MAX_OPTIONS  # slot SEEN_OFFSET + k: option k has begun by this frame (k = 1..5)
-FRAME_TARGET_SLOTS = 1 + 2 * MAX_OPTIONS  # slot 0: the sample's moment; 1-5: options A-E; 6-10: seen so far
+ANY_SEEN_SLOT = 1 + 2 * MAX_OPTIONS  # 11: some option has begun by this frame (a step at the first option)
+ALL_SEEN_SLOT = ANY_SEEN_SLOT + 1  # 12: every option has begun by this frame (a step at the last option)
+OPTION_SLOTS = 1 + 2 * MAX_OPTIONS  # the moment, the options and seen so far: a head's default slot count
+FRAME_TARGET_SLOTS = ALL_SEEN_SLOT + 1  # every slot the collator fills
 
 
 def _parse_intervals(raw: Any, sample: ConversationSample, key: str) -> list[tuple[float, float]] | None:
@@ -64,7 +68,10 @@ def interval_targets(
     """(B, T, FRAME_TARGET_SLOTS): 1.0 for frames whose time is inside the slot's interval(s), 0.0 outside,
     NaN when unknown. Slot 0 is the sample's moment, slot k the moment of option k (A = 1), slot
     ``SEEN_OFFSET + k`` whether option k's first interval has begun by the frame's time ("seen so far": summed
-    over frames it ranks the options by first appearance, which is what "which appears first?" asks)."""
+    over frames it ranks the options by first appearance, which is what "which appears first?" asks), slot
+    ``ANY_SEEN_SLOT`` whether some option has begun and ``ALL_SEEN_SLOT`` whether every option has (steps at
+    the first and at the last option's start: they mark the answer's frame of "which appears first/last?"
+    without knowing which letter names which object; only when every option names a moment)."""
     out = torch.full((*times.shape, FRAME_TARGET_SLOTS), float("nan"))
     for i, sample in enumerate(samples):
         slots = [sample_intervals(sample), *option_intervals(sample)]
@@ -77,6 +84,10 @@ def interval_targets(
             out[i, :, k] = inside.float()
             if k:
                 out[i, :, SEEN_OFFSET + k] = (times[i] >= min(a for a, _ in intervals)).float()
+        starts = [min(a for a, _ in iv) for iv in slots[1:] if iv]
+        if len(starts) >= 2 and len(starts) == len(slots) - 1:  # every option names a moment
+            out[i, :, ANY_SEEN_SLOT] = (times[i] >= min(starts)).float()
+            out[i, :, ALL_SEEN_SLOT] = (times[i] >= max(starts)).float()
         out[i, ~frame_mask[i]] = float("nan")
     return out
 

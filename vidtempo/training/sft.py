@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vidtempo.data.collate import VideoCollator
-from vidtempo.data.frame_targets import FRAME_TARGET_SLOTS
+from vidtempo.data.frame_targets import OPTION_SLOTS
 from vidtempo.training.optim import OptimSettings, lightning_optimizers
 from vidtempo.training.saliency import FrameSaliencyLoss
 from vidtempo.training.skips import SkipTracker
@@ -38,8 +38,9 @@ class SFTModule(L.LightningModule):
             a multi-label head on the same hidden states, question-independent, so it trains the encoder
             from the first step); 0 = off. Needs ``data.collator.frame_tags``.
         num_tags: number of tag labels (the trainer fills it in from ``data.collator.frame_tags``).
-        saliency_slots: how many of the collator's target slots the saliency head predicts (11: the moment,
-            5 options, 5 "seen so far"; 6 leaves out the seen-so-far slots).
+        saliency_slots: how many of the collator's target slots the saliency head predicts (11, the default:
+            the moment, 5 options, 5 "seen so far"; 6 leaves out the seen-so-far slots; 13 adds "some / every
+            option has begun", ``vidtempo.data.frame_targets``).
         saliency_reduction: ``sample`` (every sample weighs the same) or ``entry`` (every known target weighs
             the same); see ``FrameSaliencyLoss``.
         saliency_layer, tag_layer: which of the LLM's hidden states each head reads, indexed like
@@ -57,7 +58,7 @@ class SFTModule(L.LightningModule):
         saliency_weight: float = 0.0,
         tag_weight: float = 0.0,
         num_tags: int = 0,
-        saliency_slots: int = FRAME_TARGET_SLOTS,
+        saliency_slots: int = OPTION_SLOTS,
         saliency_reduction: str = "sample",
         saliency_layer: int = -1,
         tag_layer: int = -1,
