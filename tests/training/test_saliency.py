@@ -89,7 +89,7 @@ def test_saliency_loss_skips_rows_without_targets_and_needs_equal_tokens_per_fra
     assert none.item() == 0.0 and none.requires_grad
 
 
-def test_reductions_weigh_samples_or_targets_and_a_smaller_head_uses_the_first_slots():
+def test_reductions_weigh_samples_or_targets_and_a_head_reads_its_slots():
     torch.manual_seed(0)
     hidden = torch.randn(2, 6, 4)  # 2 rows: 1 text token, 4 frames x 1 token, 1 text token
     ids = torch.tensor([[1, VIDEO_TOKEN_INDEX, 2], [1, VIDEO_TOKEN_INDEX, 2]])
@@ -108,6 +108,16 @@ def test_reductions_weigh_samples_or_targets_and_a_smaller_head_uses_the_first_s
     small.head.weight.data, small.head.bias.data = by_sample.head.weight[:1].clone(), by_sample.head.bias[:1].clone()
     slot0 = (row0 + bce(logits[1, :, 0], targets[1, :, 0])) / 2
     assert torch.allclose(small(*args, targets), slot0)  # the other 2 slots are left out
+    picked = FrameSaliencyLoss(4, slots=[2, 0])  # a list: these slots, in this order
+    picked.head.weight.data = by_sample.head.weight[[2, 0]].clone()
+    picked.head.bias.data = by_sample.head.bias[[2, 0]].clone()
+    row1_picked = bce(logits[1][:, [2, 0]], targets[1][:, [2, 0]])
+    assert torch.allclose(picked(*args, targets), (row0 + row1_picked) / 2)
+    with pytest.raises(ValueError, match="saliency slot 5 requested, but the targets have 3 slots"):
+        FrameSaliencyLoss(4, slots=[0, 5])(*args, targets)
+    for bad in (0, [], [1, 1], [-1], "0"):
+        with pytest.raises(ValueError, match="saliency slots must be"):
+            FrameSaliencyLoss(4, slots=bad)
     with pytest.raises(ValueError, match="reduction must be"):
         FrameSaliencyLoss(4, reduction="mean")
 

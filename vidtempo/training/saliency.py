@@ -28,6 +28,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -43,18 +45,32 @@ class FrameSaliencyLoss(nn.Module):
 
     Args:
         hidden_size: the LLM's hidden size.
-        slots: target slots (one head output each); ``FRAME_TARGET_SLOTS`` matches the collator.
+        slots: the target slots it predicts, one head output each: a count ``n`` (slots ``0..n-1``;
+            ``FRAME_TARGET_SLOTS`` is every slot the collator fills) or a list of slot indices (e.g.
+            ``[0, 11, 12]``: the moment and "some / every option seen", see ``vidtempo.data.frame_targets``).
         reduction: ``sample`` (each sample's mean over its known (frame, slot) targets, then the mean over
             samples: a question with 9 known slots weighs as much as one with 1) or ``entry`` (the mean over
             every known target of the batch).
     """
 
-    def __init__(self, hidden_size: int, slots: int = FRAME_TARGET_SLOTS, reduction: str = "sample") -> None:
+    def __init__(
+        self, hidden_size: int, slots: int | Sequence[int] = FRAME_TARGET_SLOTS, reduction: str = "sample"
+    ) -> None:
         super().__init__()
         if reduction not in ("sample", "entry"):
             raise ValueError(f"reduction must be 'sample' or 'entry', got {reduction!r}")
-        self.head = nn.Linear(hidden_size, slots)
+        self.slots = slot_indices(slots)
+        self.head = nn.Linear(hidden_size, len(self.slots))
         self.reduction = reduction
+
+    def _columns(self, available: int) -> list[int] | slice:
+        """The target columns this head predicts, of ``available``; all of them when it predicts more
+        consecutive slots than there are (a (B, T) target is slot 0 only)."""
+        if self.slots == list(range(len(self.slots))):
+            return slice(0, len(self.slots))
+        if max(self.slots) >= available:
+            raise ValueError(f"saliency slot {max(self.slots)} requested, but the targets have {available} slots")
+        return self.slots
 
     def frame_scores(
         self, hidden: torch.Tensor, span: tuple[int, int], num_frames: int, token_frames: torch.Tensor | None = None
@@ -96,7 +112,7 @@ class FrameSaliencyLoss(nn.Module):
 
         Shapes: hidden (B, L', H) from ``VideoLLM.forward(output_hidden_states=True)``; input_ids and
         attention_mask (B, L) before splicing; num_video_tokens (B,); frame_mask (B, T); frame_targets
-        (B, T, S) (a head with fewer slots uses the first ones), or (B, T) for slot 0 only; NaN = unknown;
+        (B, T, S) (the head reads its ``slots``), or (B, T) for slot 0 only; NaN = unknown;
         token_frames (B, N) each video token's frame, -1 for padding (optional, see ``frame_scores``).
         """
         if frame_targets.ndim == 2:
@@ -104,12 +120,12 @@ class FrameSaliencyLoss(nn.Module):
         logits, targets = [], []
         spans = video_spans(input_ids, attention_mask, num_video_tokens)
         for i, span in enumerate(spans):
-            row = frame_targets[i][frame_mask[i]][:, : self.head.out_features]  # (T_i, S): the head's slots
+            row = frame_targets[i][frame_mask[i]][:, self._columns(frame_targets.shape[-1])]  # (T_i, S)
             if span[1] == 0 or torch.isnan(row).all():
                 continue
             owners = token_frames[i][token_frames[i] >= 0] if token_frames is not None else None
             scores, has_tokens = self.frame_scores(hidden[i], span, int(frame_mask[i].sum()), owners)
-            scores = scores[:, : row.shape[1]]
+            scores = scores[:, : row.shape[1]]  # a (B, T) target: slot 0 only
             known = ~torch.isnan(row) & has_tokens.to(row.device)[:, None]
             logits.append(scores[known])
             targets.append(row[known])
@@ -120,3 +136,15 @@ class FrameSaliencyLoss(nn.Module):
             return bce(torch.cat(logits).float(), torch.cat(targets).to(hidden.device).float())
         per_sample = [bce(x.float(), y.to(hidden.device).float()) for x, y in zip(logits, targets)]
         return torch.stack(per_sample).mean()
+
+
+def slot_indices(slots: int | Sequence[int]) -> list[int]:
+    """Slot indices from a count (``0..n-1``) or a list of distinct indices >= 0; a clear error otherwise."""
+    if isinstance(slots, int) and not isinstance(slots, bool):
+        if slots < 1:
+            raise ValueError(f"saliency slots must be >= 1, got {slots}")
+        return list(range(slots))
+    picked = list(slots) if isinstance(slots, Sequence) and not isinstance(slots, str) else None
+    if not picked or not all(isinstance(k, int) and k >= 0 for k in picked) or len(set(picked)) != len(picked):
+        raise ValueError(f"saliency slots must be a count >= 1 or a list of distinct slot indices >= 0, got {slots!r}")
+    return picked

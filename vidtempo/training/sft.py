@@ -40,7 +40,7 @@ class SFTModule(L.LightningModule):
         num_tags: number of tag labels (the trainer fills it in from ``data.collator.frame_tags``).
         saliency_slots: how many of the collator's target slots the saliency head predicts (11, the default:
             the moment, 5 options, 5 "seen so far"; 6 leaves out the seen-so-far slots; 13 adds "some / every
-            option has begun", ``vidtempo.data.frame_targets``).
+            option has begun", ``vidtempo.data.frame_targets``), or a list of slot indices (``[0, 11, 12]``).
         saliency_reduction: ``sample`` (every sample weighs the same) or ``entry`` (every known target weighs
             the same); see ``FrameSaliencyLoss``.
         saliency_layer, tag_layer: which of the LLM's hidden states each head reads, indexed like
@@ -58,7 +58,7 @@ class SFTModule(L.LightningModule):
         saliency_weight: float = 0.0,
         tag_weight: float = 0.0,
         num_tags: int = 0,
-        saliency_slots: int = OPTION_SLOTS,
+        saliency_slots: int | list[int] = OPTION_SLOTS,
         saliency_reduction: str = "sample",
         saliency_layer: int = -1,
         tag_layer: int = -1,
