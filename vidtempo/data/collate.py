@@ -45,11 +45,15 @@ class VideoTextBatch:
         input_ids: (B, L) long; the video placeholder is ``VIDEO_TOKEN_INDEX``; right-padded.
         attention_mask: (B, L) long.
         labels: (B, L) long, ``IGNORE_INDEX`` except assistant turns.
-        frames: (B, T, 3, H, W) float32 in [0, 1]; padded frames are zeros.
-        frame_mask: (B, T) bool, True = real frame.
+        frames: (B, T, 3, H, W) float32 in [0, 1]; padded frames are zeros. With ``clip_index``: (U, T, 3, H, W),
+            one per distinct clip of the batch.
+        frame_mask: (B, T) bool, True = real frame (always one row per sample).
         timestamps: (B, T) float32 seconds of each frame.
-        audio: (B, S) float32 mono waveform or None.
-        audio_lengths: (B,) long valid samples per row (0 = no audio track) or None.
+        audio: (B, S) float32 mono waveform (or (B, n_mels, F) log-mel) or None; (U, ...) with ``clip_index``.
+        audio_lengths: (B,) long valid samples per row (0 = no audio track) or None; (U,) with ``clip_index``.
+        clip_index: (B,) long, row b's clip in ``frames`` / ``audio`` / ``features``, only with
+            ``VideoCollator(share_clips=True)`` (several questions about one clip in a batch); None = one
+            clip per row.
         queries: first user turn of each sample (for query-aware compressors).
         ids: sample ids. skipped: samples left out of this batch.
         features: (B, T, P, D) cached encoder features (then ``frames`` is None) and their patch ``grid``.
@@ -59,7 +63,8 @@ class VideoTextBatch:
             or ``meta["evidence"]``, where a question's answer can be seen);
             slots 1-5: the moment each answer option names (``meta["option_timestamps"]``, e.g. "which of
             these appears first?"); slots 6-10: whether option k's moment has begun by the frame ("seen so
-            far"). Multi-question samples (``meta["turns"] > 1``) have none.
+            far"); slots 11-12: whether some / every option's moment has begun. Multi-question samples
+            (``meta["turns"] > 1``) have none.
         frame_tags: (B, T, C) float, only with ``VideoCollator(frame_tags=[...C labels...])``: 1.0 where an
             event of that label (``meta["events"]``: ``[label, start, end]`` rows) covers the frame's time,
             0.0 otherwise; NaN for padded frames and samples without ``events``.
@@ -81,6 +86,7 @@ class VideoTextBatch:
     grid: tuple[int, int] | None = None
     frame_targets: torch.Tensor | None = None
     frame_tags: torch.Tensor | None = None
+    clip_index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -92,6 +98,8 @@ class VideoTextBatch:
         out["queries"] = self.queries
         if self.features is not None:
             out.update(frames=None, features=self.features, grid=self.grid)
+        if self.clip_index is not None:
+            out["clip_index"] = self.clip_index
         if with_labels:
             out["labels"] = self.labels
         return out
@@ -147,6 +155,9 @@ class VideoCollator:
             at each frame, from ``meta["events"]``; the targets of the SFT tag loss); None = off.
         window_tags: those of ``frame_tags`` that are marked when they overlap the frame's window (from its
             time to the next frame's) rather than at its instant: short events such as sounds.
+        share_clips: decode and stack each distinct clip of a batch once (``batch.frames`` (U, ...) and
+            ``batch.clip_index``); for batches of several questions per clip
+            (``vidtempo.data.grouping.VideoGroupedBatchSampler``, recipe key ``data.group_by_video``).
     """
 
     def __init__(
@@ -171,6 +182,7 @@ class VideoCollator:
         frame_targets: bool = False,
         frame_tags: list[str] | None = None,
         window_tags: list[str] | None = None,
+        share_clips: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.chat = ChatEncoder(tokenizer, system_prompt=system_prompt, max_text_tokens=max_text_tokens,
@@ -191,6 +203,7 @@ class VideoCollator:
         self.frame_targets = frame_targets
         self.frame_tags = list(frame_tags) if frame_tags else None
         self.window_tags = list(window_tags or [])
+        self.share_clips = share_clips
         if set(self.window_tags) - set(self.frame_tags or []):
             raise ValueError(f"window_tags {sorted(set(self.window_tags) - set(self.frame_tags or []))} are not "
                              "in frame_tags")  # fmt: skip
@@ -273,12 +286,16 @@ class VideoCollator:
         skipped: list[SkipRecord] = []
         convs = [as_conversation(raw) for raw in samples]
         cached = self._cached_features(convs)
+        seen: dict[tuple, DecodedVideo] = {}  # one decode per clip of the batch
         for i, sample in enumerate(convs):
             try:
                 if cached is not None:
                     video = DecodedVideo(cached[i].feats, cached[i].timestamps, None)
+                elif sample.video:
+                    key = (sample.video, sample.audio, sample.start, sample.end)
+                    video = seen[key] if key in seen else seen.setdefault(key, self.decode(sample))
                 else:
-                    video = self.decode(sample) if sample.video else None
+                    video = None
             except VideoDecodeError as err:
                 log.warning("skipping sample %s: %s", sample.id, err)
                 skipped.append(SkipRecord(sample.id, err.path, err.reason))
@@ -304,8 +321,13 @@ class VideoCollator:
             input_ids[i, : len(ids)] = torch.tensor(ids)
             attention[i, : len(ids)] = 1
             labels[i, : len(lab)] = torch.tensor(lab)
-        frames, frame_mask, times = self._pad_frames([k[1] for k in kept])
-        audio, audio_len = self._pad_audio([k[1] for k in kept]) if self.audio else (None, None)
+        videos, clip_index = [k[1] for k in kept], None
+        if self.share_clips:
+            videos, clip_index = distinct_clips(videos)
+        frames, frame_mask, times = self._pad_frames(videos)
+        audio, audio_len = self._pad_audio(videos) if self.audio else (None, None)
+        if clip_index is not None and frame_mask is not None:
+            frame_mask, times = frame_mask[clip_index], times[clip_index]  # (B, T): per row again
         targets = None
         if self.frame_targets and times is not None:
             targets = interval_targets([k[0] for k in kept], times, frame_mask)
@@ -317,6 +339,7 @@ class VideoCollator:
             frame_mask=frame_mask, timestamps=times, audio=audio, audio_lengths=audio_len,
             queries=[first_user_text(k[0].messages) for k in kept], ids=[k[0].id for k in kept],
             skipped=skipped, meta=[k[0].meta for k in kept], frame_targets=targets, frame_tags=tags,
+            clip_index=clip_index if frames is not None else None,
         )  # fmt: skip
 
     def _pad_frames(self, videos: list[DecodedVideo | None]) -> tuple[Any, Any, Any]:
@@ -346,6 +369,21 @@ class VideoCollator:
                 out[i] = t.amin()  # the clamp floor: what silence gives after Whisper's normalisation
             out[i, ..., : t.shape[-1]] = t
         return out, lengths
+
+
+def distinct_clips(videos: list[DecodedVideo | None]) -> tuple[list[DecodedVideo | None], torch.Tensor]:
+    """The distinct decoded clips of a batch (the same object = the same clip; each ``None`` is its own) and
+    (B,) the index of each row's clip among them."""
+    order: dict[int, int] = {}
+    unique: list[DecodedVideo | None] = []
+    index = []
+    for i, video in enumerate(videos):
+        key = id(video) if video is not None else -1 - i
+        if key not in order:
+            order[key] = len(unique)
+            unique.append(video)
+        index.append(order[key])
+    return unique, torch.tensor(index, dtype=torch.long)
 
 
 def as_conversation(sample: Any) -> ConversationSample:

@@ -178,17 +178,25 @@ class VideoLLM(nn.Module):
         queries: list[str] | None = None,
         features: torch.Tensor | None = None,
         grid: tuple[int, int] | None = None,
+        clip_index: torch.Tensor | None = None,
     ) -> VideoTokens:
         """frames (B, T, 3, H, W) in [0, 1] (or cached ``features`` (B, T, P, D) + ``grid``) -> video tokens
-        (B, N, H_llm) with mask (B, N)."""
+        (B, N, H_llm) with mask (B, N). With ``clip_index`` (B,), frames / features / audio hold U distinct
+        clips (U, ...): each is encoded once and row b gets clip ``clip_index[b]``'s features before the
+        compressor (which may read the row's question); frame_mask and timestamps stay (B, T)."""
         if features is not None:
             if grid is None:
                 raise ValueError("cached features need their patch grid")
             full = features.to(next(self.compressor.parameters(), features).dtype)
         else:
             assert frames is not None
-            full, grid = self._encode_frames(frames, frame_mask)
+            full, grid = self._encode_frames(frames, clip_rows(frame_mask, clip_index, frames.shape[0]))
         audio_feats = self._encode_audio(audio, audio_lengths)
+        if clip_index is not None:
+            full = full[clip_index]  # (U, T, P, D) -> (B, T, P, D)
+            if audio_feats is not None:
+                audio_feats = AudioFeatures(*(x[clip_index] for x in (audio_feats.feats, audio_feats.times,
+                                                                      audio_feats.mask)))  # fmt: skip
         comp = self.compressor(
             CompressorInput(feats=full, frame_mask=frame_mask, timestamps=timestamps, grid=grid,
                             audio=audio_feats, query=queries)
@@ -278,9 +286,13 @@ class VideoLLM(nn.Module):
         features: torch.Tensor | None = None,
         grid: tuple[int, int] | None = None,
         output_hidden_states: bool = False,
+        clip_index: torch.Tensor | None = None,
     ) -> VideoLLMOutput:
-        """Teacher-forced forward. Shapes: input_ids (B, L), frames (B, T, 3, H, W) or features (B, T, P, D)."""
-        video = self._video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid)
+        """Teacher-forced forward. Shapes: input_ids (B, L), frames (B, T, 3, H, W) or features (B, T, P, D);
+        with ``clip_index`` (B,) frames / features / audio hold U distinct clips and row b uses clip
+        ``clip_index[b]`` (each clip is encoded once; ``encode_video``)."""
+        video = self._video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid,
+                            clip_index)
         embeds, mask, spliced_labels, n_video = self.splice(input_ids, attention_mask, video, labels)
         extra = {"output_hidden_states": True} if output_hidden_states else {}
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, **extra)
@@ -298,16 +310,18 @@ class VideoLLM(nn.Module):
     def _video(
         self, frames: torch.Tensor | None, frame_mask: torch.Tensor | None, timestamps: torch.Tensor | None,
         audio: torch.Tensor | None, audio_lengths: torch.Tensor | None, queries: list[str] | None,
-        features: torch.Tensor | None, grid: tuple[int, int] | None,
+        features: torch.Tensor | None, grid: tuple[int, int] | None, clip_index: torch.Tensor | None = None,
     ) -> VideoTokens | None:  # fmt: skip
         source = features if features is not None else frames
         if source is None:
             return None
+        rows = (len(clip_index) if clip_index is not None else source.shape[0], source.shape[1])  # (B, T)
         if frame_mask is None:
-            frame_mask = torch.ones(source.shape[:2], dtype=torch.bool, device=source.device)
+            frame_mask = torch.ones(rows, dtype=torch.bool, device=source.device)
         if timestamps is None:
-            timestamps = torch.arange(source.shape[1], device=source.device).float().expand(source.shape[:2])
-        return self.encode_video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid)
+            timestamps = torch.arange(source.shape[1], device=source.device).float().expand(rows)
+        return self.encode_video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid,
+                                 clip_index)
 
     @torch.no_grad()
     def generate(
@@ -322,10 +336,12 @@ class VideoLLM(nn.Module):
         queries: list[str] | None = None,
         features: torch.Tensor | None = None,
         grid: tuple[int, int] | None = None,
+        clip_index: torch.Tensor | None = None,
         **generate_kwargs: Any,
     ) -> torch.Tensor:
         """Greedy by default; returns only the new token ids (B, L_new)."""
-        video = self._video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid)
+        video = self._video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid,
+                            clip_index)
         embeds, mask, _, _ = self.splice(input_ids, attention_mask, video, padding_side="left")
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("max_new_tokens", 32)
@@ -341,6 +357,16 @@ class VideoLLM(nn.Module):
                 params = list(module.parameters())
                 counts[part] = (sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
         return counts
+
+
+def clip_rows(frame_mask: torch.Tensor, clip_index: torch.Tensor | None, num_clips: int) -> torch.Tensor:
+    """(U, T) frame mask of each distinct clip from the (B, T) row mask (rows of a clip share it); the row
+    mask itself without ``clip_index``."""
+    if clip_index is None:
+        return frame_mask
+    out = frame_mask.new_zeros(num_clips, frame_mask.shape[1])
+    out[clip_index] = frame_mask
+    return out
 
 
 def video_spans(

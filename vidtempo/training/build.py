@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from vidtempo.config.errors import RecipeError
 from vidtempo.config.instantiate import instantiate
 from vidtempo.data.collate import VideoCollator
+from vidtempo.data.grouping import VideoGroupedBatchSampler, clip_keys
 from vidtempo.training.csv_log import ResumableCSVLogger
 
 
@@ -33,10 +34,13 @@ class VideoDataModule(L.LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         shuffle: bool = True,
+        group_by_video: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.train_set, self.val_set, self.collator = train, val, collator
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
+        self.group_by_video, self.seed = int(group_by_video or 0), seed
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -45,7 +49,15 @@ class VideoDataModule(L.LightningDataModule):
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.shuffle)
+        if self.group_by_video <= 1:
+            return self._loader(self.train_set, self.shuffle)
+        trainer = getattr(self, "trainer", None)
+        sampler = VideoGroupedBatchSampler(
+            clip_keys(self.train_set), self.batch_size, self.group_by_video, shuffle=self.shuffle, seed=self.seed,
+            num_replicas=getattr(trainer, "world_size", 1) or 1, rank=getattr(trainer, "global_rank", 0) or 0,
+        )  # fmt: skip
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=self.collator, persistent_workers=self.num_workers > 0)  # fmt: skip
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_set, False) if self.val_set is not None else []
@@ -85,15 +97,26 @@ def build_tokenizer(cfg: dict[str, Any], recipe: str) -> Any:
 
 
 def build_datamodule(
-    data: dict[str, Any], tokenizer: Any, recipe: str, prefix: str = "data", collator_class: type | None = None
+    data: dict[str, Any], tokenizer: Any, recipe: str, prefix: str = "data", collator_class: type | None = None,
+    seed: int = 0,
 ) -> VideoDataModule:
-    """Datasets + collator. ``collator_class`` comes from the objective (``SFTModule.collator_class``)."""
+    """Datasets + collator. ``collator_class`` comes from the objective (``SFTModule.collator_class``).
+    ``data.group_by_video: n`` (n > 1) draws training batches of up to n questions per clip
+    (``VideoGroupedBatchSampler``) and lets the collator and the model handle each clip once."""
     train = instantiate(data["train"], key=f"{prefix}.train", recipe=recipe)
     val = instantiate(data["val"], key=f"{prefix}.val", recipe=recipe) if data.get("val") else None
-    collator = (collator_class or VideoCollator)(tokenizer, **(data.get("collator") or {}))
+    collator_node = dict(data.get("collator") or {})
+    group = int(data.get("group_by_video") or 0)
+    if group > 1:
+        if collator_class not in (None, VideoCollator):
+            raise RecipeError(f"group_by_video needs the SFT video collator, not {collator_class.__name__}",
+                              recipe=recipe, key=f"{prefix}.group_by_video")  # fmt: skip
+        collator_node["share_clips"] = True  # each clip of a batch is decoded, stacked and encoded once
+    collator = (collator_class or VideoCollator)(tokenizer, **collator_node)
     return VideoDataModule(
         train, collator, val, batch_size=int(data.get("batch_size", 1)),
         num_workers=int(data.get("num_workers", 0)), shuffle=bool(data.get("shuffle", True)),
+        group_by_video=group, seed=int(seed),
     )  # fmt: skip
 
 

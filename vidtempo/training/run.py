@@ -77,7 +77,8 @@ def train(cfg: DictConfig) -> Path:
         prefix = f"stages.{i}." if plain.get("stages") else ""
         module = build_objective(stage, model, recipe, prefix)
         datamodule = build_datamodule(_with_encoder_id(stage, model, recipe), tokenizer, recipe,
-                                      prefix=f"{prefix}data", collator_class=getattr(module, "collator_class", None))
+                                      prefix=f"{prefix}data", collator_class=getattr(module, "collator_class", None),
+                                      seed=int(plain.get("seed") or 0))
         trainer = build_trainer(stage, sdir, recipe_yaml=to_yaml(cfg))
         last = sdir / "checkpoints" / "last.ckpt"
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)

@@ -23,7 +23,8 @@ TOP_LEVEL = {
     "trainer", "checkpoint", "stages", "eval", "prompts", "notes", "inference", "dpo", "curriculum",
     "prefgen", "prefgen_answers", "init_from", "_recipe_path_",
 }  # fmt: skip
-DATA_KEYS = {"train", "val", "collator", "batch_size", "num_workers", "max_skip_fraction", "shuffle"}
+DATA_KEYS = {"train", "val", "collator", "batch_size", "num_workers", "max_skip_fraction", "shuffle",
+             "group_by_video"}
 STAGE_KEYS = {"name", "trainable", "optim", "data", "trainer", "objective", "checkpoint", "merge_lora_after", "lora"}
 CHECKPOINT_KEYS = {"every_n_steps", "save_top_k"}
 TRAINABLE_KEYS = {"vision_encoder", "audio_encoder", "compressor", "projector", "llm"}
