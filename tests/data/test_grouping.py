@@ -86,13 +86,13 @@ def test_model_encodes_each_clip_once_with_the_same_loss_and_gradients(tokenizer
                      trainable={"vision_encoder": True, "audio_encoder": True, "llm": True})  # fmt: skip
     calls, encode = [], enc.encode
     enc.encode = lambda pixels: calls.append(pixels.shape[0]) or encode(pixels)  # type: ignore[method-assign]
-    grads = []
+    grads, losses = [], []
     for batch in (plain, shared):
         model.zero_grad()
         out = model(**batch.model_inputs())
         out.loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-        losses = out.loss.item() if batch is plain else (losses, out.loss.item())
+        losses.append(out.loss.item())
     assert calls == [12, 8]  # 3 rows x 4 frames, then 2 distinct clips x 4 frames
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     assert grads[0].keys() == grads[1].keys()
