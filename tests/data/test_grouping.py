@@ -108,3 +108,17 @@ def test_datamodule_groups_questions_by_clip(tokenizer, video_dir) -> None:
     assert sum(len(b) for b in batches) == 8
     assert all(b.frames.shape[0] == len(set(b.clip_index.tolist())) <= 3 for b in batches)
     assert sum(b.frames.shape[0] for b in batches) < 8  # some clips served two questions at once
+
+
+def test_group_by_video_is_an_sft_setting(tokenizer, video_dir) -> None:
+    from vidtempo.config.errors import RecipeError
+    from vidtempo.data.preference_collate import PreferenceCollator
+    from vidtempo.training.build import build_datamodule
+
+    data = {"train": {"_target_": "conversation", "path": str(video_dir / "train.jsonl"),
+                      "video_root": str(video_dir)},
+            "collator": {"num_frames": 2, "frame_size": 32}, "batch_size": 2, "group_by_video": 2}  # fmt: skip
+    module = build_datamodule(data, tokenizer, "r.yaml")
+    assert module.collator.share_clips and module.group_by_video == 2
+    with pytest.raises(RecipeError, match="group_by_video needs the SFT video collator, not PreferenceCollator"):
+        build_datamodule(data, tokenizer, "r.yaml", collator_class=PreferenceCollator)
