@@ -293,7 +293,9 @@ class VideoCollator:
                     video = DecodedVideo(cached[i].feats, cached[i].timestamps, None)
                 elif sample.video:
                     key = (sample.video, sample.audio, sample.start, sample.end)
-                    video = seen[key] if key in seen else seen.setdefault(key, self.decode(sample))
+                    if key not in seen:
+                        seen[key] = self.decode(sample)
+                    video = seen[key]
                 else:
                     video = None
             except VideoDecodeError as err:

@@ -5,7 +5,8 @@ its per-frame scores with annotated intervals (``batch.frame_targets``). Slot 0 
 (``meta["timestamps"]`` of a grounding query, or ``meta["evidence"]``: where the answer to a multiple-choice
 question can be seen, as in NExT-GQA); slots 1-5 are the moments the answer options name
 (``meta["option_timestamps"]``, e.g. the objects of "which of these appears first?"), and slots 6-10 say
-whether option k's moment has begun by the frame ("seen so far", a step per option). Slot 0 is the
+whether option k's moment has begun by the frame ("seen so far", a step per option); slots 11-12 say whether
+some / every option's has. Slot 0 is the
 saliency objective of Moment-DETR / UniVTG (per-clip "inside the query's window" scores); the option slots
 apply the same idea to multiple choice. The loss is added to the next-token loss. It gives every frame a direct gradient towards "find the named thing at this time",
 which the digits of a text answer give only weakly. On TempoSynth it is what makes a tiny from-scratch
