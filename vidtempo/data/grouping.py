@@ -91,7 +91,7 @@ class VideoGroupedBatchSampler:
         yield from batches[self.rank :: self.num_replicas][:per_rank]
 
     def __len__(self) -> int:
-        n = len(self._all_batches())
+        n = -(-sum(len(g) for g in self.groups) // self.batch_size)  # full batches but the last
         return n // self.num_replicas if self.num_replicas > 1 else n
 
 
