@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from vidtempo.data.collate import as_conversation
 from vidtempo.data.samples import ConversationSample
 
 
@@ -98,8 +99,6 @@ class VideoGroupedBatchSampler:
 def clip_keys(dataset: Any) -> list[Hashable]:
     """The clip of every item of a dataset of samples: (video, audio, start, end); items without a video get
     a key of their own. Datasets hand out samples without decoding anything, so this is cheap."""
-    from vidtempo.data.collate import as_conversation
-
     keys: list[Hashable] = []
     for i in range(len(dataset)):
         sample: ConversationSample = as_conversation(dataset[i])

@@ -42,11 +42,11 @@ class VideoDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
         self.group_by_video, self.seed = int(group_by_video or 0), seed
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            collate_fn=self.collator, persistent_workers=self.num_workers > 0,
-        )  # fmt: skip
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_sampler: Any = None) -> DataLoader:
+        batching = {"batch_sampler": batch_sampler} if batch_sampler else {"batch_size": self.batch_size,
+                                                                            "shuffle": shuffle}  # fmt: skip
+        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=self.collator,
+                          persistent_workers=self.num_workers > 0, **batching)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         if self.group_by_video <= 1:
@@ -56,8 +56,7 @@ class VideoDataModule(L.LightningDataModule):
             clip_keys(self.train_set), self.batch_size, self.group_by_video, shuffle=self.shuffle, seed=self.seed,
             num_replicas=getattr(trainer, "world_size", 1) or 1, rank=getattr(trainer, "global_rank", 0) or 0,
         )  # fmt: skip
-        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=self.collator, persistent_workers=self.num_workers > 0)  # fmt: skip
+        return self._loader(self.train_set, self.shuffle, batch_sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_set, False) if self.val_set is not None else []
