@@ -1,6 +1,7 @@
 """Two CPU processes over gloo (DDP, and FSDP2 through ModelParallelStrategy) train the tiny recipe to the
-same weights as one process with the same global batch. SGD keeps the comparison exact (Adam's first steps
-are sign-like and amplify reduction-order noise on near-zero gradients)."""
+same weights as one process with the same global batch; DPO under FSDP2 to the same weights as under DDP;
+FSDP2 averages the gradients of the heads beside the model. SGD keeps the comparisons exact (Adam's first
+steps are sign-like and amplify reduction-order noise on near-zero gradients)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,83 @@ def test_fsdp2_on_two_cpu_processes_matches_one_process(video_dir: Path, tmp_pat
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_one_process(video_dir: Path, tmp_path: Path):
     check_two_processes("ddp", video_dir, tmp_path)
+
+
+class _Objective(torch.nn.Module):
+    """An objective's layout: the model, a trainable head beside it, and a frozen extra."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh())
+        self.head = torch.nn.Linear(8, 3)
+        self.frozen = torch.nn.Linear(3, 3).requires_grad_(False)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return self.frozen(self.head(self.model(x))).pow(2).mean()
+
+
+def _inputs(rank: int) -> torch.Tensor:
+    return torch.randn(4, 6, generator=torch.Generator().manual_seed(100 + rank))
+
+
+def _shard_worker(rank: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from vidtempo.training.strategies import shard_objective
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        objective = _Objective()
+        extra = shard_objective(objective, init_device_mesh("cpu", (2,)))
+        objective.loss(_inputs(rank)).backward()  # each rank its own data
+        grads = {n: getattr(p.grad, "full_tensor", lambda g=p.grad: g)()
+                 for n, p in objective.named_parameters() if p.requires_grad}  # fmt: skip
+        if rank == 0:
+            torch.save({"extra": extra, "grads": grads}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_fsdp2_shards_the_heads_beside_the_model_so_their_gradients_are_averaged(tmp_path: Path):
+    # without this the per-frame heads kept each rank's own gradient under ModelParallelStrategy (no DDP)
+    torch.multiprocessing.spawn(_shard_worker, args=(str(tmp_path / "store"), str(tmp_path / "out.pt")), nprocs=2)
+    got = torch.load(tmp_path / "out.pt")
+    assert got["extra"] == ["head"]  # the frozen child is left alone
+    reference = _Objective()
+    (0.5 * (reference.loss(_inputs(0)) + reference.loss(_inputs(1)))).backward()
+    expected = {n: p.grad for n, p in reference.named_parameters() if p.requires_grad}
+    assert got["grads"].keys() == expected.keys() and "head.weight" in expected
+    for name, grad in expected.items():
+        torch.testing.assert_close(got["grads"][name], grad, msg=name)
+
+
+def run_dpo(out: Path, data: Path, strategy: str) -> dict[str, torch.Tensor]:
+    """One LoRA DPO stage of the tiny TEMPO recipe on two processes: 2 SGD steps, one pair per rank."""
+    overrides = [
+        f"output_dir={out}", "curriculum.with_sft=false", "curriculum.levels=[16]", "curriculum.per_level=2",
+        f"dpo.data.train.root={data}", "~dpo.data.val", "dpo.data.batch_size=1", "+dpo.data.shuffle=false",
+        "dpo.objective.rpo_alpha=null", "+dpo.optim.name=sgd", "dpo.optim.lr=0.05", "dpo.optim.warmup_ratio=0",
+        "dpo.optim.scheduler=constant", "data.collator.num_frames=2", "trainer.devices=2",
+        f"+trainer.strategy={strategy}",
+    ]  # fmt: skip
+    cmd = [sys.executable, "-m", "vidtempo.cli.main", "dpo", str(ROOT / "recipes/tiny/tempo_synth.yaml"), *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return load_file(str(out / "0_dpo" / "final" / "model.safetensors"))
+
+
+@pytest.mark.distributed
+def test_dpo_under_fsdp2_trains_like_ddp(tmp_path: Path):
+    from vidtempo.synth.generate import generate
+
+    generate(tmp_path / "data", num_videos=6, seed=0, size=32, min_duration=6, max_duration=6, progress=False)
+    ddp = run_dpo(tmp_path / "ddp", tmp_path / "data", "ddp")
+    fsdp = run_dpo(tmp_path / "fsdp", tmp_path / "data", "fsdp")
+    assert ddp.keys() == fsdp.keys()
+    adapters = [k for k in ddp if "lora_B" in k]
+    assert adapters and any(ddp[k].abs().max() > 0 for k in adapters)  # the adapters really moved
+    for key in ddp:
+        torch.testing.assert_close(fsdp[key], ddp[key], rtol=1e-4, atol=1e-5, msg=key)

@@ -239,6 +239,13 @@ class DPOModule(L.LightningModule):
         )
         self.reference = build_reference(reference, model)
 
+    def configure_model(self) -> None:
+        """FSDP2 on ``ModelParallelStrategy`` (CPU or GPU): the policy's blocks, then the whole policy. A
+        ``frozen_copy`` reference stays a full copy on every rank (it has no gradients to synchronise)."""
+        from vidtempo.training.strategies import shard_for_strategy
+
+        shard_for_strategy(self)
+
     def forward(self, batch: PreferenceBatch) -> DPOStepOutput:
         """Policy + reference log-probs and the DPO loss for one batch."""
         chosen_logps, chosen_logits, chosen_labels = answer_logps(self.model, batch.chosen)

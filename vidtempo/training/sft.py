@@ -87,7 +87,8 @@ class SFTModule(L.LightningModule):
         return self.model(**batch.model_inputs(), **({"output_hidden_states": True} if hidden else {}))
 
     def configure_model(self) -> None:
-        """FSDP2 on ``ModelParallelStrategy`` (CPU or GPU): shard each LLM block, then the whole model."""
+        """FSDP2 on ``ModelParallelStrategy`` (CPU or GPU): shard each LLM block, then the whole model, then
+        the per-frame heads (``strategies.shard_objective``)."""
         from vidtempo.training.strategies import shard_for_strategy
 
         shard_for_strategy(self)

@@ -41,8 +41,25 @@ def shard_for_strategy(module: Any) -> None:
 
     if not isinstance(module.trainer.strategy, ModelParallelStrategy) or getattr(module, "_sharded", False):
         return
-    fully_shard_blocks(module.model, module.device_mesh["data_parallel"])
+    shard_objective(module, module.device_mesh["data_parallel"])
     module._sharded = True
+
+
+def shard_objective(module: nn.Module, mesh: Any) -> list[str]:
+    """FSDP2 for a whole objective: the blocks and root of ``module.model``, then every other child with
+    trainable parameters (e.g. the per-frame saliency / tag heads), each as its own FSDP root.
+
+    ModelParallelStrategy does not wrap the module in DDP, so a trainable parameter left outside FSDP would
+    get only its own rank's gradient and drift apart across ranks. Returns the names of the extra children.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    fully_shard_blocks(module.model, mesh)
+    extra = [name for name, child in module.named_children()
+             if name != "model" and any(p.requires_grad for p in child.parameters())]  # fmt: skip
+    for name in extra:
+        fully_shard(getattr(module, name), mesh=mesh)
+    return extra
 
 
 def full_state_dict(model: nn.Module) -> dict[str, Any]:
