@@ -70,6 +70,24 @@ def test_labels_mask_everything_but_assistant_turns(tokenizer):
     assert target == "1.0 - 2.0 seconds<|im_end|>\nnone<|im_end|>\n"
 
 
+def test_chat_encoder_remembers_conversations_without_sharing_lists(tokenizer, monkeypatch):
+    enc = ChatEncoder(tokenizer, max_text_tokens=64)
+    turns = [{"role": "user", "content": "When is the red circle visible?"},
+             {"role": "assistant", "content": "1.0 - 2.0 seconds"}]  # fmt: skip
+    first = enc.encode(turns)
+    prompt = enc.encode(turns[:1], generation_prompt=True)
+    calls = []
+    monkeypatch.setattr(enc, "_encode", lambda *a: calls.append(a))  # a second tokenisation would record here
+    again = enc.encode([dict(t) for t in turns])
+    assert again == first and not calls
+    again[0].append(0)  # the caller's copy, not the remembered one
+    assert enc.encode(turns) == first and enc.encode(turns[:1], generation_prompt=True) == prompt
+    assert prompt[0] != first[0]  # the generation prompt is part of the key
+    enc.max_text_tokens = 5  # the length check still applies to a remembered conversation
+    with pytest.raises(ValueError, match="sample 's1'.*max_text_tokens=5"):
+        enc.encode(turns, sample_id="s1")
+
+
 def test_overlong_sequence_is_a_clear_error(tokenizer):
     model = build_video_llm(node(max_length=10))
     with pytest.raises(ValueError, match="exceed max_length=10"):

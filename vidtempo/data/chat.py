@@ -21,6 +21,7 @@ from vidtempo.data.samples import VIDEO_PLACEHOLDER
 
 VIDEO_TOKEN_INDEX = -200  # same value as vidtempo.models.video_llm.VIDEO_TOKEN_INDEX
 IGNORE_INDEX = -100
+MEMO_SIZE = 200_000  # encoded conversations kept per encoder (a few hundred bytes each)
 
 
 class ChatEncoder:
@@ -42,6 +43,9 @@ class ChatEncoder:
         self.system_prompt = system_prompt
         self.max_text_tokens = max_text_tokens
         self.video_position = video_position
+        # conversation -> (ids, labels): training revisits the same texts every epoch, and rendering the
+        # chat template + tokenising is most of a DataLoader worker's time once the clips are cached
+        self._memo: dict[tuple, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def _render(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(
@@ -88,6 +92,19 @@ class ChatEncoder:
         self, messages: list[dict[str, str]], generation_prompt: bool = False, sample_id: str = ""
     ) -> tuple[list[int], list[int]]:
         """(input_ids, labels) for one conversation; the first user turn gets ``<video>`` if absent."""
+        key = (generation_prompt, *(tuple(sorted((k, str(v)) for k, v in m.items())) for m in messages))
+        if key not in self._memo:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = self._encode(messages, generation_prompt)
+        ids, labels = (list(x) for x in self._memo[key])
+        if self.max_text_tokens is not None and len(ids) > self.max_text_tokens:
+            raise ValueError(
+                f"sample '{sample_id}': {len(ids)} text tokens exceed max_text_tokens={self.max_text_tokens}"
+            )
+        return ids, labels
+
+    def _encode(self, messages: list[dict[str, str]], generation_prompt: bool) -> tuple[tuple[int, ...], ...]:
         messages = ensure_placeholder(messages)
         if self.video_position == "after_text":
             messages = move_placeholder_after_text(messages)
@@ -97,11 +114,7 @@ class ChatEncoder:
             piece = self._ids(text)
             ids += piece
             labels += piece if target else [IGNORE_INDEX] * len(piece)
-        if self.max_text_tokens is not None and len(ids) > self.max_text_tokens:
-            raise ValueError(
-                f"sample '{sample_id}': {len(ids)} text tokens exceed max_text_tokens={self.max_text_tokens}"
-            )
-        return ids, labels
+        return tuple(ids), tuple(labels)
 
 
 def ensure_placeholder(messages: list[dict[str, str]]) -> list[dict[str, str]]:
