@@ -52,13 +52,14 @@ def shard_objective(module: nn.Module, mesh: Any) -> list[str]:
     ModelParallelStrategy does not wrap the module in DDP, so a trainable parameter left outside FSDP would
     get only its own rank's gradient and drift apart across ranks. Returns the names of the extra children.
     """
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import FSDPModule, fully_shard
 
     fully_shard_blocks(module.model, mesh)
     extra = [name for name, child in module.named_children()
              if name != "model" and any(p.requires_grad for p in child.parameters())]  # fmt: skip
     for name in extra:
-        fully_shard(getattr(module, name), mesh=mesh)
+        if not isinstance(getattr(module, name), FSDPModule):
+            fully_shard(getattr(module, name), mesh=mesh)
     return extra
 
 
@@ -71,9 +72,12 @@ def full_state_dict(model: nn.Module) -> dict[str, Any]:
 
 
 def fully_shard_blocks(model: nn.Module, mesh: Any) -> None:
-    """FSDP2: shard every decoder block, then the root (used on CPU and with ModelParallelStrategy)."""
-    from torch.distributed.fsdp import fully_shard
+    """FSDP2: shard every decoder block, then the root (used on CPU and with ModelParallelStrategy). A model
+    that an earlier stage already sharded is left as it is (``fully_shard`` applies once per module)."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
 
+    if isinstance(model, FSDPModule):
+        return
     for module in list(model.modules()):
         if type(module).__name__.endswith("DecoderLayer"):
             fully_shard(module, mesh=mesh)
