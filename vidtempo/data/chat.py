@@ -31,6 +31,9 @@ class ChatEncoder:
         tokenizer: a transformers tokenizer with a chat template.
         system_prompt: prepended as a system turn when the conversation has none.
         max_text_tokens: raise ``ValueError`` when the text alone is longer (the video is added later).
+
+    Each encoder remembers the conversations it has encoded (up to ``MEMO_SIZE``), so a training epoch
+    after the first does not render and tokenise them again; callers get fresh lists.
     """
 
     def __init__(
