@@ -52,6 +52,14 @@ def test_misspelled_key_exits_nonzero_naming_it(capsys):
     assert "optim.lrr" in err and "sft_pool.yaml" in err
 
 
+def test_time_based_decay_without_a_time_cap_fails_validation(capsys):
+    recipe = str(ROOT / "recipes/tiny/synth_all.yaml")
+    assert main(["validate", recipe, "trainer.max_time=null"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.anneal_by" in err and "max_time" in err
+    assert main(["validate", recipe, "trainer.max_time=null", "optim.anneal_by=steps"]) == 0
+
+
 def test_unknown_alias_in_recipe_fails_before_building(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "recipes/tiny/sft_pool.yaml").read_text().replace("_target_: pool", "_target_: poool"))

@@ -87,6 +87,19 @@ def validate_recipe(cfg: dict[str, Any], recipe: str) -> None:
         check_keys(stage, STAGE_KEYS, f"stages.{i}", recipe)
         check_fields(stage.get("lora"), LoraSettings, f"stages.{i}.lora", recipe)
         _validate_stage_like(stage, f"stages.{i}.", recipe)
+    _check_time_budgets(cfg, recipe)
+
+
+def _check_time_budgets(cfg: dict[str, Any], recipe: str) -> None:
+    """``optim.anneal_by: time`` needs the stage's ``trainer.max_time`` (checked per merged stage, before any
+    data is loaded)."""
+    from vidtempo.training.build import expand_stages
+
+    for i, stage in enumerate(expand_stages(cfg)):
+        if stage["optim"].get("anneal_by") == "time" and not stage["trainer"].get("max_time"):
+            key = f"stages.{i}.optim.anneal_by" if cfg.get("stages") else "optim.anneal_by"
+            raise RecipeError("'time' needs trainer.max_time (the budget the decay runs over); set max_time "
+                              "or use anneal_by: steps", recipe=recipe, key=key)  # fmt: skip
 
 
 def _model_node(node: Any, recipe: str) -> dict[str, Any]:
