@@ -96,3 +96,24 @@ def test_tiny_recipe_runs_a_few_steps(recipe: Path, tmp_path, video_dir):
     if (cfg.get("objective") or {}).get("saliency_weight"):  # the auxiliary loss is trained and logged
         logged = (final.parent / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
         assert "train/saliency_loss" in logged and "train/lm_loss" in logged
+
+
+def test_demo_keeps_the_recipes_step_cap_unless_one_is_given(tmp_path, monkeypatch):
+    """`vidtempo demo` chains data synth -> train -> eval; the time box always applies, a step cap only when
+    asked for (a fast machine then trains until the time box instead of stopping at a fixed step)."""
+    import argparse
+
+    import vidtempo.cli.main as cli_main
+    from vidtempo.cli import demo
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(cli_main, "main", lambda argv: calls.append(list(argv)) or 0)
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    assert demo.run(parser.parse_args(["--out", str(tmp_path), "--minutes", "1.5"])) == 0
+    assert [c[0] for c in calls] == ["data", "train", "eval"]
+    train = calls[1]
+    assert "trainer.max_time='00:00:01:30'" in train and not any(a.startswith("trainer.max_steps") for a in train)
+    calls.clear()
+    assert demo.run(parser.parse_args(["--out", str(tmp_path), "--max-steps", "50"])) == 0
+    assert "trainer.max_steps=50" in calls[1] and "trainer.max_steps=50" in calls[2]

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", default=str(RECIPE), help="training recipe")
     parser.add_argument("--num-videos", type=int, default=1200, help="TempoSynth videos over all splits")
     parser.add_argument("--minutes", type=float, default=7.0, help="training time box")
-    parser.add_argument("--max-steps", type=int, default=1300)
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="step cap (default: the recipe's trainer.max_steps; the time box usually ends first)")
     parser.add_argument("--limit", type=int, default=60, help="evaluate at most N items per task (0 = all)")
 
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         f"output_dir={out / 'run'}",
         f"data.train.root={data}", f"data.val.root={data}",
         f"data.train.num_videos={args.num_videos}", f"data.val.num_videos={args.num_videos}",
-        f"trainer.max_steps={args.max_steps}",
+        *([f"trainer.max_steps={args.max_steps}"] if args.max_steps else []),
         f"trainer.max_time='00:00:{seconds // 60:02d}:{seconds % 60:02d}'",
     ]  # fmt: skip
     steps = [
