@@ -139,3 +139,24 @@ def test_init_from_starts_a_run_from_a_finished_one_and_rejects_a_wrong_folder(v
     cfg.init_from = str(tmp_path / "a")  # the run folder, not its final/ checkpoint
     with pytest.raises(RecipeError, match="init_from.*not a vidtempo checkpoint directory"):
         train(cfg)
+
+
+def test_the_next_stage_starts_from_the_last_stages_per_frame_heads(tmp_path):
+    """synth_staged.yaml trains the saliency and tag heads in both stages: stage 0 saves them in its final/,
+    stage 1 starts from them (with lr 0 in stage 1 they come out unchanged; fresh heads would differ)."""
+    from safetensors.torch import load_file
+
+    from vidtempo.training.head_io import HEADS_NAME
+
+    recipe = RECIPE.parent / "synth_staged.yaml"
+    cfg = load_recipe(recipe, [f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2", "~data.val"])
+    for stage in cfg.stages:
+        stage.trainer.max_time = "00:01:00:00"
+        stage.data.pop("val", None)
+        stage.data.train.root, stage.data.train.num_videos, stage.data.train.max_duration = str(tmp_path / "synth"), 10, 8
+    cfg.stages[1].optim = {"lr": 0.0, "warmup_steps": 0}
+    final = train(cfg)
+    first = load_file(str(tmp_path / "run" / "0_ground" / "final" / HEADS_NAME))
+    second = load_file(str(final / HEADS_NAME))
+    assert {k.split(".")[0] for k in first} == {"saliency", "tags"} and first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -1,7 +1,8 @@
 """Run a training recipe: validate, build, then train its stages in order inside one process.
 
 Each stage writes ``<output_dir>/<i>_<name>/`` with Lightning checkpoints (``checkpoints/last.ckpt``),
-logs, and on completion ``final/`` (Hugging Face style weights + resolved recipe + tokenizer). Running
+logs, and on completion ``final/`` (Hugging Face style weights + resolved recipe + tokenizer, and the
+per-frame heads, which the next stage starts from: ``head_io``). Running
 the same command again skips finished stages (their ``final/`` weights are loaded) and resumes the
 running stage from its last checkpoint.
 """
@@ -28,6 +29,7 @@ from vidtempo.training.build import (
     build_trainer,
     expand_stages,
 )
+from vidtempo.training.head_io import head_state, load_heads, save_heads
 from vidtempo.training.schema import validate_recipe
 from vidtempo.training.strategies import full_state_dict
 
@@ -63,6 +65,7 @@ def train(cfg: DictConfig) -> Path:
     if plain.get("init_from"):
         init_weights(model, plain["init_from"], recipe)
     final = out
+    previous: Path | None = None  # the last finished stage's final/, whose per-frame heads the next one starts from
     for i, (stage, sdir) in enumerate(zip(expand_stages(plain), stage_dirs(plain))):
         if stage.get("lora"):
             model.lora = LoraSettings(**stage["lora"])  # used by the adapter this stage creates
@@ -73,9 +76,12 @@ def train(cfg: DictConfig) -> Path:
             load_weights(model, final)
             if stage.get("merge_lora_after") and model.has_lora:
                 model.merge_lora()
+            previous = final
             continue
         prefix = f"stages.{i}." if plain.get("stages") else ""
         module = build_objective(stage, model, recipe, prefix)
+        if previous is not None and (kept := load_heads(module, previous)):
+            log.info("stage %s starts its %s head(s) from %s", stage["name"], " and ".join(kept), previous)
         datamodule = build_datamodule(_with_encoder_id(stage, model, recipe), tokenizer, recipe,
                                       prefix=f"{prefix}data", collator_class=getattr(module, "collator_class", None),
                                       seed=int(plain.get("seed") or 0))
@@ -83,10 +89,13 @@ def train(cfg: DictConfig) -> Path:
         last = sdir / "checkpoints" / "last.ckpt"
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
         state = full_state_dict(model)  # collective when sharded: every rank takes part
+        heads = head_state(module)
         if trainer.is_global_zero:
             save_pretrained(model, final, model_config=plain["model"], tokenizer=tokenizer, state_dict=state,
                             extra={"stage": stage["name"], "recipe": recipe})  # fmt: skip
+            save_heads(module, final, heads)
             save_recipe(cfg, final)
+        previous = final
         if stage.get("merge_lora_after") and model.has_lora:
             model.merge_lora()  # the next stage starts a fresh adapter on the merged weights
     return final

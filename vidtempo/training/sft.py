@@ -130,9 +130,12 @@ class SFTModule(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
 
+    def frame_heads(self) -> dict[str, nn.Module]:
+        """The per-frame heads this objective trains beside the model (not part of the exported model)."""
+        return {k: m for k, m in (("saliency", self.saliency), ("tags", self.tags)) if m is not None}
+
     def configure_optimizers(self) -> Any:
-        extra = {k: m for k, m in (("saliency", self.saliency), ("tags", self.tags)) if m is not None}
-        return lightning_optimizers(self.model, self.optim, self.trainer, extra=extra)
+        return lightning_optimizers(self.model, self.optim, self.trainer, extra=self.frame_heads())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vidtempo_skips"] = self.skips.state_dict()
