@@ -164,33 +164,6 @@ def mcq_order(script: EventScript, letter: str, rng: np.random.Generator) -> Mcq
     """"Which of these appears first/last?" over 4 objects of the video."""
     chosen = [script.objects[i] for i in sorted(rng.choice(len(script.objects), size=4, replace=False))]
     which = "first" if rng.random() < 0.5 else "last"
-    return _order_item(script, chosen, which, letter, rng)
-
-
-def mcq_order_trap(script: EventScript, letter: str, rng: np.random.Generator) -> McqItem:
-    """An ``order`` item whose options leave out the video's own first (for "first") or last (for "last")
-    object whenever the video has more than 4, so naming that object is wrong: the answer has to be read
-    off the options. Training augmentation only (``SynthDataset(extra_questions={"order_trap": n})``); with
-    4 objects it is an ordinary ``order`` item.
-
-    Example:
-        >>> from vidtempo.synth.script import sample_script
-        >>> s = next(sample_script(0, i) for i in range(50) if len(sample_script(0, i).objects) == 5)
-        >>> item = mcq_order_trap(s, "B", np.random.default_rng(0))
-        >>> first, last = min(s.objects, key=lambda o: o.start), max(s.objects, key=lambda o: o.start)
-        >>> item.task, ("the " + (first if "first" in item.question else last).name) in item.options
-        ('order', False)
-    """
-    which = "first" if rng.random() < 0.5 else "last"
-    by_start = sorted(script.objects, key=lambda o: o.start)
-    pool = (by_start[1:] if which == "first" else by_start[:-1]) if len(by_start) > 4 else by_start
-    chosen = [pool[i] for i in sorted(rng.choice(len(pool), size=4, replace=False))]
-    item = _order_item(script, chosen, which, letter, rng)
-    return replace(item, id=f"{script.video_id}_order_trap")
-
-
-def _order_item(script: EventScript, chosen: list[ObjectTrack], which: str, letter: str,
-                rng: np.random.Generator) -> McqItem:
     answer = min(chosen, key=lambda o: o.start) if which == "first" else max(chosen, key=lambda o: o.start)
     distractors = [_the(o) for o in chosen if o is not answer]
     return McqItem(f"{script.video_id}_order", script.video_id, "order", f"Which of these appears {which}?",
@@ -234,8 +207,6 @@ def mcq_after_cut(script: EventScript, letter: str, rng: np.random.Generator) ->
 
 MCQ_BUILDERS = {"order": mcq_order, "count": mcq_count, "audio_visual": mcq_audio_visual,
                 "after_cut": mcq_after_cut}
-# builders only for training extras (``extra_mcq``); their items keep a benchmark task
-EXTRA_BUILDERS = {**MCQ_BUILDERS, "order_trap": mcq_order_trap}
 
 
 # ------------------------------------------------------------------------------------ captions, retrieval
@@ -304,15 +275,15 @@ def extra_mcq(scripts: list[EventScript], seed: int, split: str, per_video: dict
         >>> [m.id for m in items], all(m.task == "order" for m in items)
         (['ts000003_order_x0', 'ts000003_order_x1'], True)
     """
-    unknown = sorted(set(per_video) - set(EXTRA_BUILDERS))
+    unknown = sorted(set(per_video) - set(MCQ_BUILDERS))
     if unknown:
-        raise ValueError(f"extra questions for unknown tasks {unknown}; expected one of {sorted(EXTRA_BUILDERS)}")
+        raise ValueError(f"extra questions for unknown tasks {unknown}; multiple-choice tasks: {sorted(MCQ_BUILDERS)}")
     items = []
     for s in scripts:
         for task, n in per_video.items():
             for k in range(int(n)):
                 rng = _rng(seed, split, s.video_id, task, f"extra{k}")
-                item = EXTRA_BUILDERS[task](s, LETTERS[int(rng.integers(4))], rng)
+                item = MCQ_BUILDERS[task](s, LETTERS[int(rng.integers(4))], rng)
                 items.append(replace(item, id=f"{item.id}_x{k}"))
     return items
 
