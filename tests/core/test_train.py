@@ -159,4 +159,9 @@ def test_the_next_stage_starts_from_the_last_stages_per_frame_heads(tmp_path):
     first = load_file(str(tmp_path / "run" / "0_ground" / "final" / HEADS_NAME))
     second = load_file(str(final / HEADS_NAME))
     assert {k.split(".")[0] for k in first} == {"saliency", "tags"} and first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)  # handed over in memory
+    import shutil
+
+    shutil.rmtree(final.parent)  # run stage 1 again: stage 0 is finished, so its heads come from its final/
+    second = load_file(str(train(cfg) / HEADS_NAME))
     assert all(torch.equal(first[k], second[k]) for k in first)

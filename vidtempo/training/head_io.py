@@ -54,12 +54,17 @@ def save_heads(objective: Any, directory: str | Path, state: dict[str, Any] | No
     return path
 
 
-def load_heads(objective: Any, directory: str | Path) -> list[str]:
-    """Load the heads saved in ``directory`` whose tensors fit; returns the names of the loaded heads."""
-    path = Path(directory) / HEADS_NAME
-    if not path.is_file():
-        return []
-    saved = load_file(str(path))
+def load_heads(objective: Any, source: str | Path | dict[str, Any]) -> list[str]:
+    """Load the heads whose tensors fit, from a ``final/`` directory or from a :func:`head_state` dict (the
+    stage that just ended, in memory: under several processes only rank 0 writes the file, so the other ranks
+    must not wait for it). Returns the names of the loaded heads."""
+    if isinstance(source, dict):
+        saved, path = source, "the previous stage"
+    else:
+        file = Path(source) / HEADS_NAME
+        if not file.is_file():
+            return []
+        saved, path = load_file(str(file)), str(file)
     loaded = []
     for name, head in _heads(objective).items():
         mine = head.state_dict()

@@ -65,7 +65,7 @@ def train(cfg: DictConfig) -> Path:
     if plain.get("init_from"):
         init_weights(model, plain["init_from"], recipe)
     final = out
-    previous: Path | None = None  # the last finished stage's final/, whose per-frame heads the next one starts from
+    heads: Path | dict[str, Any] | None = None  # the previous stage's per-frame heads: its final/ or, just trained, in memory
     for i, (stage, sdir) in enumerate(zip(expand_stages(plain), stage_dirs(plain))):
         if stage.get("lora"):
             model.lora = LoraSettings(**stage["lora"])  # used by the adapter this stage creates
@@ -76,12 +76,12 @@ def train(cfg: DictConfig) -> Path:
             load_weights(model, final)
             if stage.get("merge_lora_after") and model.has_lora:
                 model.merge_lora()
-            previous = final
+            heads = final
             continue
         prefix = f"stages.{i}." if plain.get("stages") else ""
         module = build_objective(stage, model, recipe, prefix)
-        if previous is not None and (kept := load_heads(module, previous)):
-            log.info("stage %s starts its %s head(s) from %s", stage["name"], " and ".join(kept), previous)
+        if heads is not None and (kept := load_heads(module, heads)):
+            log.info("stage %s starts its %s head(s) from the previous stage", stage["name"], " and ".join(kept))
         datamodule = build_datamodule(_with_encoder_id(stage, model, recipe), tokenizer, recipe,
                                       prefix=f"{prefix}data", collator_class=getattr(module, "collator_class", None),
                                       seed=int(plain.get("seed") or 0))
@@ -95,7 +95,6 @@ def train(cfg: DictConfig) -> Path:
                             extra={"stage": stage["name"], "recipe": recipe})  # fmt: skip
             save_heads(module, final, heads)
             save_recipe(cfg, final)
-        previous = final
         if stage.get("merge_lora_after") and model.has_lora:
             model.merge_lora()  # the next stage starts a fresh adapter on the merged weights
     return final
