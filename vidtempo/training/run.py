@@ -29,7 +29,7 @@ from vidtempo.training.build import (
     build_trainer,
     expand_stages,
 )
-from vidtempo.training.head_io import head_state, load_heads, save_heads
+from vidtempo.training.head_io import HEADS_NAME, head_state, load_heads, save_heads
 from vidtempo.training.schema import validate_recipe
 from vidtempo.training.strategies import full_state_dict
 
@@ -65,7 +65,8 @@ def train(cfg: DictConfig) -> Path:
     if plain.get("init_from"):
         init_weights(model, plain["init_from"], recipe)
     final = out
-    heads: Path | dict[str, Any] | None = None  # the previous stage's per-frame heads: its final/ or, just trained, in memory
+    # the per-frame heads of the last stage that had them: its final/ or, just trained, in memory
+    heads: Path | dict[str, Any] | None = None
     for i, (stage, sdir) in enumerate(zip(expand_stages(plain), stage_dirs(plain))):
         if stage.get("lora"):
             model.lora = LoraSettings(**stage["lora"])  # used by the adapter this stage creates
@@ -76,12 +77,12 @@ def train(cfg: DictConfig) -> Path:
             load_weights(model, final)
             if stage.get("merge_lora_after") and model.has_lora:
                 model.merge_lora()
-            heads = final
+            heads = final if (final / HEADS_NAME).is_file() else heads
             continue
         prefix = f"stages.{i}." if plain.get("stages") else ""
         module = build_objective(stage, model, recipe, prefix)
         if heads is not None and (kept := load_heads(module, heads)):
-            log.info("stage %s starts its %s head(s) from the previous stage", stage["name"], " and ".join(kept))
+            log.info("stage %s starts its %s head(s) from an earlier stage", stage["name"], " and ".join(kept))
         datamodule = build_datamodule(_with_encoder_id(stage, model, recipe), tokenizer, recipe,
                                       prefix=f"{prefix}data", collator_class=getattr(module, "collator_class", None),
                                       seed=int(plain.get("seed") or 0))
@@ -89,12 +90,13 @@ def train(cfg: DictConfig) -> Path:
         last = sdir / "checkpoints" / "last.ckpt"
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
         state = full_state_dict(model)  # collective when sharded: every rank takes part
-        heads = head_state(module)
+        trained = head_state(module)
         if trainer.is_global_zero:
             save_pretrained(model, final, model_config=plain["model"], tokenizer=tokenizer, state_dict=state,
                             extra={"stage": stage["name"], "recipe": recipe})  # fmt: skip
-            save_heads(module, final, heads)
+            save_heads(module, final, trained)
             save_recipe(cfg, final)
+        heads = trained or heads  # a stage without heads (e.g. DPO) passes the earlier ones on
         if stage.get("merge_lora_after") and model.has_lora:
             model.merge_lora()  # the next stage starts a fresh adapter on the merged weights
     return final
