@@ -424,3 +424,75 @@ def test_cli_run(recipe, checkpoint, synth_root, fast_model, monkeypatch, tmp_pa
     )
     assert cli_eval.run(args) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- likelihood multiple choice
+def test_likelihood_scoring_picks_the_options_most_likely_answer(recipe, checkpoint, synth_root, fast_model,
+                                                                 tmp_path):  # fmt: skip
+    """Every MCQ answer is an option, the one with the highest log-probability; the log-probabilities
+    equal those of each (prompt, option) conversation scored alone; grounding is still generated."""
+    from vidtempo.data.collate import VideoCollator
+    from vidtempo.eval.choice_scoring import answer_logprobs, option_samples
+
+    model, tokenizer = fast_model
+    out = tmp_path / "lik"
+    rep = run_eval(recipe, checkpoint, "synth", annotations=str(synth_root), limit=1, out_dir=out,
+                   settings_overrides={"mcq_scoring": "likelihood", "mcq_answer": "text", "controls": ["time"]},
+                   progress=False).report  # fmt: skip
+    assert rep["generation"]["mcq_scoring"] == "likelihood" and "mcq_scoring" in rep["policy"]
+    rows = _rows(out)
+    assert len(rows) == 10
+    items = {i.id: i for i in runner.get_benchmark("synth").load(
+        EvalSettings.from_recipe({}).source("synth", str(synth_root), None), EvalSettings.from_recipe({}).prompts,
+        None)}  # fmt: skip
+    collate = VideoCollator(tokenizer, num_frames=4, frame_size=32)
+    for r in rows:
+        if r["task"] == "grounding":
+            assert "option_logprobs" not in r
+            continue
+        scores = r["option_logprobs"]
+        texts = {o.split(". ", 1)[0]: o.split(". ", 1)[1] for o in items[r["id"]].options}
+        assert set(scores) == set(texts) and r["raw"] in texts.values()
+        assert r["parsed"] == max(scores, key=scores.get)  # the text maps back to its letter
+        if r["condition"] == "normal":  # each option scored alone, in a batch of one
+            for sample, letter in zip(option_samples(items[r["id"]], "text"), texts):
+                with torch.no_grad():
+                    o = model(**collate([sample]).model_inputs())
+                assert abs(float(answer_logprobs(o.logits, o.labels)[0]) - scores[letter]) < 1e-3
+        else:
+            assert "time_permutation" in r
+
+
+def test_likelihood_scoring_is_scored_against_the_answer_key(recipe, checkpoint, synth_root, fast_model,
+                                                             monkeypatch, tmp_path):  # fmt: skip
+    """With log-probabilities that favour the true option, every multiple-choice item is right; with ones
+    that favour another option, every one is wrong: the picked text is scored as its letter."""
+    import vidtempo.eval.choice_scoring as cs
+
+    truth = _truth(synth_root, recipe, "synth", annotations=str(synth_root))
+    real_pick, favour = cs.pick_options, {"truth": True}
+
+    def pick(model, chunk, batch, answer):  # real pick_options, with log-probabilities from the answer key
+        rows = []
+        for item in chunk:
+            hit = [float(o.split(". ", 1)[0] == truth[item.id]) for o in item.options]
+            rows += hit if favour["truth"] else [1.0 - h for h in hit]
+        monkeypatch.setattr(cs, "answer_logprobs", lambda logits, labels: torch.tensor(rows))
+        return real_pick(model, chunk, batch, answer)
+
+    monkeypatch.setattr(runner, "pick_options", pick)
+    for favour["truth"], expected in ((True, 100.0), (False, 0.0)):
+        rep = run_eval(recipe, checkpoint, "synth", annotations=str(synth_root), limit=1,
+                       out_dir=tmp_path / str(expected), progress=False,
+                       settings_overrides={"mcq_scoring": "likelihood", "controls": []}).report  # fmt: skip
+        per_task = rep["metrics"]["normal"]["mcq"]["strict"]["per_task"]
+        assert {t: v["accuracy"] for t, v in per_task.items()} == {t: expected for t in per_task}
+
+
+def test_likelihood_settings_are_checked(recipe, checkpoint, synth_root):
+    with pytest.raises(EvalError, match="eval.mcq_scoring"):
+        EvalSettings.from_recipe({"eval": {"mcq_scoring": "logits"}})
+    with pytest.raises(EvalError, match="eval.mcq_answer"):
+        EvalSettings.from_recipe({"eval": {"mcq_answer": "words"}})
+    with pytest.raises(EvalError, match="lvcot"):
+        EvalSettings.from_recipe({"eval": {"mcq_scoring": "likelihood", "lvcot": {"enabled": True, "segments": 2}}})

@@ -79,3 +79,17 @@ def test_extra_questions_are_new_deterministic_and_correct(small_set: Manifest, 
     assert [s.messages for s in again] == [s.messages for s in more]  # read back from the file
     extra = [s for s in more if s.id.endswith(("_x0", "_x1"))]
     assert all(s.meta.get("option_timestamps") and s.meta.get("evidence") for s in extra)
+
+
+def test_repeat_lists_a_tasks_samples_more_often(small_set: Manifest) -> None:
+    from collections import Counter
+
+    base = SynthConversations(str(small_set.root), "train")
+    more = SynthConversations(str(small_set.root), "train", repeat={"grounding": 3})
+    count = Counter(s.meta["task"] for s in base)
+    assert Counter(s.meta["task"] for s in more) == {**count, "grounding": 3 * count["grounding"]}
+    assert {s.id for s in more} == {s.id for s in base}
+    with pytest.raises(ValueError, match="repeat names task 'orders'"):
+        SynthConversations(str(small_set.root), "train", repeat={"orders": 2})
+    with pytest.raises(ValueError, match="whole number"):
+        SynthConversations(str(small_set.root), "train", repeat={"grounding": 1.5})

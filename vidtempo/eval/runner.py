@@ -23,6 +23,8 @@ Evaluation settings live under the recipe's top-level ``eval:`` section (all opt
       option_format: null    # e.g. "({letter}) {text}"; null = the benchmark's default
       controls: [time, blind]  # synth only
       control_seed: 0
+      mcq_scoring: generate  # or likelihood: pick the option the model finds most likely (choice_scoring.py)
+      mcq_answer: letter     # what likelihood scores as the answer: the option's letter or its text
       lvcot: null            # TDC's LVCoT: {enabled, segments | rule, prompt, max_new_tokens} (docs/methods/lvcot.md)
       benchmarks:            # data locations (the CLI flags win)
         charades_sta: {annotations: ..., video_root: ..., durations: ...}
@@ -54,6 +56,7 @@ from vidtempo.eval.benchmarks import (
     default_prompts,
     get_benchmark,
 )
+from vidtempo.eval.choice_scoring import MCQ_ANSWER, MCQ_SCORING, choice_batches, pick_options
 from vidtempo.eval.controls import CONTROLS, ControlledCollator
 from vidtempo.eval.plots import grounding_pictures
 from vidtempo.eval.results import (
@@ -81,6 +84,8 @@ EVAL_KEYS = {
     "control_seed",
     "benchmarks",
     "lvcot",
+    "mcq_scoring",
+    "mcq_answer",
 }
 REPORTED_COLLATOR_KEYS = (
     "num_frames",
@@ -129,6 +134,9 @@ class EvalSettings:
             ``generation=True``.
         prompts: every template by name, recipe templates over the built-in ones.
         lvcot: ``LVCoTSettings`` when LVCoT is on (segment descriptions before every answer), else None.
+        mcq_scoring: ``generate`` (free text, parsed) or ``likelihood`` (the most likely option; grounding
+            items are still generated).
+        mcq_answer: the answer form ``likelihood`` scores: ``letter`` or the option's ``text``.
     """
 
     batch_size: int = 8
@@ -142,6 +150,8 @@ class EvalSettings:
     control_seed: int = 0
     benchmarks: dict[str, dict[str, Any]] = field(default_factory=dict)
     lvcot: Any = None
+    mcq_scoring: str = "generate"
+    mcq_answer: str = "letter"
 
     @classmethod
     def from_recipe(cls, cfg: dict[str, Any]) -> EvalSettings:
@@ -174,6 +184,13 @@ class EvalSettings:
             raise EvalError(
                 f"eval.option_format: expected a string like '({{letter}}) {{text}}', got {option_format!r}"
             )
+        mcq_scoring, mcq_answer = section.get("mcq_scoring", "generate"), section.get("mcq_answer", "letter")
+        if mcq_scoring not in MCQ_SCORING:
+            raise EvalError(f"eval.mcq_scoring: expected one of {', '.join(MCQ_SCORING)}, got {mcq_scoring!r}")
+        if mcq_answer not in MCQ_ANSWER:
+            raise EvalError(f"eval.mcq_answer: expected one of {', '.join(MCQ_ANSWER)}, got {mcq_answer!r}")
+        if mcq_scoring == "likelihood" and section.get("lvcot"):
+            raise EvalError("eval.mcq_scoring: likelihood does not combine with eval.lvcot (LVCoT generates)")
         device = section.get("device", "auto")
         if not isinstance(device, str):
             raise EvalError(f"eval.device: expected a string ('auto', 'cpu', 'cuda', ...), got {device!r}")
@@ -184,7 +201,7 @@ class EvalSettings:
             max_new_tokens=_positive_int(section.get("max_new_tokens", 32), "max_new_tokens"),
             device=device, collator=collator, prompts=prompts, option_format=option_format,
             controls=controls, control_seed=int(section.get("control_seed", 0)), benchmarks=benchmarks,
-            lvcot=_lvcot_settings(section.get("lvcot")),
+            lvcot=_lvcot_settings(section.get("lvcot")), mcq_scoring=mcq_scoring, mcq_answer=mcq_answer,
         )  # fmt: skip
 
     def source(self, benchmark: str, annotations: str | None, video_root: str | None) -> BenchmarkSource:
@@ -368,7 +385,8 @@ def run_generation(
         for job in jobs:
             by_id = {i.id: i for i in job.items}
             controlled = ControlledCollator(collate, job.condition, settings.control_seed)
-            samples = [i.sample() for i in job.items]
+            scored = [i for i in job.items if settings.mcq_scoring == "likelihood" and i.kind == "mcq"]
+            samples = [i.sample() for i in job.items if settings.mcq_scoring != "likelihood" or i.kind != "mcq"]
             if settings.lvcot is not None:  # segment descriptions need the model: batches built here
                 batches = _lvcot_batches(model, tokenizer, controlled, samples, settings)
             else:
@@ -385,15 +403,52 @@ def run_generation(
                     _row(by_id[i], job.condition, benchmark, t, extra={**_perm(meta), **extras.get(i, {})})
                     for i, t, meta in zip(batch.ids, texts, batch.meta)
                 ]
-                rows += [
-                    _row(by_id[s.id], job.condition, benchmark, None, {"path": s.path, "reason": s.reason},
-                         extras.get(s.id))  # fmt: skip
-                    for s in batch.skipped
-                ]
+                rows += _skipped_rows(batch.skipped, by_id, job.condition, benchmark, extras)
                 out_log.append(rows)
                 written += len(rows)
                 bar.update(task, advance=len(rows), note=job.condition)
+            for rows in _likelihood_rows(model, tokenizer, scored, job.condition, benchmark, settings, device):
+                out_log.append(rows)
+                written += len(rows)
+                bar.update(task, advance=len(rows), note=f"{job.condition} (likelihood)")
     return written
+
+
+def _skipped_rows(skipped: Sequence[Any], by_id: dict[str, EvalItem], condition: str, benchmark: str,
+                  extras: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """Rows of items whose clip could not be decoded (one per item, even when several rows shared it)."""
+    once = {s.id: s for s in skipped}
+    return [
+        _row(by_id[i], condition, benchmark, None, {"path": s.path, "reason": s.reason}, extras.get(i))
+        for i, s in once.items()
+    ]
+
+
+def _likelihood_rows(
+    model: Any,
+    tokenizer: Any,
+    items: list[EvalItem],
+    condition: str,
+    benchmark: str,
+    settings: EvalSettings,
+    device: Any,
+) -> Iterable[list[dict[str, Any]]]:
+    """Rows of multiple-choice ``items`` answered by option likelihood (:mod:`vidtempo.eval.choice_scoring`),
+    one list per batch of ``settings.batch_size`` items; undecodable clips give skipped rows."""
+    from vidtempo.data.collate import VideoCollator
+
+    if not items:
+        return
+    collate = ControlledCollator(VideoCollator(tokenizer, **{**settings.collator, "generation": False}),
+                                 condition, settings.control_seed)  # fmt: skip
+    by_id = {i.id: i for i in items}
+    for chunk, batch in choice_batches(items, settings.mcq_answer, collate, settings.batch_size):
+        picked = pick_options(model, chunk, batch.to(device), settings.mcq_answer) if len(batch) else {}
+        perms = {i: _perm(meta) for i, meta in zip(batch.ids, batch.meta)}
+        rows = [_row(item, condition, benchmark, picked[item.id]["raw"],
+                     extra={**perms.get(item.id, {}), "option_logprobs": picked[item.id]["option_logprobs"]})
+                for item in chunk if item.id in picked]  # fmt: skip
+        yield rows + _skipped_rows(batch.skipped, by_id, condition, benchmark, {})
 
 
 def _lvcot_batches(
@@ -461,6 +516,8 @@ def _run_meta(
         "option_format": settings.option_format, "max_new_tokens": settings.max_new_tokens,
         "control_seed": settings.control_seed,
         "lvcot": settings.lvcot.to_dict() if settings.lvcot is not None else None,
+        **({"mcq_scoring": settings.mcq_scoring, "mcq_answer": settings.mcq_answer}
+           if settings.mcq_scoring != "generate" else {}),
     }  # fmt: skip
 
 
@@ -632,13 +689,17 @@ def build_report(
             "strict": "vidtempo parse_interval / parse_choice; unparsable = wrong, kept in the denominator",
             "official": official if spec.kind == "grounding" else official_mc_policy(benchmark),
         }
+    if settings.mcq_scoring == "likelihood":
+        policy["mcq_scoring"] = (f"likelihood: each multiple-choice answer is the option whose {settings.mcq_answer} "
+                                 "has the highest summed log-probability as the answer (not generated)")
     collator = settings.collator
     report.update({
         "policy": {**policy, "skipped_videos": "scored as unanswered (kept in the denominator by strict)"},
         "prompt_templates": {t: settings.prompts[t] for t in spec.templates},
         "option_format": settings.option_format,
         "generation": {"greedy": True, "max_new_tokens": settings.max_new_tokens,
-                       "batch_size": settings.batch_size},
+                       "batch_size": settings.batch_size, "mcq_scoring": settings.mcq_scoring,
+                       **({"mcq_answer": settings.mcq_answer} if settings.mcq_scoring == "likelihood" else {})},
         "frames": {k: collator.get(k) for k in REPORTED_COLLATOR_KEYS if k in collator},
         "decoder": collator.get("backend", "pyav"),
         "lvcot": _lvcot_report(settings, [rows[(c, i.id)] for c in conditions for i in items]),

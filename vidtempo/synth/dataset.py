@@ -49,6 +49,9 @@ class SynthConversations(Dataset):
         extra_questions: task -> more multiple-choice questions per video, drawn afresh from the split's event
             scripts (e.g. ``{order: 3}``: training augmentation for tasks with one question per video; other
             options, first/last and answer letter). Written once next to the split's annotations.
+        repeat: task -> how many times each of its samples is listed (e.g. ``{grounding: 2}``): a larger share
+            of an epoch for a task that has no extra questions (grounding). Applied after ``tasks`` and before
+            ``limit`` and ``multi_turn``.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class SynthConversations(Dataset):
         workers: int = 0,
         mcq_answers: str = "letter",
         extra_questions: dict[str, int] | None = None,
+        repeat: dict[str, int] | None = None,
     ) -> None:
         from vidtempo.data.datasets import ConversationDataset
         from vidtempo.synth.generate import generate
@@ -93,6 +97,8 @@ class SynthConversations(Dataset):
                 raise ValueError(f"{path}: no samples of tasks {tasks}")
         if mcq_answers == "text":
             samples = [text_answer(s) for s in samples]
+        if repeat:
+            samples = repeated(samples, dict(repeat), path)
         if multi_turn:
             samples = group_by_video(samples)
         self.samples: list[ConversationSample] = samples[:limit] if limit else samples
@@ -127,6 +133,24 @@ def text_answer(sample: ConversationSample) -> ConversationSample:
     messages = [{**sample.messages[0], "content": "\n".join([*lines[:-1], MCQ_TEXT_SUFFIX])},
                 {**sample.messages[1], "content": options[answer]}]
     return dataclasses.replace(sample, messages=messages)
+
+
+def repeated(samples: list[ConversationSample], times: dict[str, int], source: Path) -> list[ConversationSample]:
+    """``samples`` with each sample of task ``t`` listed ``times[t]`` times in a row (others once).
+
+    Example:
+        >>> a = ConversationSample(video=None, id="a", meta={"task": "grounding"}, messages=[])
+        >>> b = ConversationSample(video=None, id="b", meta={"task": "order"}, messages=[])
+        >>> [s.id for s in repeated([a, b], {"grounding": 2}, Path("x.jsonl"))]
+        ['a', 'a', 'b']
+    """
+    present = {s.meta.get("task") for s in samples}
+    for task, n in times.items():
+        if task not in present:
+            raise ValueError(f"{source}: repeat names task {task!r}, which has no samples here (tasks: {sorted(map(str, present))})")
+        if int(n) != n or n < 1:
+            raise ValueError(f"{source}: repeat[{task!r}] must be a whole number >= 1, got {n!r}")
+    return [s for s in samples for _ in range(int(times.get(s.meta.get("task"), 1)))]
 
 
 def extra_conversations(root: Path, split: str, seed: int, per_video: dict[str, int]) -> Path:
