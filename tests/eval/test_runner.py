@@ -12,6 +12,7 @@ import torch
 
 from vidtempo.eval import runner
 from vidtempo.eval.benchmarks import EvalError
+from vidtempo.eval.results import results_tables as runner_tables
 from vidtempo.eval.runner import EvalSettings, run_eval
 
 NODE = {"_target_": "vidtempo.models.VideoLLM",
@@ -440,6 +441,11 @@ def test_likelihood_scoring_picks_the_options_most_likely_answer(recipe, checkpo
                    settings_overrides={"mcq_scoring": "likelihood", "mcq_answer": "text", "controls": ["time"]},
                    progress=False).report  # fmt: skip
     assert rep["generation"]["mcq_scoring"] == "likelihood" and "mcq_scoring" in rep["policy"]
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(*runner_tables(rep))
+    assert "multiple choice by option likelihood" in " ".join(console.export_text().split())
     rows = _rows(out)
     assert len(rows) == 10
     items = {i.id: i for i in runner.get_benchmark("synth").load(
@@ -496,3 +502,10 @@ def test_likelihood_settings_are_checked(recipe, checkpoint, synth_root):
         EvalSettings.from_recipe({"eval": {"mcq_answer": "words"}})
     with pytest.raises(EvalError, match="lvcot"):
         EvalSettings.from_recipe({"eval": {"mcq_scoring": "likelihood", "lvcot": {"enabled": True, "segments": 2}}})
+    from vidtempo.cli import eval as cli_eval
+
+    parser = argparse.ArgumentParser()
+    cli_eval.add_arguments(parser)
+    args = parser.parse_args([str(recipe), "--checkpoint", "c", "--benchmark", "synth", "--mcq-scoring",
+                              "likelihood", "--mcq-answer", "text"])  # fmt: skip
+    assert cli_eval._settings_overrides(args) == {"mcq_scoring": "likelihood", "mcq_answer": "text"}

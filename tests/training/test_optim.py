@@ -29,6 +29,18 @@ def test_time_schedule_follows_whichever_budget_is_further_along() -> None:
     assert fn(77) == pytest.approx(lr_lambda(OptimSettings(warmup_steps=2), 102)(77))  # steps (75 %) lead
 
 
+def test_wsd_holds_the_peak_then_decays_linearly_by_steps_or_time() -> None:
+    settings = OptimSettings(scheduler="wsd", warmup_steps=2, decay_fraction=0.25, min_lr_ratio=0.1)
+    fn = lr_lambda(settings, total_steps=102)
+    assert fn(0) == 0.5 and fn(2) == 1.0 and fn(77) == 1.0  # warm-up, then flat for 75 % of the steps
+    assert fn(89.5) == pytest.approx(0.55) and fn(102) == pytest.approx(0.1)  # linear to the floor
+    used = [0.9]
+    by_time = lr_lambda(settings, total_steps=102, time_used=lambda: used[0])
+    assert by_time(10) == pytest.approx(0.1 + 0.9 * 0.4)  # 90 % of the time gone: 60 % into the decay
+    with pytest.raises(ValueError, match="decay_fraction"):
+        lr_lambda(OptimSettings(scheduler="wsd", decay_fraction=0.0), total_steps=10)
+
+
 class _Slow(L.LightningModule):
     """A linear model whose steps take 20 ms, so a 1-s time box ends long before max_steps."""
 

@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, help="DataLoader decoding workers (eval.num_workers)")
     parser.add_argument("--max-new-tokens", type=int, help="generation length (eval.max_new_tokens)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (eval.device)")
+    parser.add_argument("--mcq-scoring", choices=("generate", "likelihood"),
+                        help="multiple choice: generate and parse, or pick the most likely option (eval.mcq_scoring)")
+    parser.add_argument("--mcq-answer", choices=("letter", "text"),
+                        help="what likelihood scores per option: its letter or its text (eval.mcq_answer)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier generations in --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -54,6 +58,8 @@ def _settings_overrides(args: argparse.Namespace) -> dict[str, object]:
         "num_workers": args.num_workers,
         "max_new_tokens": args.max_new_tokens,
         "device": args.device,
+        "mcq_scoring": args.mcq_scoring,
+        "mcq_answer": args.mcq_answer,
     }
     return {k: v for k, v in pairs.items() if v is not None}
 

@@ -223,8 +223,10 @@ def results_tables(report: dict[str, Any]) -> list[Any]:
     """Rich tables of a report: conditions side by side for ``synth``, strict vs official otherwise."""
     from rich.table import Table
 
+    likely = report.get("generation", {}).get("mcq_scoring") == "likelihood"
+    mode = "; multiple choice by option likelihood" if likely else ""
     if report["benchmark"] == "synth":
-        table = Table(title=f"TempoSynth ({report['num_items']} items per condition, strict, %)")
+        table = Table(title=f"TempoSynth ({report['num_items']} items per condition, strict, %{mode})")
         for col in ("measure", "chance", *report["conditions"], "order-dependent"):
             table.add_column(col, justify="left" if col == "measure" else "right")
         for row in synth_table_rows(report):
@@ -232,7 +234,7 @@ def results_tables(report: dict[str, Any]) -> list[Any]:
         return [table]
     metrics = report["metrics"]
     table = Table(
-        title=f"{report['benchmark']} ({report['num_items']} items, %); official = "
+        title=f"{report['benchmark']} ({report['num_items']} items, %{mode}); official = "
         f"{metrics.get('official_policy')}"
     )
     table.add_column("metric")

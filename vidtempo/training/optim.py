@@ -30,7 +30,10 @@ class OptimSettings:
         betas: AdamW betas.
         warmup_steps: linear warmup steps (``warmup_ratio`` wins when > 0).
         warmup_ratio: warmup as a fraction of total steps (TDC/LLaVA use 0.03).
-        scheduler: ``cosine``, ``linear`` or ``constant`` after warmup.
+        scheduler: ``cosine``, ``linear`` or ``constant`` after warmup, or ``wsd`` (warmup-stable-decay: the
+            peak lr until the last ``decay_fraction`` of the run, then a linear decay to the floor; MiniCPM,
+            arXiv 2404.06395, and Hagele et al., arXiv 2405.18392).
+        decay_fraction: the part of the run (steps or time, per ``anneal_by``) that ``wsd`` spends decaying.
         min_lr_ratio: floor of the decay as a fraction of ``lr``.
         lr_multipliers: per top-level part, e.g. ``{compressor: 10.0}``.
         grad_clip: gradient norm clip (0 = off); passed to the Trainer.
@@ -46,6 +49,7 @@ class OptimSettings:
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
     scheduler: str = "cosine"
+    decay_fraction: float = 0.2
     min_lr_ratio: float = 0.0
     lr_multipliers: dict[str, float] = field(default_factory=dict)
     grad_clip: float = 1.0
@@ -82,7 +86,7 @@ def param_groups(
 
 
 def lr_lambda(settings: OptimSettings, total_steps: int, time_used: Callable[[], float] | None = None) -> Any:
-    """Multiplier of the base lr at a step: linear warmup then cosine/linear/constant.
+    """Multiplier of the base lr at a step: linear warmup then cosine/linear/constant/wsd.
 
     ``time_used`` (``anneal_by: time``) returns the fraction of the time budget spent; the decay then follows
     whichever of steps and time is further along.
@@ -91,7 +95,12 @@ def lr_lambda(settings: OptimSettings, total_steps: int, time_used: Callable[[],
         >>> fn = lr_lambda(OptimSettings(min_lr_ratio=0.0), total_steps=100, time_used=lambda: 0.5)
         >>> round(fn(10), 3), round(lr_lambda(OptimSettings(), 100)(10), 3)  # half the time gone at step 10
         (0.5, 0.976)
+        >>> wsd = lr_lambda(OptimSettings(scheduler="wsd", decay_fraction=0.2), total_steps=100)
+        >>> [round(wsd(s), 2) for s in (0, 79, 80, 90, 100)]  # flat, then linear over the last 20 steps
+        [1.0, 1.0, 1.0, 0.5, 0.0]
     """
+    if not 0.0 < settings.decay_fraction <= 1.0:
+        raise ValueError(f"optim.decay_fraction must be in (0, 1], got {settings.decay_fraction}")
     warmup = int(settings.warmup_ratio * total_steps) if settings.warmup_ratio > 0 else settings.warmup_steps
     floor = settings.min_lr_ratio
 
@@ -107,7 +116,10 @@ def lr_lambda(settings: OptimSettings, total_steps: int, time_used: Callable[[],
             return floor + (1 - floor) * (1 - progress)
         if settings.scheduler == "constant":
             return 1.0
-        raise ValueError(f"optim.scheduler must be cosine, linear or constant, got '{settings.scheduler}'")
+        if settings.scheduler == "wsd":
+            decayed = (progress - (1 - settings.decay_fraction)) / settings.decay_fraction
+            return floor + (1 - floor) * (1 - max(0.0, decayed))
+        raise ValueError(f"optim.scheduler must be cosine, linear, constant or wsd, got '{settings.scheduler}'")
 
     return fn
 
