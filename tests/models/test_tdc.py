@@ -347,3 +347,29 @@ def test_time_embedding_follows_each_tokens_frame(tokenizer) -> None:
     comp.time_scale.data.fill_(1.0)
     comp(inputs).tokens.sum().backward()
     assert comp.time_scale.grad is not None and comp.time_scale.grad.abs() > 0
+
+
+_TOKENS_IN_A_NEW_PROCESS = """
+import json, sys
+from vidtempo.models.compressors.qformer import tiny_qformer_tokenizer
+tok = tiny_qformer_tokenizer()
+print(json.dumps([len(tok), tok("When is the red circle visible? Which of these appears last?")["input_ids"]]))
+"""
+
+
+def test_tiny_tokenizer_is_the_same_in_every_process(tokenizer) -> None:
+    """A TDC model rebuilds its tiny Q-Former tokenizer when it is loaded: an evaluation process must read the
+    instruction with the token ids the model was trained with (the tokenizers trainer broke ties differently
+    in every process, so it did not)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    here = [len(tokenizer), tokenizer("When is the red circle visible? Which of these appears last?")["input_ids"]]
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", _TOKENS_IN_A_NEW_PROCESS], capture_output=True, text=True,
+                             env=env, check=True).stdout  # fmt: skip
+        assert json.loads(out.strip().splitlines()[-1]) == here
+    assert tokenizer.convert_ids_to_tokens(here[1])[:4] == ["[CLS]", "when", "is", "the"]

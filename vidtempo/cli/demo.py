@@ -1,8 +1,12 @@
 """``vidtempo demo``: the main job end to end on embedded data, no download.
 
 1. generate a small TempoSynth set (real H.264 + AAC videos with exact temporal ground truth);
-2. train ``recipes/tiny/synth_grounding.yaml`` (a from-scratch tiny video LLM) on CPU, time-boxed;
-3. evaluate it on the test split with the time-shuffle and blind controls and print the table.
+2. train ``recipes/tiny/synth_all.yaml`` (a from-scratch tiny video LLM that sees and hears: grounding,
+   ordering, audio-visual and two more tasks) on CPU, time-boxed;
+3. evaluate it on the test split with the time-shuffle and blind controls and print the table (multiple
+   choice by option likelihood, the recipe's ``eval.mcq_scoring``).
+
+``--recipe recipes/tiny/synth_grounding.yaml`` runs the earlier, vision-only demo (grounding only).
 
 Everything is resumable: running it again reuses the data, the finished training and the generations.
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "synth_grounding.yaml"
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "synth_all.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -271,14 +271,28 @@ _SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 @functools.lru_cache(maxsize=4)
 def _train_wordpiece(vocab_size: int) -> str:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """The tiny WordPiece vocabulary, built without the ``tokenizers`` trainer.
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=_SPECIALS, show_progress=False)
-    tok.train_from_iterator([line for line in _QFORMER_CORPUS.splitlines() if line.strip()] * 4, trainer)
+    ``WordPieceTrainer`` breaks ties between equally frequent merges in hash-map order, which changes from one
+    process to the next: a model trained in one process then read its instructions with other token ids when
+    evaluated in another. Here the vocabulary is fixed: the specials, every character of the corpus (alone
+    and as a ``##`` continuation), then whole words by frequency (ties alphabetical), up to ``vocab_size``.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    normalizer, splitter = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for line in _QFORMER_CORPUS.splitlines():
+        words.update(w for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(line)))
+    chars = sorted({c for w in words for c in w})
+    vocab_list = [*_SPECIALS, *chars, *(f"##{c}" for c in chars)]
+    known = set(vocab_list)
+    ranked = sorted((w for w in words if w not in known), key=lambda w: (-words[w], w))
+    vocab_list += ranked[: max(0, vocab_size - len(vocab_list))]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab_list)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, splitter, decoders.WordPiece()
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
