@@ -106,6 +106,7 @@ def _shard_worker(rank: int, store: str, out: str) -> None:
                  for n, p in objective.named_parameters() if p.requires_grad}  # fmt: skip
         if rank == 0:
             torch.save({"extra": extra, "grads": grads}, out)
+        dist.barrier()  # neither rank tears gloo down while the other still uses it (a flaky SIGABRT in CI)
     finally:
         dist.destroy_process_group()
 

@@ -27,12 +27,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from vidtempo.data.chat import IGNORE_INDEX
 from vidtempo.data.samples import ConversationSample
 from vidtempo.eval.benchmarks import EvalError, EvalItem
 
 MCQ_SCORING = ("generate", "likelihood")
 MCQ_ANSWER = ("letter", "text")
-IGNORE_INDEX = -100
 
 
 def option_answers(item: EvalItem, answer: str) -> list[tuple[str, str]]:
@@ -63,14 +63,7 @@ def option_samples(item: EvalItem, answer: str) -> list[ConversationSample]:
 
 
 def answer_logprobs(logits: Any, labels: Any) -> Any:
-    """Sum of log p(label) over each row's labelled positions (next-token aligned).
-
-    Args:
-        logits: (B, L, V) model outputs.
-        labels: (B, L) token ids, ``IGNORE_INDEX`` where not scored.
-
-    Returns:
-        (B,) float tensor.
+    """(B,) summed log p(label) over each row's labelled positions: the DPO code's ``sequence_logps``.
 
     Example:
         >>> import torch
@@ -78,13 +71,9 @@ def answer_logprobs(logits: Any, labels: Any) -> Any:
         >>> round(float(answer_logprobs(logits, torch.tensor([[-100, 1, 2]]))[0]), 4)  # 2 tokens x log(1/4)
         -2.7726
     """
-    import torch
+    from vidtempo.training.losses import sequence_logps  # lazy: the runner imports no training code
 
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V)
-    target = labels[:, 1:]  # (B, L-1)
-    known = target != IGNORE_INDEX
-    picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L-1)
-    return (picked * known).sum(dim=1)
+    return sequence_logps(logits, labels, ignore_index=IGNORE_INDEX)[0]
 
 
 def choice_batches(
