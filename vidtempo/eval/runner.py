@@ -385,8 +385,9 @@ def run_generation(
         for job in jobs:
             by_id = {i.id: i for i in job.items}
             controlled = ControlledCollator(collate, job.condition, settings.control_seed)
-            scored = [i for i in job.items if settings.mcq_scoring == "likelihood" and i.kind == "mcq"]
-            samples = [i.sample() for i in job.items if settings.mcq_scoring != "likelihood" or i.kind != "mcq"]
+            by_likelihood = {i.id for i in job.items if settings.mcq_scoring == "likelihood" and i.kind == "mcq"}
+            scored = [i for i in job.items if i.id in by_likelihood]
+            samples = [i.sample() for i in job.items if i.id not in by_likelihood]
             if settings.lvcot is not None:  # segment descriptions need the model: batches built here
                 batches = _lvcot_batches(model, tokenizer, controlled, samples, settings)
             else:
