@@ -43,12 +43,20 @@ def test_misspelled_override_names_key_file_and_suggestion(recipe: Path):
     assert str(recipe) in msg and "optim.lrr" in msg and "Did you mean: lr" in msg
 
 
-def test_two_levels_of_base_are_refused(tmp_path: Path):
-    (tmp_path / "a.yaml").write_text("x: 1\n")
+def test_base_chain_merges_in_order(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text("x: 1\ny: 1\nz: 1\n")
+    (tmp_path / "b.yaml").write_text("_base_: a.yaml\ny: 2\nz: 2\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.yaml").write_text("_base_: ../b.yaml\nz: 3\n")  # paths relative to each file
+    cfg = load_recipe(tmp_path / "sub" / "c.yaml")
+    assert (cfg.x, cfg.y, cfg.z) == (1, 2, 3) and "_base_" not in cfg
+
+
+def test_base_chain_that_loops_is_refused_with_the_loop(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text("_base_: b.yaml\nx: 1\n")
     (tmp_path / "b.yaml").write_text("_base_: a.yaml\ny: 2\n")
-    (tmp_path / "c.yaml").write_text("_base_: b.yaml\nz: 3\n")
-    with pytest.raises(RecipeError, match="at most one level"):
-        load_recipe(tmp_path / "c.yaml")
+    with pytest.raises(RecipeError, match=r"loops back to .*a\.yaml"):
+        load_recipe(tmp_path / "a.yaml")
 
 
 def test_missing_recipe_file_is_named(tmp_path: Path):

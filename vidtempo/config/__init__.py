@@ -1,4 +1,4 @@
-"""Recipes: YAML loading with one ``_base_`` level and CLI overrides, validation, and instantiation."""
+"""Recipes: YAML loading over a ``_base_`` chain and CLI overrides, validation, and instantiation."""
 
 from vidtempo.config.errors import RecipeError
 from vidtempo.config.instantiate import instantiate

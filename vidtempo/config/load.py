@@ -1,4 +1,4 @@
-"""Load a YAML recipe: one optional ``_base_`` level, then ``key=value`` / ``+key=value`` / ``~key`` overrides.
+"""Load a YAML recipe over its ``_base_`` chain, then ``key=value`` / ``+key=value`` / ``~key`` overrides.
 
 Override grammar (same as the CLI):
     ``a.b=3``            set an existing key (unknown key -> error naming it and close matches)
@@ -41,19 +41,17 @@ def _read_yaml(path: Path) -> DictConfig:
     return cfg
 
 
-def _with_base(path: Path) -> DictConfig:
+def _with_base(path: Path, chain: tuple[Path, ...] = ()) -> DictConfig:
+    """``path`` merged over its ``_base_`` chain (a base may have its own ``_base_``; a loop is an error)."""
+    path = path.resolve()
+    if path in chain:
+        loop = " -> ".join(str(p) for p in (*chain, path))
+        raise RecipeError(f"_base_ chain loops back to {path}: {loop}", recipe=str(chain[0]), key="_base_")
     cfg = _read_yaml(path)
     base_ref = cfg.pop("_base_", None)
     if base_ref is None:
         return cfg
-    base_path = (path.parent / str(base_ref)).resolve()
-    base = _read_yaml(base_path)
-    if "_base_" in base:
-        raise RecipeError(
-            f"base recipe {base_path} has its own _base_; at most one level of _base_ is allowed",
-            recipe=str(path),
-            key="_base_",
-        )
+    base = _with_base(path.parent / str(base_ref), (*chain, path))
     _replace_retargeted(base, cfg)
     return OmegaConf.merge(base, cfg)  # type: ignore[return-value]
 
