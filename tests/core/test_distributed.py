@@ -25,7 +25,13 @@ def run_train(recipe: Path, out: Path, *overrides: str) -> Path:
     return out / "1_more" / "final"
 
 
-def write_recipe(video_dir: Path, tmp_path: Path) -> Path:
+TWO_STAGES = "stages:\n  - {name: sft}\n  - {name: more, trainer: {max_steps: 1}}\n"
+# stage 1 trains a LoRA adapter and merges it; stage 2 trains the rest with the merged LLM frozen
+LORA_STAGES = ("stages:\n  - {name: sft, trainable: {llm: lora}, lora: {r: 4, alpha: 8, dropout: 0.0}, "
+               "merge_lora_after: true}\n  - {name: more, trainable: {llm: false}, trainer: {max_steps: 1}}\n")
+
+
+def write_recipe(video_dir: Path, tmp_path: Path, stages: str = TWO_STAGES) -> Path:
     rows = [json.loads(x) for x in (video_dir / "train.jsonl").read_text().splitlines()]
     for r in rows:  # same answer length for every sample: per-rank token means then average exactly
         r["conversations"][1]["value"] = "1.5 - 2.0 seconds"
@@ -39,7 +45,7 @@ def write_recipe(video_dir: Path, tmp_path: Path) -> Path:
         "optim: {name: sgd, lr: 0.05, warmup_steps: 0, scheduler: constant}\n"
         "trainer: {max_steps: 2, val_check_interval: null, log_every_n_steps: 1}\n"
         # a second stage: under FSDP2 it must reuse the already sharded model and shard nothing twice
-        "stages:\n  - {name: sft}\n  - {name: more, trainer: {max_steps: 1}}\n"
+        + stages
     )
     return recipe
 
@@ -49,8 +55,8 @@ def losses(run: Path) -> list[float]:
         return [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
 
 
-def check_two_processes(strategy: str, video_dir: Path, tmp_path: Path) -> None:
-    recipe = write_recipe(video_dir, tmp_path)
+def check_two_processes(strategy: str, video_dir: Path, tmp_path: Path, stages: str = TWO_STAGES) -> dict:
+    recipe = write_recipe(video_dir, tmp_path, stages)
     one = load_file(str(run_train(recipe, tmp_path / "one") / "model.safetensors"))
     curve = losses(tmp_path / "one")
     assert len(curve) == 2 and curve[1] < curve[0]  # the weights really moved
@@ -60,6 +66,24 @@ def check_two_processes(strategy: str, video_dir: Path, tmp_path: Path) -> None:
     assert one.keys() == two.keys()
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=f"{strategy}: {key}")
+    return one
+
+
+@pytest.mark.distributed
+def test_lora_merged_under_fsdp2_gives_the_weights_of_one_process(video_dir: Path, tmp_path: Path):
+    one = check_two_processes("fsdp", video_dir, tmp_path, LORA_STAGES)
+    assert not any("lora_" in k for k in one)  # merged: the second stage saved plain weights
+    adapter = load_file(str(tmp_path / "one" / "0_sft" / "final" / "model.safetensors"))
+    merged_some = False
+    for a_key in (k for k in adapter if "lora_A" in k):
+        prefix = a_key.split(".lora_A")[0]  # ...layers.0.self_attn.q_proj
+        lora_a, lora_b = adapter[a_key], adapter[a_key.replace("lora_A", "lora_B")]  # (r, in), (out, r)
+        base = adapter[prefix + ".base_layer.weight"]
+        name = prefix.replace("base_model.model.", "") + ".weight"
+        expected = base + (8 / 4) * lora_b @ lora_a  # W + (alpha / r) B A
+        torch.testing.assert_close(one[name], expected, rtol=1e-5, atol=1e-6, msg=name)
+        merged_some |= bool(lora_b.abs().max() > 0)
+    assert merged_some  # the adapters moved, so the merge really changed the weights
 
 
 @pytest.mark.distributed
