@@ -373,3 +373,34 @@ def test_tiny_tokenizer_is_the_same_in_every_process(tokenizer) -> None:
                              env=env, check=True).stdout  # fmt: skip
         assert json.loads(out.strip().splitlines()[-1]) == here
     assert tokenizer.convert_ids_to_tokens(here[1])[:4] == ["[CLS]", "when", "is", "the"]
+
+
+def test_checkpoint_keeps_the_qformer_tokenizer_it_was_trained_with(tmp_path) -> None:
+    """The Q-Former's text embeddings belong to the ids of its training tokenizer: a checkpoint stores that
+    tokenizer, and a reload (evaluation, a next stage) uses it instead of rebuilding one from the recipe."""
+    import json
+
+    from vidtempo.models.build import build_video_llm
+    from vidtempo.models.checkpoint import COMPRESSOR_TOKENIZER_DIR, load_pretrained, save_pretrained
+    from vidtempo.training.run import load_weights
+
+    node = {"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
+            "compressor": {"_target_": "tdc", "in_dim": 32, "llm_dim": 64, "num_queries": 2, "newline": False,
+                           "qformer": "tiny", "tokenizer": "tiny"},
+            "projector": {"_target_": "identity", "dim": 64}, "llm": {"_target_": "tiny"}}  # fmt: skip
+    model = build_video_llm(node)
+    save_pretrained(model, tmp_path, model_config=node)
+    saved = tmp_path / COMPRESSOR_TOKENIZER_DIR / "tokenizer.json"
+    assert saved.is_file()
+    # a tokenizer that numbers two words the other way round, as a changed vocabulary would
+    spec = json.loads(saved.read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["red"], vocab["blue"] = vocab["blue"], vocab["red"]
+    saved.write_text(json.dumps(spec))
+    fresh = build_video_llm(node).compressor.tokenizer
+    reloaded = load_pretrained(tmp_path, load_tokenizer=False)[0]
+    handed_over = build_video_llm(node)
+    load_weights(handed_over, tmp_path)
+    for m in (reloaded, handed_over):
+        ids = m.compressor.tokenizer("red blue")["input_ids"]
+        assert ids[1:3] == [vocab["red"], vocab["blue"]] == fresh("blue red")["input_ids"][1:3]

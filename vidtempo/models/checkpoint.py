@@ -1,5 +1,6 @@
 """Hugging Face style save/load of a ``VideoLLM``: ``model.safetensors`` + ``vidtempo.json`` (+ ``adapter/``
-in peft format, + the tokenizer). With LoRA on a pretrained LLM only the adapter and the non-LLM weights
+in peft format, + the tokenizer, + ``compressor_tokenizer/``: the text tokenizer of a compressor that reads the
+instruction, e.g. TDC's Q-Former, which a reload then uses instead of rebuilding it). With LoRA on a pretrained LLM only the adapter and the non-LLM weights
 are stored (``adapter_only``); the base LLM reloads from its ``name_or_path``.
 
 Example:
@@ -28,6 +29,7 @@ from vidtempo.models.build import build_video_llm
 CONFIG_NAME = "vidtempo.json"
 WEIGHTS_NAME = "model.safetensors"
 ADAPTER_DIR = "adapter"
+COMPRESSOR_TOKENIZER_DIR = "compressor_tokenizer"
 
 
 def _is_llm_base(key: str) -> bool:
@@ -80,7 +82,26 @@ def save_pretrained(
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
+    text_tokenizer = getattr(model.compressor, "tokenizer", None)
+    if text_tokenizer is not None and hasattr(text_tokenizer, "save_pretrained"):
+        text_tokenizer.save_pretrained(str(out / COMPRESSOR_TOKENIZER_DIR))
     return out
+
+
+def restore_compressor_tokenizer(model: Any, directory: str | Path) -> bool:
+    """Give ``model.compressor`` the text tokenizer saved with the checkpoint in ``directory``, if any.
+
+    The weights of a Q-Former's text embeddings belong to the token ids it was trained with; a tokenizer
+    rebuilt from the recipe could number the words differently (the tiny one did before it was made
+    deterministic), so the saved one wins. Returns True when one was restored.
+    """
+    saved = Path(directory) / COMPRESSOR_TOKENIZER_DIR
+    if not saved.is_dir() or not hasattr(model.compressor, "tokenizer"):
+        return False
+    from transformers import AutoTokenizer
+
+    model.compressor.tokenizer = AutoTokenizer.from_pretrained(str(saved), local_files_only=True)
+    return True
 
 
 def _with_plan(model_config: dict[str, Any], model: Any) -> dict[str, Any]:
@@ -116,6 +137,7 @@ def load_pretrained(directory: str | Path, *, load_tokenizer: bool = True) -> tu
             f"checkpoint {directory} does not match its model config: missing {bad_missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
+    restore_compressor_tokenizer(model, directory)
     tokenizer = None
     if load_tokenizer and (directory / "tokenizer_config.json").is_file():
         from vidtempo.models.tokenizers import load_tokenizer as _load

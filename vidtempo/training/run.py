@@ -19,7 +19,12 @@ from safetensors.torch import load_file
 
 from vidtempo.config.load import recipe_path, resolve_recipe, save_recipe, to_yaml
 from vidtempo.models.build import build_video_llm
-from vidtempo.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
+from vidtempo.models.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    restore_compressor_tokenizer,
+    save_pretrained,
+)
 from vidtempo.models.lora import LoraSettings
 from vidtempo.models.video_llm import TrainableParts
 from vidtempo.training.build import (
@@ -145,3 +150,4 @@ def load_weights(model: Any, directory: Path) -> None:
     _, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise ValueError(f"{directory}: weights do not fit the model: unexpected {unexpected[:5]}")
+    restore_compressor_tokenizer(model, directory)
