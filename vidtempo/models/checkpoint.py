@@ -1,7 +1,8 @@
 """Hugging Face style save/load of a ``VideoLLM``: ``model.safetensors`` + ``vidtempo.json`` (+ ``adapter/``
 in peft format, + the tokenizer, + ``compressor_tokenizer/``: the text tokenizer of a compressor that reads the
-instruction, e.g. TDC's Q-Former, which a reload then uses instead of rebuilding it). With LoRA on a pretrained LLM only the adapter and the non-LLM weights
-are stored (``adapter_only``); the base LLM reloads from its ``name_or_path``.
+instruction, e.g. TDC's Q-Former, which a reload uses instead of rebuilding it). With LoRA on a pretrained LLM
+only the adapter and the non-LLM weights are stored (``adapter_only``); the base LLM reloads from its
+``name_or_path``.
 
 Example:
     >>> import tempfile
@@ -96,7 +97,7 @@ def restore_compressor_tokenizer(model: Any, directory: str | Path) -> bool:
     deterministic), so the saved one wins. Returns True when one was restored.
     """
     saved = Path(directory) / COMPRESSOR_TOKENIZER_DIR
-    if not saved.is_dir() or not hasattr(model.compressor, "tokenizer"):
+    if not saved.is_dir() or getattr(model.compressor, "tokenizer", None) is None:  # no text input: keep it so
         return False
     from transformers import AutoTokenizer
 
