@@ -122,23 +122,36 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def load_weights_into(
+    model: Any, directory: str | Path, config: dict[str, Any] | None = None
+) -> tuple[list[str], list[str]]:
+    """Load ``directory``'s tensors (tied aliases restored) and compressor tokenizer into a built ``model``.
+
+    Returns the (missing, unexpected) keys of a non-strict ``load_state_dict`` for the caller to judge.
+    """
+    directory = Path(directory)
+    config = config if config is not None else read_config(directory)
+    state = load_file(str(directory / WEIGHTS_NAME))
+    for alias, source in config.get("aliases", {}).items():
+        state[alias] = state[source]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    restore_compressor_tokenizer(model, directory)
+    return list(missing), list(unexpected)
+
+
 def load_pretrained(directory: str | Path, *, load_tokenizer: bool = True) -> tuple[Any, Any, dict[str, Any]]:
     """(model, tokenizer or None, config) from a directory written by :func:`save_pretrained`."""
     directory = Path(directory)
     config = read_config(directory)
     weights = {"llm": config["llm_base"]} if config["adapter_only"] else None
     model = build_video_llm(config["model"], weights=weights)
-    state = load_file(str(directory / WEIGHTS_NAME))
-    for alias, source in config.get("aliases", {}).items():
-        state[alias] = state[source]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = load_weights_into(model, directory, config)
     bad_missing = [k for k in missing if not (config["adapter_only"] and _is_llm_base(k))]
     if bad_missing or unexpected:
         raise ValueError(
             f"checkpoint {directory} does not match its model config: missing {bad_missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
-    restore_compressor_tokenizer(model, directory)
     tokenizer = None
     if load_tokenizer and (directory / "tokenizer_config.json").is_file():
         from vidtempo.models.tokenizers import load_tokenizer as _load

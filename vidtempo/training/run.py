@@ -15,16 +15,10 @@ from typing import Any
 
 import lightning as L
 from omegaconf import DictConfig
-from safetensors.torch import load_file
 
 from vidtempo.config.load import recipe_path, resolve_recipe, save_recipe, to_yaml
 from vidtempo.models.build import build_video_llm
-from vidtempo.models.checkpoint import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    restore_compressor_tokenizer,
-    save_pretrained,
-)
+from vidtempo.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_weights_into, save_pretrained
 from vidtempo.models.lora import LoraSettings
 from vidtempo.models.video_llm import TrainableParts
 from vidtempo.training.build import (
@@ -141,13 +135,6 @@ def init_weights(model: Any, directory: str | Path, recipe: str) -> None:
 
 def load_weights(model: Any, directory: Path) -> None:
     """Load a ``final/`` directory's tensors into an already-built model (stage hand-over)."""
-    import json
-
-    state = load_file(str(directory / WEIGHTS_NAME))
-    config = json.loads((directory / CONFIG_NAME).read_text())
-    for alias, source in config.get("aliases", {}).items():
-        state[alias] = state[source]
-    _, unexpected = model.load_state_dict(state, strict=False)
+    _, unexpected = load_weights_into(model, directory)
     if unexpected:
         raise ValueError(f"{directory}: weights do not fit the model: unexpected {unexpected[:5]}")
-    restore_compressor_tokenizer(model, directory)
