@@ -257,6 +257,24 @@ def test_gradients_reach_qformer_queries_and_sep(tokenizer) -> None:
         assert grad is not None and grad.abs().sum() > 0, name
 
 
+def test_l2_scale_is_a_learnable_norm_of_the_qformer_tokens(tokenizer) -> None:
+    inputs = _inputs([torch.randn(10, 4, 8)], (2, 2), query=["which shape appears first?"])
+    comp = _tdc(tokenizer, max_segments=0, newline=False, l2_scale=3.0)
+    unit = _tdc(tokenizer, max_segments=0, newline=False)  # same seed: the same weights, unit norm
+    with torch.no_grad():
+        scaled, base = comp(inputs).tokens[0], unit(inputs).tokens[0]
+    ctx = slice(5, 5 + K)  # chunk 1: static frame (4 tokens) + <Sep>, then frame 1's K tokens
+    torch.testing.assert_close(scaled[ctx].norm(dim=-1), torch.full((K,), 3.0))
+    torch.testing.assert_close(scaled[ctx], 3.0 * base[ctx])
+    torch.testing.assert_close(scaled[:4], base[:4])  # static tokens are not scaled
+    out = comp.train()(inputs)
+    (out.tokens * torch.randn_like(out.tokens) * out.mask[..., None]).sum().backward()
+    assert comp.l2_scale.grad is not None and comp.l2_scale.grad.abs() > 0
+    for bad in ({"l2_scale": 0.0}, {"l2_scale": 2.0, "l2_normalize": False}):
+        with pytest.raises(ValueError, match="l2_scale"):
+            _tdc(tokenizer, **bad)
+
+
 # ------------------------------------------------------------------------------------------------- Q-Former
 def test_qformer_load_pretrained_from_a_local_bert(tmp_path) -> None:
     from transformers import BertConfig, BertForMaskedLM

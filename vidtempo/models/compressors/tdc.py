@@ -67,6 +67,9 @@ class TDCCompressor(TokenCompressor):
         add_static: keep all tokens of each chunk's first frame; False = every frame compressed (ablation).
         query_type: ``"avg_pool"`` (queries from the static frame, released default) or ``"learned"``.
         l2_normalize: L2-normalise every Q-Former output token (released code).
+        l2_scale: with ``l2_normalize``, multiply the unit-norm tokens by one learnable scalar initialised to
+            this value, e.g. the mean norm of the LLM's input embeddings (methods.md §2.12: a unit norm may not
+            match the LLM's embedding scale; not in TDC). None = the released code's unit norm.
         qformer: a :class:`QFormer`, a preset name (``"bert_base"``, ``"tiny"``) or a config dict with an
             optional ``preset`` key; its cross-attention reads ``llm_dim``-wide states.
         tokenizer: the Q-Former's BERT-style tokenizer: ``"tiny"``, a local directory, or an object.
@@ -107,6 +110,7 @@ class TDCCompressor(TokenCompressor):
         add_static: bool = True,
         query_type: str = "avg_pool",
         l2_normalize: bool = True,
+        l2_scale: float | None = None,
         qformer: QFormer | Mapping[str, Any] | str = "bert_base",
         tokenizer: Any = "tiny",
         text_input: bool = True,
@@ -129,6 +133,9 @@ class TDCCompressor(TokenCompressor):
             raise ValueError(f"TDCCompressor: max_tokens must be >= 1 or None, got {max_tokens}")
         if audio_window <= 0:
             raise ValueError(f"TDCCompressor: audio_window must be > 0 seconds, got {audio_window}")
+        if l2_scale is not None and (not l2_normalize or l2_scale <= 0):
+            raise ValueError(f"TDCCompressor: l2_scale={l2_scale} needs l2_normalize=True and a value > 0 "
+                             "(it scales the unit-norm Q-Former tokens)")  # fmt: skip
         self.in_dim, self.out_dim = int(in_dim), int(llm_dim)
         self.num_queries = int(num_queries)
         self.segmenter = segmenter or SceneSegmenter(
@@ -144,6 +151,7 @@ class TDCCompressor(TokenCompressor):
         self.frame_proj = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, llm_dim))
         self.newline = nn.Parameter(torch.randn(llm_dim) * llm_dim**-0.5) if newline else None
         self.sep = nn.Parameter(torch.randn(llm_dim))  # TDC's ``frame_seg``: randn init
+        self.l2_scale = nn.Parameter(torch.tensor(float(l2_scale))) if l2_scale is not None else None
         # A tokenizer directory with a declared vocabulary size loads lazily (first forward), so the model
         # can be built offline (``vidtempo inspect``) before the tokenizer files exist on this machine.
         lazy = text_input and text_vocab_size is not None and isinstance(tokenizer, (str, Path)) and tokenizer != "tiny"
@@ -344,7 +352,10 @@ class TDCCompressor(TokenCompressor):
                 )
             )
         out = self.vision_proj(torch.cat(outs).to(self.vision_proj.weight.dtype))  # (Nd, K, H)
-        return F.normalize(out, dim=-1) if self.l2_normalize else out
+        if not self.l2_normalize:
+            return out
+        out = F.normalize(out, dim=-1)
+        return out if self.l2_scale is None else out * self.l2_scale.to(out.dtype)
 
     def _tokenize(
         self, query: list[str] | None, batch: int, device: torch.device
@@ -413,7 +424,8 @@ class TDCCompressor(TokenCompressor):
         return (
             f"in_dim={self.in_dim}, out_dim={self.out_dim}, num_queries={self.num_queries}, "
             f"chunk_size={self.chunk_size}, query_type={self.query_type}, add_static={self.add_static}, "
-            f"newline={self.newline is not None}, l2_normalize={self.l2_normalize}, max_tokens={self.max_tokens}"
+            f"newline={self.newline is not None}, l2_normalize={self.l2_normalize}, "
+            f"l2_scale={self.l2_scale is not None}, max_tokens={self.max_tokens}"
         )
 
 
