@@ -96,6 +96,9 @@ def test_tiny_recipe_runs_a_few_steps(recipe: Path, tmp_path, video_dir):
     if (cfg.get("objective") or {}).get("saliency_weight"):  # the auxiliary loss is trained and logged
         logged = (final.parent / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
         assert "train/saliency_loss" in logged and "train/lm_loss" in logged
+    if (cfg.model.get("compressor") or {}).get("_target_") == "tdc":  # the budget guard reports what it trimmed
+        logged = (final.parent / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+        assert "train/trimmed_tokens" in logged and "train/video_tokens" in logged
 
 
 def test_demo_keeps_the_recipes_step_cap_unless_one_is_given(tmp_path, monkeypatch):

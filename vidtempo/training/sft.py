@@ -112,6 +112,8 @@ class SFTModule(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=sync)
         if stage == "train":
             self.log("train/video_tokens", out.num_video_tokens.float().mean(), batch_size=len(batch))
+            if "trimmed" in out.info:  # a compressor's budget guard (tdc ``max_tokens``) cut tokens: per sample
+                self.log("train/trimmed_tokens", float(out.info["trimmed"]) / len(batch), batch_size=len(batch))
             self.log("train/skipped", float(self.skips.skipped), batch_size=len(batch))
         return loss
 
