@@ -74,11 +74,9 @@ def test_inspect_counts_parameters_and_tokens(capsys):
     assert "vision_encoder" in out and "llm" in out and "video tokens" in out
 
 
-@pytest.mark.parametrize("recipe", TINY, ids=lambda p: p.name)
-def test_tiny_recipe_runs_a_few_steps(recipe: Path, tmp_path, video_dir):
-    from vidtempo.training.run import train
-
-    cfg = load_recipe(recipe, [f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2"])
+def _two_step_config(recipe: Path, tmp_path: Path, overrides: list[str] = ()):
+    """A tiny recipe cut to 2 logged steps on a small TempoSynth set under tmp_path."""
+    cfg = load_recipe(recipe, [f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2", *overrides])
     cfg.trainer.pop("val_check_interval", None)
     if "max_time" in cfg.trainer:  # kept (optim.anneal_by: time reads it), long enough never to stop 2 steps
         cfg.trainer.max_time = "00:01:00:00"
@@ -91,6 +89,14 @@ def test_tiny_recipe_runs_a_few_steps(recipe: Path, tmp_path, video_dir):
         node = cfg.data.get(split)
         if node is not None and node.get("_target_") == "synth":
             node.root, node.num_videos, node.max_duration = str(tmp_path / "synth"), 10, 8
+    return cfg
+
+
+@pytest.mark.parametrize("recipe", TINY, ids=lambda p: p.name)
+def test_tiny_recipe_runs_a_few_steps(recipe: Path, tmp_path, video_dir):
+    from vidtempo.training.run import train
+
+    cfg = _two_step_config(recipe, tmp_path)
     final = train(cfg)
     assert (final / "model.safetensors").is_file()
     logged = (final.parent / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
@@ -98,6 +104,27 @@ def test_tiny_recipe_runs_a_few_steps(recipe: Path, tmp_path, video_dir):
         assert "train/saliency_loss" in logged and "train/lm_loss" in logged
     if (cfg.model.get("compressor") or {}).get("_target_") == "tdc":  # the budget guard reports what it trimmed
         assert "train/trimmed_tokens" in logged and "train/video_tokens" in logged
+
+
+def test_logged_trimmed_tokens_are_what_the_budget_guard_cut(tmp_path):
+    """Same seed, same batches: with a budget below the recipe's ~90 tokens per video, the tokens kept plus the
+    tokens logged as trimmed are the tokens the unguarded run had, step by step."""
+    import csv
+
+    from vidtempo.training.run import train
+
+    def logged(name: str, overrides: list[str]) -> list[dict[str, str]]:
+        final = train(_two_step_config(ROOT / "recipes/tiny/tdc_synth.yaml", tmp_path / name, overrides))
+        rows = csv.DictReader((final.parent / "logs" / "metrics.csv").open())
+        return [r for r in rows if r.get("train/video_tokens")]
+
+    free, guarded = logged("free", []), logged("guarded", ["model.compressor.max_tokens=40"])
+    assert len(free) == len(guarded) == 2
+    for a, b in zip(free, guarded, strict=True):
+        assert float(a["train/trimmed_tokens"]) == 0.0
+        assert float(b["train/trimmed_tokens"]) > 0 and float(b["train/video_tokens"]) <= 40
+        kept_plus_cut = float(b["train/video_tokens"]) + float(b["train/trimmed_tokens"])
+        assert kept_plus_cut == pytest.approx(float(a["train/video_tokens"]))
 
 
 def test_demo_keeps_the_recipes_step_cap_unless_one_is_given(tmp_path, monkeypatch):
