@@ -74,7 +74,7 @@ def test_inspect_counts_parameters_and_tokens(capsys):
     assert "vision_encoder" in out and "llm" in out and "video tokens" in out
 
 
-def _two_step_config(recipe: Path, tmp_path: Path, overrides: list[str] = ()):
+def _two_step_config(recipe: Path, tmp_path: Path, overrides: tuple[str, ...] | list[str] = ()):
     """A tiny recipe cut to 2 logged steps on a small TempoSynth set under tmp_path."""
     cfg = load_recipe(recipe, [f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2", *overrides])
     cfg.trainer.pop("val_check_interval", None)
