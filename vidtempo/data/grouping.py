@@ -71,8 +71,14 @@ class VideoGroupedBatchSampler:
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Change the shuffle of the next ``__iter__`` (Lightning calls it at each epoch)."""
+        """Change the shuffle of the next ``__iter__`` (Lightning calls it at each epoch, through ``sampler``)."""
         self.epoch = epoch
+
+    @property
+    def sampler(self) -> VideoGroupedBatchSampler:
+        """Itself. Lightning calls ``set_epoch`` on ``loader.sampler`` and ``loader.batch_sampler.sampler``, never
+        on the batch sampler: without this the grouped batches would repeat the same order every epoch."""
+        return self
 
     def _runs(self) -> list[list[int]]:
         rng = np.random.default_rng((self.seed, self.epoch))

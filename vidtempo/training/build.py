@@ -20,6 +20,7 @@ from vidtempo.config.errors import RecipeError
 from vidtempo.config.instantiate import instantiate
 from vidtempo.data.collate import VideoCollator
 from vidtempo.data.grouping import VideoGroupedBatchSampler, clip_keys
+from vidtempo.data.resumable import EpochRandomSampler, ResumableDataLoader
 from vidtempo.training.csv_log import ResumableCSVLogger
 
 
@@ -42,21 +43,29 @@ class VideoDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
         self.group_by_video, self.seed = int(group_by_video or 0), seed
 
-    def _loader(self, dataset: Dataset, shuffle: bool, batch_sampler: Any = None) -> DataLoader:
-        batching = {"batch_sampler": batch_sampler} if batch_sampler else {"batch_size": self.batch_size,
-                                                                            "shuffle": shuffle}  # fmt: skip
-        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=self.collator,
-                          persistent_workers=self.num_workers > 0, **batching)  # fmt: skip
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_sampler: Any = None, train: bool = False) -> DataLoader:
+        if batch_sampler is not None:
+            batching: dict[str, Any] = {"batch_sampler": batch_sampler}
+        elif train:  # an order that depends on (seed, epoch) only, so a resumed epoch can skip what it trained
+            batching = {"batch_size": self.batch_size,
+                        "sampler": EpochRandomSampler(len(dataset), self.seed) if shuffle else None}  # type: ignore[arg-type]
+        else:
+            batching = {"batch_size": self.batch_size, "shuffle": shuffle}
+        loader_class = ResumableDataLoader if train else DataLoader
+        return loader_class(dataset, num_workers=self.num_workers, collate_fn=self.collator,
+                            persistent_workers=self.num_workers > 0, **batching)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
+        """Resumable: a run restarted from a mid-epoch checkpoint skips the batches that epoch already trained
+        (``ResumableDataLoader``), without decoding them."""
         if self.group_by_video <= 1:
-            return self._loader(self.train_set, self.shuffle)
+            return self._loader(self.train_set, self.shuffle, train=True)
         trainer = getattr(self, "trainer", None)
         sampler = VideoGroupedBatchSampler(
             clip_keys(self.train_set), self.batch_size, self.group_by_video, shuffle=self.shuffle, seed=self.seed,
             num_replicas=getattr(trainer, "world_size", 1) or 1, rank=getattr(trainer, "global_rank", 0) or 0,
         )  # fmt: skip
-        return self._loader(self.train_set, self.shuffle, batch_sampler=sampler)
+        return self._loader(self.train_set, self.shuffle, batch_sampler=sampler, train=True)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_set, False) if self.val_set is not None else []
