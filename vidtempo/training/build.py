@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from vidtempo.config.errors import RecipeError
 from vidtempo.config.instantiate import instantiate
@@ -25,7 +25,12 @@ from vidtempo.training.csv_log import ResumableCSVLogger
 
 
 class VideoDataModule(L.LightningDataModule):
-    """Train/val datasets of samples + the collator that decodes them in the workers."""
+    """Train/val datasets of samples + the collator that decodes them in the workers.
+
+    The module shards its own loaders over data-parallel ranks (``build_trainer`` turns Lightning's sampler
+    injection off): Lightning cannot re-wrap the grouped batch sampler of ``group_by_video`` and would stop
+    with a TypeError under DDP/FSDP.
+    """
 
     def __init__(
         self,
@@ -43,15 +48,19 @@ class VideoDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
         self.group_by_video, self.seed = int(group_by_video or 0), seed
 
-    def _loader(self, dataset: Dataset, shuffle: bool, batch_sampler: Any = None, train: bool = False) -> DataLoader:
-        if batch_sampler is not None:
-            batching: dict[str, Any] = {"batch_sampler": batch_sampler}
-        elif train:  # an order that depends on (seed, epoch) only, so a resumed epoch can skip what it trained
-            batching = {"batch_size": self.batch_size,
-                        "sampler": EpochRandomSampler(len(dataset), self.seed) if shuffle else None}  # type: ignore[arg-type]
-        else:
-            batching = {"batch_size": self.batch_size, "shuffle": shuffle}
-        loader_class = ResumableDataLoader if train else DataLoader
+    def _ranks(self) -> tuple[int, int]:
+        """(world size, this rank): (1, 0) outside a distributed trainer."""
+        trainer = getattr(self, "trainer", None)
+        return int(getattr(trainer, "world_size", 1) or 1), int(getattr(trainer, "global_rank", 0) or 0)
+
+    def _sampler(self, dataset: Dataset, shuffle: bool) -> Sampler | None:
+        world, rank = self._ranks()
+        if world > 1:  # what Lightning would inject: the recipe's seed, reshuffled by set_epoch
+            return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
+        # an order that depends on (seed, epoch) only, so a resumed epoch can skip what it trained
+        return EpochRandomSampler(len(dataset), self.seed) if shuffle else None  # type: ignore[arg-type]
+
+    def _loader(self, dataset: Dataset, loader_class: type[DataLoader], **batching: Any) -> DataLoader:
         return loader_class(dataset, num_workers=self.num_workers, collate_fn=self.collator,
                             persistent_workers=self.num_workers > 0, **batching)  # fmt: skip
 
@@ -59,16 +68,18 @@ class VideoDataModule(L.LightningDataModule):
         """Resumable: a run restarted from a mid-epoch checkpoint skips the batches that epoch already trained
         (``ResumableDataLoader``), without decoding them."""
         if self.group_by_video <= 1:
-            return self._loader(self.train_set, self.shuffle, train=True)
-        trainer = getattr(self, "trainer", None)
-        sampler = VideoGroupedBatchSampler(
-            clip_keys(self.train_set), self.batch_size, self.group_by_video, shuffle=self.shuffle, seed=self.seed,
-            num_replicas=getattr(trainer, "world_size", 1) or 1, rank=getattr(trainer, "global_rank", 0) or 0,
-        )  # fmt: skip
-        return self._loader(self.train_set, self.shuffle, batch_sampler=sampler, train=True)
+            sampler = self._sampler(self.train_set, self.shuffle)
+            return self._loader(self.train_set, ResumableDataLoader, batch_size=self.batch_size, sampler=sampler)
+        world, rank = self._ranks()
+        grouped = VideoGroupedBatchSampler(clip_keys(self.train_set), self.batch_size, self.group_by_video,
+                                           shuffle=self.shuffle, seed=self.seed, num_replicas=world, rank=rank)  # fmt: skip
+        return self._loader(self.train_set, ResumableDataLoader, batch_sampler=grouped)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set, False) if self.val_set is not None else []
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, DataLoader, batch_size=self.batch_size,
+                            sampler=self._sampler(self.val_set, False))  # fmt: skip
 
 
 def expand_stages(cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -149,6 +160,7 @@ def build_trainer(stage: dict[str, Any], stage_dir: Path, recipe_yaml: str | Non
     kwargs["strategy"] = resolve_strategy(kwargs.get("strategy", "auto"), kwargs.get("accelerator", "auto"),
                                           kwargs.get("devices", 1), kwargs.get("num_nodes", 1))
     kwargs.setdefault("gradient_clip_val", stage["optim"].get("grad_clip", 1.0) or None)
+    kwargs.setdefault("use_distributed_sampler", False)  # VideoDataModule shards its loaders itself
     ckpt = stage.get("checkpoint") or {}
     callbacks = [
         ModelCheckpoint(
