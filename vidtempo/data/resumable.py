@@ -9,7 +9,7 @@ the same epoch's order *by index*: skipped samples are never loaded or decoded.
 
 The order must be a function of the epoch alone for this to hold: ``EpochRandomSampler`` (a ``RandomSampler``
 whose generator is seeded by (seed, epoch) at ``set_epoch``, which Lightning calls at every epoch start),
-``SequentialSampler``, ``DistributedSampler`` (what Lightning puts in their place under DDP/FSDP) and
+``SequentialSampler``, ``DistributedSampler`` (what ``VideoDataModule`` uses under DDP/FSDP) and
 ``VideoGroupedBatchSampler`` all are.
 
 Example:
@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -37,8 +37,8 @@ class EpochRandomSampler(RandomSampler):
     """A random permutation of ``range(n)`` that depends only on (``seed``, epoch).
 
     ``RandomSampler`` without a generator draws a fresh seed from the global RNG at each epoch, so the order
-    after a resume differs from the order of the uninterrupted run. Being a ``RandomSampler``, Lightning still
-    replaces it by a ``DistributedSampler(shuffle=True)`` under DDP/FSDP.
+    after a resume differs from the order of the uninterrupted run. (Under DDP/FSDP ``VideoDataModule`` uses a
+    ``DistributedSampler`` instead, which is seeded the same way.)
 
     Example:
         >>> s = EpochRandomSampler(5, seed=3)
@@ -71,7 +71,7 @@ class _SkipFirst:
         return itertools.islice(iter(self.inner), self.loader._take_skip(), None)
 
     def __len__(self) -> int:
-        return len(self.inner) if isinstance(self.inner, Sized) else 0  # the whole epoch, as Lightning expects
+        return len(self.inner)  # type: ignore[arg-type]  # the whole epoch, as Lightning expects
 
 
 class ResumableDataLoader(DataLoader):
