@@ -201,7 +201,8 @@ class VideoLLM(nn.Module):
             CompressorInput(feats=full, frame_mask=frame_mask, timestamps=timestamps, grid=grid,
                             audio=audio_feats, query=queries)
         )  # fmt: skip
-        return VideoTokens(tokens=self.projector(comp.tokens), mask=comp.mask, info=comp.info)
+        info = {**(comp.info or {}), "frame_features": full}  # (B, T, P, D): read by encoder-level losses
+        return VideoTokens(tokens=self.projector(comp.tokens), mask=comp.mask, info=info)
 
     def _encode_frames(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         b, t = frames.shape[:2]

@@ -180,10 +180,12 @@ def build_objective(stage: dict[str, Any], model: Any, recipe: str, prefix: str)
     collator = data.get("collator") or {}
     check_saliency(stage["objective"], collator, recipe, prefix)
     extra = {}
-    if float(stage["objective"].get("tag_weight", 0) or 0):
+    for key in ("tag_weight", "encoder_tag_weight"):
+        if not float(stage["objective"].get(key, 0) or 0):
+            continue
         if not collator.get("frame_tags"):
-            raise RecipeError("tag_weight > 0 needs data.collator.frame_tags (the tag labels)", recipe=recipe,
-                              key=f"{prefix}objective.tag_weight")  # fmt: skip
+            raise RecipeError(f"{key} > 0 needs data.collator.frame_tags (the tag labels)", recipe=recipe,
+                              key=f"{prefix}objective.{key}")  # fmt: skip
         extra["num_tags"] = len(collator["frame_tags"])
     return instantiate(
         stage["objective"], key=f"{prefix}objective", recipe=recipe, model=model, optim=stage["optim"],

@@ -18,6 +18,7 @@ from torch import nn
 
 from vidtempo.data.collate import VideoCollator
 from vidtempo.data.frame_targets import OPTION_SLOTS
+from vidtempo.training.encoder_tags import EncoderTagLoss, vision_feature_dim
 from vidtempo.training.optim import OptimSettings, lightning_optimizers
 from vidtempo.training.saliency import FrameSaliencyLoss
 from vidtempo.training.skips import SkipTracker
@@ -48,6 +49,12 @@ class SFTModule(L.LightningModule):
             default). Tokens after the video read a block's output only through the next block's attention,
             so a head on block k's output puts what it predicts where blocks k+1.. can use it (deep
             supervision; docs/methods/frame_losses.md).
+        encoder_tag_weight: weight of a second per-frame tag loss read from the vision encoder's own features
+            (``EncoderTagLoss``: each frame's patch features max-pooled, a linear head), so the encoder learns
+            what each frame shows without going through the compressor and the LLM; 0 = off. Needs
+            ``data.collator.frame_tags``.
+        encoder_tag_slots: the tag columns that head predicts (default: all ``num_tags``); give the visual
+            ones when the tags also list sounds, e.g. ``12`` for the first 12.
     """
 
     def __init__(
@@ -62,6 +69,8 @@ class SFTModule(L.LightningModule):
         saliency_reduction: str = "sample",
         saliency_layer: int = -1,
         tag_layer: int = -1,
+        encoder_tag_weight: float = 0.0,
+        encoder_tag_slots: int | list[int] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -78,6 +87,14 @@ class SFTModule(L.LightningModule):
         if self.tag_weight and num_tags < 1:
             raise ValueError("tag_weight > 0 needs num_tags >= 1 (the labels of data.collator.frame_tags)")
         self.tags = FrameSaliencyLoss(llm_hidden_size(model), slots=num_tags) if self.tag_weight else None
+        self.encoder_tag_weight = float(encoder_tag_weight)
+        if self.encoder_tag_weight and num_tags < 1 and encoder_tag_slots is None:
+            raise ValueError("encoder_tag_weight > 0 needs num_tags >= 1 (the labels of data.collator.frame_tags)")
+        self.encoder_tags = (
+            EncoderTagLoss(vision_feature_dim(model), encoder_tag_slots if encoder_tag_slots is not None else num_tags)
+            if self.encoder_tag_weight
+            else None
+        )
         self.layers = {"frame_targets": int(saliency_layer), "frame_tags": int(tag_layer)}
 
     collator_class = VideoCollator  # the collator this objective's batches come from
@@ -100,7 +117,7 @@ class SFTModule(L.LightningModule):
         out = self(batch)
         loss = out.loss
         sync = stage != "train"
-        if self.saliency is not None or self.tags is not None:
+        if self.frame_heads():
             self.log(f"{stage}/lm_loss", out.loss, batch_size=len(batch), sync_dist=sync)
         for name, head, weight, targets in (("saliency", self.saliency, self.saliency_weight, "frame_targets"),
                                             ("tag", self.tags, self.tag_weight, "frame_tags")):  # fmt: skip
@@ -109,6 +126,10 @@ class SFTModule(L.LightningModule):
             aux = self._frame_loss(head, out, batch, targets)
             self.log(f"{stage}/{name}_loss", aux, batch_size=len(batch), sync_dist=sync)
             loss = loss + weight * aux
+        if self.encoder_tags is not None:
+            aux = self._encoder_tag_loss(out, batch)
+            self.log(f"{stage}/encoder_tag_loss", aux, batch_size=len(batch), sync_dist=sync)
+            loss = loss + self.encoder_tag_weight * aux
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=sync)
         if stage == "train":
             self.log("train/video_tokens", out.num_video_tokens.float().mean(), batch_size=len(batch))
@@ -126,6 +147,16 @@ class SFTModule(L.LightningModule):
         return head(hidden, batch.input_ids, batch.attention_mask, out.num_video_tokens,
                     batch.frame_mask, targets, out.info.get("token_frames"))  # fmt: skip
 
+    def _encoder_tag_loss(self, out: Any, batch: Any) -> torch.Tensor:
+        assert self.encoder_tags is not None
+        if batch.frame_tags is None:
+            raise ValueError("the encoder_tag loss needs per-frame tags: set data.collator.frame_tags: [labels]")
+        features = out.info.get("frame_features")
+        if features is None:
+            raise ValueError("encoder_tag_weight > 0 needs the model's per-frame encoder features "
+                             "(VideoLLM puts them in info['frame_features'])")  # fmt: skip
+        return self.encoder_tags(features, batch.frame_mask, batch.frame_tags)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, "train")
 
@@ -134,7 +165,8 @@ class SFTModule(L.LightningModule):
 
     def frame_heads(self) -> dict[str, nn.Module]:
         """The per-frame heads this objective trains beside the model (not part of the exported model)."""
-        return {k: m for k, m in (("saliency", self.saliency), ("tags", self.tags)) if m is not None}
+        heads = (("saliency", self.saliency), ("tags", self.tags), ("encoder_tags", self.encoder_tags))
+        return {k: m for k, m in heads if m is not None}
 
     def configure_optimizers(self) -> Any:
         return lightning_optimizers(self.model, self.optim, self.trainer, extra=self.frame_heads())
