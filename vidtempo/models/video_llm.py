@@ -183,7 +183,9 @@ class VideoLLM(nn.Module):
         """frames (B, T, 3, H, W) in [0, 1] (or cached ``features`` (B, T, P, D) + ``grid``) -> video tokens
         (B, N, H_llm) with mask (B, N). With ``clip_index`` (B,), frames / features / audio hold U distinct
         clips (U, ...): each is encoded once and row b gets clip ``clip_index[b]``'s features before the
-        compressor (which may read the row's question); frame_mask and timestamps stay (B, T)."""
+        compressor (which may read the row's question); frame_mask and timestamps stay (B, T). ``info`` holds
+        the compressor's diagnostics and ``frame_features``, the encoder's (B, T, P, D) patch features (for
+        encoder-level training losses, e.g. ``vidtempo.training.encoder_tags``)."""
         if features is not None:
             if grid is None:
                 raise ValueError("cached features need their patch grid")
