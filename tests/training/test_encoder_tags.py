@@ -99,3 +99,19 @@ def test_recipe_keys_errors_and_the_head_is_saved_with_the_others(tmp_path):
     batch = SimpleNamespace(frame_tags=None)
     with pytest.raises(ValueError, match="data.collator.frame_tags"):
         module._encoder_tag_loss(SimpleNamespace(info={}), batch)
+
+
+def test_grouped_batches_give_each_row_its_clips_features():
+    """With ``clip_index`` (several questions of one video in a batch) each clip is encoded once; the features
+    the loss reads are per row again, so they line up with the rows' frame_tags."""
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    ids = torch.tensor([[3, 4, VIDEO_TOKEN_INDEX, 5]] * 3)
+    clips = torch.rand(2, 3, 3, 32, 32)  # (U, T, 3, H, W): 2 distinct clips for 3 rows
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), frames=clips, clip_index=torch.tensor([1, 0, 1]))
+    feats = out.info["frame_features"]  # (B, T, P, D)
+    assert feats.shape[:2] == (3, 3)
+    torch.testing.assert_close(feats[0], feats[2])
+    alone = model(input_ids=ids[:1], attention_mask=torch.ones_like(ids[:1]), frames=clips[1:])
+    torch.testing.assert_close(feats[0], alone.info["frame_features"][0])
+    assert not torch.equal(feats[0], feats[1])
