@@ -1,0 +1,133 @@
+"""Behaviour pins: the first five training losses of four tiny recipes (fixed seed, small TempoSynth sets) and
+the tokens a checkpoint written by an earlier vidtempo generates.
+
+``tests/core/golden/losses.json`` and ``tests/core/golden/pool_ckpt/`` were recorded on commit 5919963,
+before the contracts refactor (VideoInputs, Objective base, auxiliary losses as plug-ins), with::
+
+    python tests/core/test_golden_losses.py --record
+
+The refactor must leave every loss within 1e-6 and the old checkpoint loadable, generating the same tokens.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parent / "golden"
+RECIPES = {
+    "sft_pool": ("recipes/tiny/sft_pool.yaml", False),
+    "tdc_synth_all": ("recipes/tiny/tdc_synth_all.yaml", False),
+    "synth_all": ("recipes/tiny/synth_all.yaml", False),
+    "tempo_synth_dpo": ("recipes/tiny/tempo_synth.yaml", True),
+}
+STEPS = 5
+
+
+def _config(recipe: str, out: Path, dpo: bool) -> Any:
+    from omegaconf import OmegaConf
+
+    from vidtempo.config.load import load_recipe, recipe_path, resolve_recipe
+
+    overrides = [f"output_dir={out / 'run'}", f"trainer.max_steps={STEPS}", "trainer.log_every_n_steps=1"]
+    cfg = load_recipe(ROOT / recipe, overrides)
+    cfg.trainer.pop("val_check_interval", None)
+    if "max_time" in cfg.trainer:
+        cfg.trainer.max_time = "00:01:00:00"
+    for split in ("train", "val"):
+        node = cfg.data.get(split)
+        if node is not None and node.get("_target_") == "synth":
+            node.root, node.num_videos, node.max_duration = str(out / "synth"), 10, 8
+    cfg.pop("val", None)
+    if not dpo:
+        return cfg
+    from vidtempo.training.curriculum import expand_curriculum
+
+    cfg.curriculum.with_sft = False
+    cfg.dpo.trainer = {"max_steps": STEPS, "log_every_n_steps": 1, "limit_val_batches": 0}
+    for split in ("train", "val"):
+        cfg.dpo.data[split].root, cfg.dpo.data[split].num_videos = str(out / "synth"), 10
+        cfg.dpo.data[split].max_duration = 8
+    plain = OmegaConf.to_container(resolve_recipe(cfg), resolve=True)
+    expanded = expand_curriculum(plain, curriculum=False, pre_sft=True, recipe=recipe_path(cfg))
+    expanded["stages"][0]["trainer"]["max_steps"] = STEPS  # the one DPO stage, cut to STEPS
+    return OmegaConf.create(expanded)
+
+
+def first_losses(name: str, out: Path) -> list[float]:
+    """The logged ``train/loss`` of the first STEPS steps of recipe ``name`` trained under ``out``."""
+    from vidtempo.training.run import train
+
+    recipe, dpo = RECIPES[name]
+    final = train(_config(recipe, out, dpo))
+    rows = csv.DictReader((final.parent / "logs" / "metrics.csv").open())
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(losses) == STEPS, losses
+    return losses
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_first_losses_are_unchanged(name: str, tmp_path):
+    expected = json.loads((GOLDEN / "losses.json").read_text())[name]
+    assert first_losses(name, tmp_path) == pytest.approx(expected, abs=1e-6, rel=0)
+
+
+def test_checkpoint_from_before_the_refactor_generates_the_same_tokens():
+    """A ``final/`` directory written by vidtempo before the contracts refactor still loads (the current loader)
+    and greedy generation on a fixed video gives the tokens it gave then."""
+    expected = json.loads((GOLDEN / "pool_ckpt_tokens.json").read_text())
+    tokens, logits = generate_tokens(GOLDEN / "pool_ckpt")
+    assert tokens == expected["tokens"]
+    for row, want in zip(logits, expected["logits"], strict=True):
+        assert row == pytest.approx(want, abs=1e-5)
+
+
+def generate_tokens(checkpoint: Path) -> tuple[list[list[int]], list[list[float]]]:
+    """Greedy tokens for two fixed inputs, and the first 32 next-token logits of each row (a stronger pin
+    than the tokens of a 5-step model)."""
+    import torch
+
+    from vidtempo.models.checkpoint import load_pretrained
+
+    model = load_pretrained(checkpoint, load_tokenizer=False)[0].eval()
+    torch.manual_seed(0)
+    frames = torch.rand(2, 4, 3, 32, 32)  # (B, T, 3, H, W): a fixed "video" per row
+    ids = torch.tensor([[5, -200, 7, 8, 9], [6, -200, 10, 11, 12]])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), frames=frames,
+                         frame_mask=torch.ones(2, 4, dtype=torch.bool),
+                         timestamps=torch.tensor([[0.5, 1.5, 2.5, 3.5]] * 2), max_new_tokens=8)  # fmt: skip
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), frames=frames,
+                       frame_mask=torch.ones(2, 4, dtype=torch.bool),
+                       timestamps=torch.tensor([[0.5, 1.5, 2.5, 3.5]] * 2)).logits[:, -1, :32]  # fmt: skip
+    return out.tolist(), logits.tolist()
+
+
+def _record() -> None:  # pragma: no cover - run by hand, once, before a behaviour-preserving refactor
+    import shutil
+    import tempfile
+
+    GOLDEN.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp())
+    if "--only-tokens" in sys.argv:  # the losses are kept; the token pin is rewritten from the kept checkpoint
+        tokens, logits = generate_tokens(GOLDEN / "pool_ckpt")
+        (GOLDEN / "pool_ckpt_tokens.json").write_text(json.dumps({"tokens": tokens, "logits": logits}) + "\n")
+        return
+    losses = {name: first_losses(name, tmp / name) for name in sorted(RECIPES)}
+    (GOLDEN / "losses.json").write_text(json.dumps(losses, indent=1) + "\n")
+    final = tmp / "sft_pool" / "run" / "0_sft" / "final"
+    shutil.rmtree(GOLDEN / "pool_ckpt", ignore_errors=True)
+    shutil.copytree(final, GOLDEN / "pool_ckpt")
+    tokens, logits = generate_tokens(GOLDEN / "pool_ckpt")
+    (GOLDEN / "pool_ckpt_tokens.json").write_text(json.dumps({"tokens": tokens, "logits": logits}) + "\n")
+    print(json.dumps(losses, indent=1))
+
+
+if __name__ == "__main__" and "--record" in sys.argv:
+    _record()
