@@ -185,6 +185,10 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
         "multiple_choice": ("vidtempo.data.datasets:MultipleChoiceDataset", "A-E multiple-choice QA"),
         "preference": ("vidtempo.data.datasets:PreferenceDataset", "chosen/rejected preference pairs"),
         "synth": ("vidtempo.synth.dataset:SynthConversations", "TempoSynth conversations (generated on first use)"),
+        "synth_preference": (
+            "vidtempo.synth.pairs:SynthPreferencePairs",
+            "TEMPO-style pairs from TempoSynth dense captions (perturbed events or video)",
+        ),
     },
     "sampler": {
         "uniform": ("vidtempo.data.sampling:UniformSampler", "N frames at segment midpoints"),

@@ -63,7 +63,8 @@ def option_samples(item: EvalItem, answer: str) -> list[ConversationSample]:
 
 
 def answer_logprobs(logits: Any, labels: Any) -> Any:
-    """(B,) summed log p(label) over each row's labelled positions: the DPO code's ``sequence_logps``.
+    """(B,) summed log p(label) over each row's labelled positions: the sums DPO trains on
+    (:func:`vidtempo.models.logprobs.sequence_logps`).
 
     Example:
         >>> import torch
@@ -71,7 +72,7 @@ def answer_logprobs(logits: Any, labels: Any) -> Any:
         >>> round(float(answer_logprobs(logits, torch.tensor([[-100, 1, 2]]))[0]), 4)  # 2 tokens x log(1/4)
         -2.7726
     """
-    from vidtempo.training.losses import sequence_logps  # lazy: the runner imports no training code
+    from vidtempo.models.logprobs import sequence_logps  # lazy: the runner imports no model code
 
     return sequence_logps(logits, labels, ignore_index=IGNORE_INDEX)[0]
 

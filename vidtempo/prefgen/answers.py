@@ -2,7 +2,7 @@
 
 The model being trained answers each training question twice: on the intact video (the chosen answer) and
 on the same frames put out of order (the rejected answer): blocks of ``g = max(1, n // m)`` frames shuffled or
-reversed, TEMPLE's ``shuffle(m)`` / ``reverse(m)`` on the frame axis (``vidtempo.data.pref_synth.
+reversed, TEMPLE's ``shuffle(m)`` / ``reverse(m)`` on the frame axis (``vidtempo.data.perturb.
 perturb_indices``; larger ``m`` = stronger corruption = easier pair). Audio windows move with their frames.
 A pair is kept only when the two answers differ: the model's answer changed because the order changed, and
 DPO then prefers the answer the true order gives. The pair is output-side (both answers are scored on the
@@ -75,10 +75,9 @@ class AnswerPairSettings:
 
 
 def block_order(n: int, kind: str, magnitude: int, seed: int, key: str) -> list[int] | None:
-    """The frame order of one perturbed question (``pref_synth.perturb_indices`` seeded by ``(seed, key,
+    """The frame order of one perturbed question (``perturb.perturb_indices`` seeded by ``(seed, key,
     kind, magnitude)``); None when it cannot change the order (e.g. one frame)."""
-    from vidtempo.data.pref_synth import perturb_indices
-    from vidtempo.prefgen.pairs import rng_for
+    from vidtempo.data.perturb import perturb_indices, rng_for
 
     return perturb_indices(n, kind, magnitude, rng_for(seed, key, kind, str(magnitude)))
 

@@ -3,10 +3,10 @@
 For every selected video (:mod:`vidtempo.prefgen.select`) with clip captions
 (:mod:`vidtempo.prefgen.captions`) and every perturbation ``drop`` / ``shuffle`` / ``reverse`` at every
 magnitude (16, 8, 4, 2), the merged-segment order is perturbed with
-:func:`vidtempo.data.pref_synth.perturb_indices` (identity shuffles re-drawn, a deliberate deviation from
-the released code: methods.md 3.10), then:
+:func:`vidtempo.data.perturb.perturb_indices` (identity shuffles re-drawn, a deliberate deviation from
+the released code; ``docs/methods/tempo.md``), then:
 
-* ``caption`` domain (the released code, ``../shared/docs/methods.md`` 3.5-3.6): chosen = the model's
+* ``caption`` domain (the released code; ``docs/methods/prefgen.md``): chosen = the model's
   description of the captions in true order, rejected = its description of the perturbed list; both answer
   the clean video. TEMPLE's pair filters apply: chosen contained in rejected; ``drop`` with a rejected
   answer at least as long as the chosen one; ``shuffle``/``reverse`` with a length ratio above 1.5 either way.
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from vidtempo.data.pref_synth import PERTURBATIONS, perturb_indices
+from vidtempo.data.perturb import PERTURBATIONS, perturb_indices, rng_for
 from vidtempo.prefgen.captions import CaptionSettings
 from vidtempo.prefgen.select import Selection, SelectSettings
 
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 DOMAINS = ("caption", "video")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
-# The six captioning instructions of TEMPLE's convert_to_swift.py (methods.md 3.6), one drawn per pair.
+# The six captioning instructions of TEMPLE's convert_to_swift.py, one drawn per pair.
 CAPTION_INSTRUCTIONS: tuple[str, ...] = (
     "Describe the video in detail.",
     "Provide a detailed description of the events of this video.",
@@ -162,11 +162,6 @@ class PrefgenSettings:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def rng_for(seed: int, *keys: str) -> np.random.Generator:
-    """A generator seeded by ``seed`` and string keys (stable across runs and processes)."""
-    return np.random.default_rng([int(seed), *(zlib.crc32(k.encode()) for k in keys)])
-
-
 def pair_filter_reason(chosen: str, rejected: str, kind: str, max_ratio: float = 1.5) -> str | None:
     """TEMPLE's pair filters (convert_to_swift.py): the reason a caption-domain pair is dropped, or None."""
     if chosen in rejected:

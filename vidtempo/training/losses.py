@@ -1,7 +1,8 @@
 """Preference-optimisation losses: DPO and its hinge / IPO / robust variants, plus the RPO NLL term.
 
 All losses work on per-example *summed* response log-probs, shape (B,), as produced by
-:func:`sequence_logps`. Formulas and their sources are in ``docs/methods/dpo_losses.md``:
+:func:`vidtempo.models.logprobs.sequence_logps` (re-exported here). Formulas and their sources are in
+``docs/methods/dpo_losses.md``:
 
 * ``sigmoid``: DPO (Rafailov et al. 2023, arXiv 2305.18290, eq. 7) with optional conservative label
   smoothing eps (cDPO, Mitchell 2023 "A note on DPO with noisy preferences"):
@@ -27,6 +28,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# sequence_logps lives in the neutral models.logprobs (eval scores options with it); re-exported here
+from vidtempo.models.logprobs import sequence_logps, shifted_token_nll
 
 LOSS_TYPES: tuple[str, ...] = ("sigmoid", "hinge", "ipo", "robust")
 _SMOOTHED_LOSSES = ("sigmoid", "robust")
@@ -166,53 +170,6 @@ def dpo_loss(
     return losses, chosen_rewards, rejected_rewards
 
 
-def _shifted_token_nll(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Next-token NLL for causal LMs; 0 at ignored positions. logits (B, L, V), labels (B, L) -> (B, L-1)."""
-    if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
-        raise ValueError(
-            f"expected logits (B, L, V) and labels (B, L) with the same B and L, got logits "
-            f"{tuple(logits.shape)} and labels {tuple(labels.shape)}"
-        )
-    shift_logits = logits[:, :-1].float()  # (B, L-1, V): position t predicts token t+1
-    shift_labels = labels[:, 1:].to(logits.device)  # (B, L-1)
-    nll = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
-        shift_labels.reshape(-1),
-        ignore_index=ignore_index,
-        reduction="none",
-    )
-    return nll.view(shift_labels.shape)
-
-
-def sequence_logps(
-    logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probs of the labelled tokens of a causal LM, and how many tokens were summed.
-
-    The shift happens here: ``logits[:, t]`` scores ``labels[:, t + 1]``, so pass the unshifted ``labels``
-    aligned with ``input_ids`` (prompt, padding and video positions set to ``ignore_index``). Logits are
-    upcast to float32 before the log-softmax.
-
-    Args:
-        logits: (B, L, V) model outputs.
-        labels: (B, L) target ids, ``ignore_index`` where a token is not part of the response.
-        ignore_index: label value to skip.
-
-    Returns:
-        ``(summed_logps (B,), lengths (B,))``: float32 sums over the response tokens and their int64 counts.
-
-    Example:
-        >>> import torch
-        >>> logits = torch.zeros(1, 3, 4)  # uniform over 4 tokens
-        >>> logps, n = sequence_logps(logits, torch.tensor([[-100, 2, 3]]))
-        >>> round(logps.item(), 4), n.item()  # 2 * log(1/4)
-        (-2.7726, 2)
-    """
-    nll = _shifted_token_nll(logits, labels, ignore_index)  # (B, L-1)
-    lengths = (labels[:, 1:] != ignore_index).sum(dim=1)  # (B,)
-    return -nll.sum(dim=1), lengths.to(nll.device)
-
-
 def rpo_nll(
     chosen_logits: torch.Tensor, chosen_labels: torch.Tensor, *, ignore_index: int = -100
 ) -> torch.Tensor:
@@ -235,7 +192,7 @@ def rpo_nll(
         >>> round(rpo_nll(torch.zeros(1, 3, 4), torch.tensor([[-100, 1, 2]])).item(), 4)  # log(4)
         1.3863
     """
-    nll = _shifted_token_nll(chosen_logits, chosen_labels, ignore_index)  # (B, L-1)
+    nll = shifted_token_nll(chosen_logits, chosen_labels, ignore_index)  # (B, L-1)
     count = (chosen_labels[:, 1:] != ignore_index).sum()
     return nll.sum() / count.clamp(min=1).to(nll.dtype)
 

@@ -1,36 +1,23 @@
 """Tiny, deterministic TEMPO-style preference pairs from TempoSynth dense captions (no model involved).
 
-TEMPLE builds rejected answers by perturbing the *order* of a video's clip captions before a model writes the
-answer (``drop`` / ``shuffle`` / ``reverse`` at magnitudes 16, 8, 4, 2; ``../shared/docs/methods.md`` 3.5).
-Here the chosen answer is TempoSynth's ground-truth dense caption (one ``"s - e seconds, sentence"`` line per
-event, sorted by time) and the same perturbations act on its events, so the pairs isolate time order:
+The chosen answer is TempoSynth's ground-truth dense caption (one ``"s - e seconds, sentence"`` line per event,
+sorted by time) and TEMPLE's time-order perturbations (:mod:`vidtempo.data.perturb`) act on its events, so
+the pairs isolate time order:
 
-* ``caption`` domain (output-side pairs, same video): ``drop(m)`` keeps ``max(1, n // m)`` events chosen at
-  random (order kept); ``shuffle(m)`` / ``reverse(m)`` permute / reverse blocks of ``g = max(1, n // m)``
-  consecutive events. The time stamps stay in their (sorted) slots and the sentences move, so the rejected
-  answer tells the events in the wrong order at plausible times.
+* ``caption`` domain (output-side pairs, same video): the rejected answer is the perturbed dense caption.
 * ``video`` domain (input-side pairs): the rejected side keeps the chosen answer but sees a perturbed copy
   of the video (1-second units of frames and audio dropped / block-shuffled / block-reversed, same rules),
   written once under ``<root>/perturbed/``.
 
-Larger ``m`` = stronger corruption = easier pair. Shuffles that leave the order unchanged are re-drawn (a
-deliberate deviation from the released code, which keeps them; methods.md 3.10); a pair whose rejected side is
-identical to its chosen side is dropped and counted in ``stats``. Each pair's meta records ``perturbation``,
-``magnitude`` (its difficulty), ``domain`` and ``task``.
-
-Example:
-    >>> import numpy as np
-    >>> perturb_indices(8, "reverse", 4, np.random.default_rng(0))  # blocks of 2, reversed
-    [6, 7, 4, 5, 2, 3, 0, 1]
-    >>> perturb_indices(8, "drop", 4, np.random.default_rng(0))  # keep 8 // 4 = 2 events, in order
-    [5, 7]
+A pair whose rejected side is identical to its chosen side is dropped and counted in ``stats``. Each pair's
+meta records ``perturbation``, ``magnitude`` (its difficulty), ``domain``, ``task`` and ``video_id``. The
+recipe alias is ``synth_preference`` (dataset kind); see ``docs/methods/tempo.md``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import zlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,64 +26,20 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from vidtempo.data.perturb import (
+    DEFAULT_MAGNITUDES,
+    PERTURBATIONS,
+    parse_dense_caption,
+    perturb_caption,
+    perturb_indices,
+    rng_for,
+)
 from vidtempo.data.samples import PreferenceSample
+from vidtempo.synth.dataset import SynthConversations
 
 log = logging.getLogger(__name__)
 
-PERTURBATIONS: tuple[str, ...] = ("drop", "shuffle", "reverse")
-DEFAULT_MAGNITUDES: tuple[int, ...] = (16, 8, 4, 2)
 DOMAINS: tuple[str, ...] = ("caption", "video")
-MAX_REDRAWS = 100
-
-
-def perturb_indices(n: int, kind: str, magnitude: int, rng: np.random.Generator) -> list[int] | None:
-    """Indices of ``n`` ordered units after a TEMPLE perturbation; None when it cannot change the order.
-
-    Args:
-        n: number of units (clip captions, events, seconds of video).
-        kind: ``drop``, ``shuffle`` or ``reverse``.
-        magnitude: m >= 1; drop keeps ``max(1, n // m)`` units, shuffle/reverse move blocks of that size.
-        rng: random source (drop and shuffle).
-    """
-    if kind not in PERTURBATIONS:
-        raise ValueError(f"unknown perturbation '{kind}'; valid: {', '.join(PERTURBATIONS)}")
-    if magnitude < 1:
-        raise ValueError(f"perturbation magnitude must be >= 1, got {magnitude}")
-    size = max(1, n // magnitude)
-    if kind == "drop":
-        return sorted(int(i) for i in rng.choice(n, size=size, replace=False)) if size < n else None
-    blocks = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
-    if len(blocks) < 2:
-        return None
-    if kind == "reverse":
-        return [i for block in reversed(blocks) for i in block]
-    for _ in range(MAX_REDRAWS):  # re-draw identity shuffles (methods.md 3.10)
-        order = rng.permutation(len(blocks))
-        if any(int(o) != k for k, o in enumerate(order)):
-            return [i for o in order for i in blocks[int(o)]]
-    return None  # pragma: no cover - 2+ blocks give a non-identity draw with probability ~1
-
-
-def parse_dense_caption(text: str, where: str) -> list[tuple[str, str]]:
-    """``"s - e seconds, sentence"`` lines -> [(time stamp, sentence)]."""
-    events = []
-    for n, line in enumerate(text.strip().splitlines(), 1):
-        stamp, sep, sentence = line.partition(", ")
-        if not sep or not stamp.endswith("seconds"):
-            raise ValueError(f"{where}: line {n} is not 's - e seconds, sentence': {line!r}")
-        events.append((stamp, sentence))
-    return events
-
-
-def perturb_caption(events: list[tuple[str, str]], kind: str, order: list[int]) -> str:
-    """The rejected dense caption: dropped lines vanish; moved sentences take the slots' time stamps."""
-    if kind == "drop":
-        return "\n".join(f"{events[i][0]}, {events[i][1]}" for i in order)
-    return "\n".join(f"{events[slot][0]}, {events[i][1]}" for slot, i in enumerate(order))
-
-
-def _rng(seed: int, *keys: str) -> np.random.Generator:
-    return np.random.default_rng([int(seed), *(zlib.crc32(k.encode()) for k in keys)])
 
 
 class SynthPreferencePairs(Dataset):
@@ -134,8 +77,6 @@ class SynthPreferencePairs(Dataset):
         max_duration: float = 30.0,
         limit: int | None = None,
     ) -> None:
-        from vidtempo.synth.dataset import SynthConversations
-
         if domain not in DOMAINS:
             raise ValueError(f"SynthPreferencePairs: unknown domain '{domain}'; valid: {', '.join(DOMAINS)}")
         for kind in perturbations:
@@ -172,7 +113,7 @@ class SynthPreferencePairs(Dataset):
     def _pair(self, conv: Any, kind: str, magnitude: int) -> PreferenceSample | None:
         prompt, chosen = conv.messages[:-1], conv.messages[-1]["content"]
         vid = Path(conv.video).stem
-        rng = _rng(self.seed, vid, kind, str(magnitude), self.domain)
+        rng = rng_for(self.seed, vid, kind, str(magnitude), self.domain)
         meta = {"perturbation": kind, "magnitude": magnitude, "domain": self.domain, "task": "dense_caption",
                 "video_id": vid}  # fmt: skip
         pair_id = f"{vid}_{self.domain}_{kind}_m{magnitude}"
