@@ -6,6 +6,9 @@ before the contracts refactor (VideoInputs, Objective base, auxiliary losses as 
 
     python tests/core/test_golden_losses.py --record
 
+(the recorder then passed frames as keyword arguments; ``generate_tokens`` now passes the same tensors as one
+``VideoInputs``.)
+
 The refactor must leave every loss within 1e-6 and the old checkpoint loadable, generating the same tokens.
 """
 
@@ -94,18 +97,17 @@ def generate_tokens(checkpoint: Path) -> tuple[list[list[int]], list[list[float]
     import torch
 
     from vidtempo.models.checkpoint import load_pretrained
+    from vidtempo.models.interfaces import VideoInputs
 
     model = load_pretrained(checkpoint, load_tokenizer=False)[0].eval()
     torch.manual_seed(0)
-    frames = torch.rand(2, 4, 3, 32, 32)  # (B, T, 3, H, W): a fixed "video" per row
+    video = VideoInputs(frames=torch.rand(2, 4, 3, 32, 32),  # (B, T, 3, H, W): a fixed "video" per row
+                        frame_mask=torch.ones(2, 4, dtype=torch.bool),
+                        timestamps=torch.tensor([[0.5, 1.5, 2.5, 3.5]] * 2))  # fmt: skip
     ids = torch.tensor([[5, -200, 7, 8, 9], [6, -200, 10, 11, 12]])
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), frames=frames,
-                         frame_mask=torch.ones(2, 4, dtype=torch.bool),
-                         timestamps=torch.tensor([[0.5, 1.5, 2.5, 3.5]] * 2), max_new_tokens=8)  # fmt: skip
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), video=video, max_new_tokens=8)
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), frames=frames,
-                       frame_mask=torch.ones(2, 4, dtype=torch.bool),
-                       timestamps=torch.tensor([[0.5, 1.5, 2.5, 3.5]] * 2)).logits[:, -1, :32]  # fmt: skip
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), video=video).logits[:, -1, :32]
     return out.tolist(), logits.tolist()
 
 

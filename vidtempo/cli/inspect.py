@@ -27,11 +27,11 @@ def frames_for(collator: dict[str, Any], duration: float) -> int:
 
 
 def inspect_recipe(cfg: Any) -> dict[str, Any]:
-    """{"params": {part: (total, trainable)}, "tokens": {duration: (frames, tokens)}, "grid": (h, w)}."""
+    """{"stages": {stage: {part: (total, trainable)}}, "tokens": {duration: (frames, tokens)}, "frame_size": px}."""
     import torch
 
     from vidtempo.models.build import build_video_llm
-    from vidtempo.models.video_llm import TrainableParts
+    from vidtempo.models.interfaces import TrainableParts
     from vidtempo.training.build import expand_stages
     from vidtempo.training.run import prepare
 
@@ -43,13 +43,10 @@ def inspect_recipe(cfg: Any) -> dict[str, Any]:
     for stage in stages:
         model.set_trainable(TrainableParts(**stage["trainable"]))
         report["stages"][stage["name"]] = model.parameter_counts()
-    size = model.vision_encoder.image_size
-    with torch.device("meta"):
-        _, grid = model.vision_encoder.encode(torch.empty(1, 3, size, size))
     collator = (plain["data"].get("collator") or {})
-    audio = model.audio_encoder is not None
-    report["grid"] = grid
-    report["tokens"] = {d: (frames_for(collator, d), model.compressor.num_tokens(frames_for(collator, d), grid, audio))
+    audio = "audio" in model.capabilities
+    report["frame_size"] = model.frame_size
+    report["tokens"] = {d: (frames_for(collator, d), model.video_tokens(frames_for(collator, d), audio))
                         for d in DURATIONS}  # fmt: skip
     report["max_length"] = model.max_length
     return report
@@ -73,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         trainable = sum(c[1] for c in counts.values())
         table.add_row("all", f"{total:,}", f"{trainable:,}")
         console.print(table)
-    table = Table(title=f"video tokens (patch grid {report['grid'][0]}x{report['grid'][1]} per frame)")
+    side = report["frame_size"]
+    table = Table(title=f"video tokens ({side}x{side} frames)")
     for col in ("duration", "frames", "video tokens", "fits max_length"):
         table.add_column(col, justify="right")
     for duration, (frames, tokens) in report["tokens"].items():

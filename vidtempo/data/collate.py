@@ -22,8 +22,9 @@ import torch
 
 from vidtempo.data.chat import IGNORE_INDEX, ChatEncoder, first_user_text
 from vidtempo.data.errors import VideoDecodeError
-from vidtempo.data.frame_targets import event_tags, interval_targets
+from vidtempo.data.inputs import VideoInputs
 from vidtempo.data.samples import ConversationSample
+from vidtempo.data.targets import TargetBuilder
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,8 @@ class VideoTextBatch:
         queries: first user turn of each sample (for query-aware compressors).
         ids: sample ids. skipped: samples left out of this batch.
         features: (B, T, P, D) cached encoder features (then ``frames`` is None) and their patch ``grid``.
-        frame_targets: (B, T, FRAME_TARGET_SLOTS) float, only with ``VideoCollator(frame_targets=True)``:
-            1.0 where a frame's time lies inside an annotated interval, 0.0 outside, NaN for padded frames
-            and unknown slots. Slot 0: the sample's moment (``meta["timestamps"]``, e.g. a grounding answer,
-            or ``meta["evidence"]``, where a question's answer can be seen);
-            slots 1-5: the moment each answer option names (``meta["option_timestamps"]``, e.g. "which of
-            these appears first?"); slots 6-10: whether option k's moment has begun by the frame ("seen so
-            far"); slots 11-12: whether some / every option's moment has begun. Multi-question samples
-            (``meta["turns"] > 1``) have none.
-        frame_tags: (B, T, C) float, only with ``VideoCollator(frame_tags=[...C labels...])``: 1.0 where an
-            event of that label (``meta["events"]``: ``[label, start, end]`` rows) covers the frame's time,
-            0.0 otherwise; NaN for padded frames and samples without ``events``.
+        targets: per-frame training targets by name, each (B, T, C) float (1.0 / 0.0, NaN = unknown), from
+            the collator's target builders (``VideoCollator(targets={...})``, ``vidtempo.data.targets``).
     """
 
     input_ids: torch.Tensor
@@ -84,22 +76,26 @@ class VideoTextBatch:
     meta: list[dict[str, Any]] = field(default_factory=list)
     features: torch.Tensor | None = None
     grid: tuple[int, int] | None = None
-    frame_targets: torch.Tensor | None = None
-    frame_tags: torch.Tensor | None = None
+    targets: dict[str, torch.Tensor] = field(default_factory=dict)
     clip_index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def video_inputs(self) -> VideoInputs | None:
+        """The video side of the batch as one object (None for a text-only batch)."""
+        if self.frames is None and self.features is None:
+            return None
+        return VideoInputs(
+            frames=self.frames if self.features is None else None, frame_mask=self.frame_mask,
+            timestamps=self.timestamps, features=self.features, grid=self.grid, audio=self.audio,
+            audio_lengths=self.audio_lengths, queries=self.queries, clip_index=self.clip_index,
+        )  # fmt: skip
+
     def model_inputs(self, with_labels: bool = True) -> dict[str, Any]:
-        """Keyword arguments for ``VideoLLM.forward`` / ``generate``."""
-        keys = ["input_ids", "attention_mask", "frames", "frame_mask", "timestamps", "audio", "audio_lengths"]
-        out = {k: getattr(self, k) for k in keys}
-        out["queries"] = self.queries
-        if self.features is not None:
-            out.update(frames=None, features=self.features, grid=self.grid)
-        if self.clip_index is not None:
-            out["clip_index"] = self.clip_index
+        """Keyword arguments for ``VideoModel.forward`` / ``generate``: the text tensors and ``video``."""
+        out: dict[str, Any] = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                               "video": self.video_inputs()}  # fmt: skip
         if with_labels:
             out["labels"] = self.labels
         return out
@@ -107,6 +103,7 @@ class VideoTextBatch:
     def to(self, device: torch.device | str) -> VideoTextBatch:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+        moved["targets"] = {k: v.to(device) for k, v in self.targets.items()}
         return VideoTextBatch(**moved)
 
 
@@ -149,12 +146,9 @@ class VideoCollator:
             this encoder (``encoder_id``, injected by the trainer), the batch carries features, not frames.
         video_position: ``keep`` the ``<video>`` placeholder where the data puts it, or move it ``after_text``
             of its turn (question first, so the video tokens can attend to it).
-        frame_targets: also emit ``batch.frame_targets`` (per-frame "inside the annotated moment?" labels,
-            the targets of the SFT saliency loss, see ``vidtempo.training.saliency``).
-        frame_tags: labels of per-frame multi-label tags to emit as ``batch.frame_tags`` (what is on screen
-            at each frame, from ``meta["events"]``; the targets of the SFT tag loss); None = off.
-        window_tags: those of ``frame_tags`` that are marked when they overlap the frame's window (from its
-            time to the next frame's) rather than at its instant: short events such as sounds.
+        targets: per-frame target builders by name (``TargetBuilder`` objects or recipe nodes
+            ``{_target_: event_tags, ...}``, registry kind ``target_builder``); each fills
+            ``batch.targets[name]`` (B, T, C), read by auxiliary losses (``vidtempo.training.auxiliary``).
         share_clips: decode and stack each distinct clip of a batch once (``batch.frames`` (U, ...) and
             ``batch.clip_index``); for batches of several questions per clip
             (``vidtempo.data.grouping.VideoGroupedBatchSampler``, recipe key ``data.group_by_video``).
@@ -179,9 +173,7 @@ class VideoCollator:
         feature_cache: str | None = None,
         encoder_id: str | None = None,
         video_position: str = "keep",
-        frame_targets: bool = False,
-        frame_tags: list[str] | None = None,
-        window_tags: list[str] | None = None,
+        targets: dict[str, Any] | None = None,
         share_clips: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
@@ -200,13 +192,8 @@ class VideoCollator:
         self._cache: OrderedDict[tuple, DecodedVideo] = OrderedDict()
         self.feature_cache = feature_cache
         self.encoder_id = encoder_id
-        self.frame_targets = frame_targets
-        self.frame_tags = list(frame_tags) if frame_tags else None
-        self.window_tags = list(window_tags or [])
+        self.targets = build_targets(targets)
         self.share_clips = share_clips
-        if set(self.window_tags) - set(self.frame_tags or []):
-            raise ValueError(f"window_tags {sorted(set(self.window_tags) - set(self.frame_tags or []))} are not "
-                             "in frame_tags")  # fmt: skip
         if feature_cache and not encoder_id:
             raise ValueError("feature_cache needs the encoder_id of the frozen vision encoder")
 
@@ -330,18 +317,14 @@ class VideoCollator:
         audio, audio_len = self._pad_audio(videos) if self.audio else (None, None)
         if clip_index is not None and frame_mask is not None:
             frame_mask, times = frame_mask[clip_index], times[clip_index]  # (B, T): per row again
-        targets = None
-        if self.frame_targets and times is not None:
-            targets = interval_targets([k[0] for k in kept], times, frame_mask)
-        tags = None
-        if self.frame_tags and times is not None:
-            tags = event_tags([k[0] for k in kept], times, frame_mask, self.frame_tags, self.window_tags)
+        targets = {}
+        if times is not None:
+            targets = {name: build([k[0] for k in kept], times, frame_mask) for name, build in self.targets.items()}
         return VideoTextBatch(
             input_ids=input_ids, attention_mask=attention, labels=labels, frames=frames,
             frame_mask=frame_mask, timestamps=times, audio=audio, audio_lengths=audio_len,
             queries=[first_user_text(k[0].messages) for k in kept], ids=[k[0].id for k in kept],
-            skipped=skipped, meta=[k[0].meta for k in kept], frame_targets=targets, frame_tags=tags,
-            clip_index=clip_index if frames is not None else None,
+            skipped=skipped, meta=[k[0].meta for k in kept], targets=targets, clip_index=clip_index if frames is not None else None,
         )  # fmt: skip
 
     def _pad_frames(self, videos: list[DecodedVideo | None]) -> tuple[Any, Any, Any]:
@@ -371,6 +354,20 @@ class VideoCollator:
                 out[i] = t.amin()  # the clamp floor: what silence gives after Whisper's normalisation
             out[i, ..., : t.shape[-1]] = t
         return out, lengths
+
+
+def build_targets(nodes: dict[str, Any] | None) -> dict[str, TargetBuilder]:
+    """Target builders by name from built objects or recipe nodes (``data.collator.targets``)."""
+    from vidtempo.config.instantiate import instantiate
+
+    out = {}
+    for name, node in (nodes or {}).items():
+        builder = instantiate(node, key=f"data.collator.targets.{name}") if isinstance(node, dict) else node
+        if not isinstance(builder, TargetBuilder):
+            raise ValueError(f"data.collator.targets.{name}: expected a TargetBuilder (vidtempo.data.targets), "
+                             f"got {type(builder).__name__}")  # fmt: skip
+        out[name] = builder
+    return out
 
 
 def distinct_clips(videos: list[DecodedVideo | None]) -> tuple[list[DecodedVideo | None], torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Hugging Face style save/load of a ``VideoLLM``: ``model.safetensors`` + ``vidtempo.json`` (+ ``adapter/``
+"""Hugging Face style save/load of a ``VideoModel``: ``model.safetensors`` + ``vidtempo.json`` (+ ``adapter/``
 in peft format, + the tokenizer, + ``compressor_tokenizer/``: the text tokenizer of a compressor that reads the
 instruction, e.g. TDC's Q-Former, which a reload uses instead of rebuilding it). With LoRA on a pretrained LLM
 only the adapter and the non-LLM weights are stored (``adapter_only``); the base LLM reloads from its
@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from vidtempo import __version__
 from vidtempo.models.build import build_video_llm
+from vidtempo.models.interfaces import VideoModel
 
 CONFIG_NAME = "vidtempo.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -38,7 +39,7 @@ def _is_llm_base(key: str) -> bool:
 
 
 def save_pretrained(
-    model: Any,
+    model: VideoModel,
     directory: str | Path,
     *,
     model_config: dict[str, Any],
@@ -83,13 +84,13 @@ def save_pretrained(
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
-    text_tokenizer = getattr(model.compressor, "tokenizer", None)
+    text_tokenizer = model.text_tokenizer()
     if text_tokenizer is not None and hasattr(text_tokenizer, "save_pretrained"):
         text_tokenizer.save_pretrained(str(out / COMPRESSOR_TOKENIZER_DIR))
     return out
 
 
-def restore_compressor_tokenizer(model: Any, directory: str | Path) -> bool:
+def restore_compressor_tokenizer(model: VideoModel, directory: str | Path) -> bool:
     """Give ``model.compressor`` the text tokenizer saved with the checkpoint in ``directory``, if any.
 
     The weights of a Q-Former's text embeddings belong to the token ids it was trained with; a tokenizer
@@ -97,15 +98,15 @@ def restore_compressor_tokenizer(model: Any, directory: str | Path) -> bool:
     deterministic), so the saved one wins. Returns True when one was restored.
     """
     saved = Path(directory) / COMPRESSOR_TOKENIZER_DIR
-    if not saved.is_dir() or getattr(model.compressor, "tokenizer", None) is None:  # no text input: keep it so
+    if not saved.is_dir() or model.text_tokenizer() is None:  # no part reads text: keep it so
         return False
     from transformers import AutoTokenizer
 
-    model.compressor.tokenizer = AutoTokenizer.from_pretrained(str(saved), local_files_only=True)
+    model.set_text_tokenizer(AutoTokenizer.from_pretrained(str(saved), local_files_only=True))
     return True
 
 
-def _with_plan(model_config: dict[str, Any], model: Any) -> dict[str, Any]:
+def _with_plan(model_config: dict[str, Any], model: VideoModel) -> dict[str, Any]:
     node = dict(model_config)
     node["trainable"] = asdict(model.trainable)
     if node["trainable"].get("llm") == "lora" and not model.has_lora:  # adapter merged away: no LoRA to rebuild
@@ -123,7 +124,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 
 
 def load_weights_into(
-    model: Any, directory: str | Path, config: dict[str, Any] | None = None
+    model: VideoModel, directory: str | Path, config: dict[str, Any] | None = None
 ) -> tuple[list[str], list[str]]:
     """Load ``directory``'s tensors (tied aliases restored) and compressor tokenizer into a built ``model``.
 
@@ -139,7 +140,9 @@ def load_weights_into(
     return list(missing), list(unexpected)
 
 
-def load_pretrained(directory: str | Path, *, load_tokenizer: bool = True) -> tuple[Any, Any, dict[str, Any]]:
+def load_pretrained(
+    directory: str | Path, *, load_tokenizer: bool = True
+) -> tuple[VideoModel, Any, dict[str, Any]]:
     """(model, tokenizer or None, config) from a directory written by :func:`save_pretrained`."""
     directory = Path(directory)
     config = read_config(directory)

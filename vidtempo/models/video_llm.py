@@ -9,77 +9,44 @@ Example:
     >>> enc = tiny_vision_encoder()
     >>> model = VideoLLM(vision_encoder=enc, compressor=SpatialPoolCompressor(enc.out_dim), llm=tiny_llm())
     >>> ids = torch.tensor([[5, VIDEO_TOKEN_INDEX, 7, 8]])
-    >>> out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clamp(min=0),
-    ...             frames=torch.rand(1, 2, 3, 32, 32), frame_mask=torch.ones(1, 2, dtype=torch.bool),
-    ...             timestamps=torch.tensor([[0.5, 1.5]]))
-    >>> out.loss.ndim
-    0
+    >>> video = VideoInputs(frames=torch.rand(1, 2, 3, 32, 32), timestamps=torch.tensor([[0.5, 1.5]]))
+    >>> out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clamp(min=0), video=video)
+    >>> out.loss.ndim, sorted(model.capabilities)[:2]
+    (0, ['cached_features', 'frame_features'])
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from vidtempo.models.interfaces import (
+    IGNORE_INDEX,
+    VIDEO_TOKEN_INDEX,
     AudioEncoder,
     AudioFeatures,
     CompressorInput,
     TokenCompressor,
+    TrainableParts,
+    VideoInputs,
+    VideoModel,
+    VideoModelOutput,
     VideoTokens,
     VisionEncoder,
 )
 from vidtempo.models.lora import LoraSettings, apply_lora
 from vidtempo.models.projectors import MLPProjector
 
-VIDEO_TOKEN_INDEX = -200  # LLaVA's IMAGE_TOKEN_INDEX convention: never a real vocabulary id
-IGNORE_INDEX = -100
+__all__ = ["IGNORE_INDEX", "PARTS", "VIDEO_TOKEN_INDEX", "TrainableParts", "VideoLLM", "VideoLLMOutput",
+           "clip_rows", "video_spans"]  # fmt: skip
 
 PARTS = ("vision_encoder", "audio_encoder", "compressor", "projector", "llm")
+VideoLLMOutput = VideoModelOutput  # the name this output had before ``VideoModel`` (kept for user code)
 
 
-@dataclass
-class TrainableParts:
-    """Which parts get gradients. ``llm`` may be ``"lora"`` (adapters only)."""
-
-    vision_encoder: bool = False
-    audio_encoder: bool = False
-    compressor: bool = True
-    projector: bool = True
-    llm: bool | Literal["lora"] = False
-
-
-@dataclass
-class VideoLLMOutput:
-    """Forward result. ``labels``/``attention_mask`` are aligned with ``logits`` (after splicing).
-
-    Attributes:
-        loss: mean next-token CE over non-ignored labels (None without labels).
-        logits: (B, L', V).
-        labels: (B, L') with video positions set to IGNORE_INDEX.
-        attention_mask: (B, L').
-        num_video_tokens: (B,) video tokens spliced per sample.
-        info: compressor diagnostics.
-        last_hidden_state: (B, L', H) final-layer states, only with ``forward(output_hidden_states=True)``
-            (e.g. for an auxiliary per-frame head on the video positions).
-        hidden_states: the embeddings and every layer's output, each (B, L', H), the LLM's own tuple
-            (``hidden_states[-1]`` is ``last_hidden_state``); only with ``output_hidden_states=True``.
-    """
-
-    loss: torch.Tensor | None
-    logits: torch.Tensor
-    labels: torch.Tensor | None
-    attention_mask: torch.Tensor
-    num_video_tokens: torch.Tensor
-    info: dict[str, Any] = field(default_factory=dict)
-    last_hidden_state: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-
-
-class VideoLLM(nn.Module):
+class VideoLLM(VideoModel):
     """A video LLM made of injected parts (constructor injection; nothing is built from config here).
 
     Args:
@@ -148,16 +115,38 @@ class VideoLLM(nn.Module):
             for name, param in module.named_parameters():
                 param.requires_grad = ("lora_" in name if flag == "lora" else bool(flag)) and name not in unused
 
-    def merge_lora(self) -> None:
-        """Fold the LoRA adapter into the LLM weights and drop it (TEMPLE's stage hand-over)."""
-        if not self.has_lora:
-            raise ValueError("merge_lora: the LLM has no LoRA adapter")
-        self.llm.model = self.llm.model.merge_and_unload()
-        self.base_modified = True
+    # ----------------------------------------------------------------- the VideoModel contract
+    @property
+    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+        caps = {"hidden_states", "frame_features", "token_frames", "cached_features"}
+        if self.audio_encoder is not None:
+            caps.add("audio")
+        return frozenset(caps)
 
     @property
-    def has_lora(self) -> bool:
-        return any("lora_" in n for n, _ in self.llm.named_parameters())
+    def hidden_size(self) -> int:
+        return int(self.llm.hidden_size)
+
+    @property
+    def frame_feature_dim(self) -> int:
+        return int(self.vision_encoder.out_dim)
+
+    @property
+    def frame_size(self) -> int:
+        return int(self.vision_encoder.image_size)
+
+    def video_tokens(self, num_frames: int, audio: bool = False) -> int:
+        size = self.frame_size
+        with torch.device("meta"):
+            _, grid = self.vision_encoder.encode(torch.empty(1, 3, size, size))
+        return int(self.compressor.num_tokens(num_frames, grid, audio))
+
+    def text_tokenizer(self) -> Any:
+        return getattr(self.compressor, "tokenizer", None)
+
+    def set_text_tokenizer(self, tokenizer: Any) -> None:
+        if getattr(self.compressor, "tokenizer", None) is not None:
+            self.compressor.tokenizer = tokenizer
 
     def train(self, mode: bool = True) -> VideoLLM:
         super().train(mode)
@@ -168,40 +157,29 @@ class VideoLLM(nn.Module):
         return self
 
     # ----------------------------------------------------------------- video tokens
-    def encode_video(
-        self,
-        frames: torch.Tensor | None,
-        frame_mask: torch.Tensor,
-        timestamps: torch.Tensor,
-        audio: torch.Tensor | None = None,
-        audio_lengths: torch.Tensor | None = None,
-        queries: list[str] | None = None,
-        features: torch.Tensor | None = None,
-        grid: tuple[int, int] | None = None,
-        clip_index: torch.Tensor | None = None,
-    ) -> VideoTokens:
-        """frames (B, T, 3, H, W) in [0, 1] (or cached ``features`` (B, T, P, D) + ``grid``) -> video tokens
-        (B, N, H_llm) with mask (B, N). With ``clip_index`` (B,), frames / features / audio hold U distinct
-        clips (U, ...): each is encoded once and row b gets clip ``clip_index[b]``'s features before the
-        compressor (which may read the row's question); frame_mask and timestamps stay (B, T). ``info`` holds
-        the compressor's diagnostics and ``frame_features``, the encoder's (B, T, P, D) patch features (for
-        encoder-level training losses, e.g. ``vidtempo.training.encoder_tags``)."""
-        if features is not None:
-            if grid is None:
-                raise ValueError("cached features need their patch grid")
-            full = features.to(next(self.compressor.parameters(), features).dtype)
+    def encode_video(self, video: VideoInputs) -> VideoTokens:
+        """Frames (U, T, 3, H, W) in [0, 1] (or cached ``features`` (U, T, P, D) + ``grid``) -> video tokens
+        (B, N, H_llm) with mask (B, N). With ``video.clip_index`` (B,), the U distinct clips are each encoded
+        once and row b gets clip ``clip_index[b]``'s features before the compressor (which may read the row's
+        question); frame_mask and timestamps are (B, T). ``info`` holds the compressor's diagnostics and
+        ``frame_features``, the encoder's (B, T, P, D) patch features (capability ``frame_features``)."""
+        frame_mask, timestamps, clip_index = video.mask(), video.times(), video.clip_index
+        if video.features is not None:
+            full = video.features.to(next(self.compressor.parameters(), video.features).dtype)
+            grid = video.grid
         else:
-            assert frames is not None
-            full, grid = self._encode_frames(frames, clip_rows(frame_mask, clip_index, frames.shape[0]))
-        audio_feats = self._encode_audio(audio, audio_lengths)
+            assert video.frames is not None
+            full, grid = self._encode_frames(video.frames, clip_rows(frame_mask, clip_index, video.frames.shape[0]))
+        audio_feats = self._encode_audio(video.audio, video.audio_lengths)
         if clip_index is not None:
             full = full[clip_index]  # (U, T, P, D) -> (B, T, P, D)
             if audio_feats is not None:
                 audio_feats = AudioFeatures(*(x[clip_index] for x in (audio_feats.feats, audio_feats.times,
                                                                       audio_feats.mask)))  # fmt: skip
+        assert grid is not None
         comp = self.compressor(
             CompressorInput(feats=full, frame_mask=frame_mask, timestamps=timestamps, grid=grid,
-                            audio=audio_feats, query=queries)
+                            audio=audio_feats, query=video.queries)
         )  # fmt: skip
         info = {**(comp.info or {}), "frame_features": full}  # (B, T, P, D): read by encoder-level losses
         return VideoTokens(tokens=self.projector(comp.tokens), mask=comp.mask, info=info)
@@ -276,28 +254,14 @@ class VideoLLM(nn.Module):
 
     # ----------------------------------------------------------------- forward / generate
     def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        frames: torch.Tensor | None = None,
-        frame_mask: torch.Tensor | None = None,
-        timestamps: torch.Tensor | None = None,
-        audio: torch.Tensor | None = None,
-        audio_lengths: torch.Tensor | None = None,
-        queries: list[str] | None = None,
-        features: torch.Tensor | None = None,
-        grid: tuple[int, int] | None = None,
-        output_hidden_states: bool = False,
-        clip_index: torch.Tensor | None = None,
-    ) -> VideoLLMOutput:
-        """Teacher-forced forward. Shapes: input_ids (B, L), frames (B, T, 3, H, W) or features (B, T, P, D);
-        with ``clip_index`` (B,) frames / features / audio hold U distinct clips and row b uses clip
-        ``clip_index[b]`` (each clip is encoded once; ``encode_video``)."""
-        video = self._video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid,
-                            clip_index)
-        embeds, mask, spliced_labels, n_video = self.splice(input_ids, attention_mask, video, labels)
-        extra = {"output_hidden_states": True} if output_hidden_states else {}
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
+        video: VideoInputs | None = None, *, return_hidden: bool = False,
+    ) -> VideoModelOutput:  # fmt: skip
+        """Teacher-forced forward. Shapes: input_ids (B, L); ``video`` frames (U, T, 3, H, W) or features
+        (U, T, P, D), see :class:`VideoInputs` (each clip is encoded once; ``encode_video``)."""
+        tokens = self.encode_video(video) if video is not None else None
+        embeds, mask, spliced_labels, n_video = self.splice(input_ids, attention_mask, tokens, labels)
+        extra = {"output_hidden_states": True} if return_hidden else {}
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, **extra)
         logits = out.logits
         loss = None
@@ -305,47 +269,19 @@ class VideoLLM(nn.Module):
             loss = nn.functional.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(), spliced_labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
             )
-        info = dict(video.info or {}) if video is not None else {}
-        states = tuple(out.hidden_states) if output_hidden_states else None
+        info = dict(tokens.info or {}) if tokens is not None else {}
+        states = tuple(out.hidden_states) if return_hidden else None
         last = states[-1] if states else None
-        return VideoLLMOutput(loss, logits, spliced_labels, mask, n_video, info, last, states)
-
-    def _video(
-        self, frames: torch.Tensor | None, frame_mask: torch.Tensor | None, timestamps: torch.Tensor | None,
-        audio: torch.Tensor | None, audio_lengths: torch.Tensor | None, queries: list[str] | None,
-        features: torch.Tensor | None, grid: tuple[int, int] | None, clip_index: torch.Tensor | None = None,
-    ) -> VideoTokens | None:  # fmt: skip
-        source = features if features is not None else frames
-        if source is None:
-            return None
-        rows = (len(clip_index) if clip_index is not None else source.shape[0], source.shape[1])  # (B, T)
-        if frame_mask is None:
-            frame_mask = torch.ones(rows, dtype=torch.bool, device=source.device)
-        if timestamps is None:
-            timestamps = torch.arange(source.shape[1], device=source.device).float().expand(rows)
-        return self.encode_video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid,
-                                 clip_index)
+        return VideoModelOutput(loss, logits, spliced_labels, mask, n_video, info, last, states)
 
     @torch.no_grad()
     def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        frames: torch.Tensor | None = None,
-        frame_mask: torch.Tensor | None = None,
-        timestamps: torch.Tensor | None = None,
-        audio: torch.Tensor | None = None,
-        audio_lengths: torch.Tensor | None = None,
-        queries: list[str] | None = None,
-        features: torch.Tensor | None = None,
-        grid: tuple[int, int] | None = None,
-        clip_index: torch.Tensor | None = None,
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, video: VideoInputs | None = None,
         **generate_kwargs: Any,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor:  # fmt: skip
         """Greedy by default; returns only the new token ids (B, L_new)."""
-        video = self._video(frames, frame_mask, timestamps, audio, audio_lengths, queries, features, grid,
-                            clip_index)
-        embeds, mask, _, _ = self.splice(input_ids, attention_mask, video, padding_side="left")
+        tokens = self.encode_video(video) if video is not None else None
+        embeds, mask, _, _ = self.splice(input_ids, attention_mask, tokens, padding_side="left")
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("max_new_tokens", 32)
         return self.llm.model.generate(inputs_embeds=embeds, attention_mask=mask, **generate_kwargs)

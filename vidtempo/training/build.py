@@ -17,10 +17,11 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from vidtempo.config.errors import RecipeError
-from vidtempo.config.instantiate import instantiate
+from vidtempo.config.instantiate import instantiate, resolve_target
 from vidtempo.data.collate import VideoCollator
 from vidtempo.data.grouping import VideoGroupedBatchSampler, clip_keys
 from vidtempo.data.resumable import EpochRandomSampler, ResumableDataLoader
+from vidtempo.training.auxiliary.base import AuxLossError
 from vidtempo.training.csv_log import ResumableCSVLogger
 
 
@@ -176,33 +177,29 @@ def build_trainer(stage: dict[str, Any], stage_dir: Path, recipe_yaml: str | Non
 
 
 def build_objective(stage: dict[str, Any], model: Any, recipe: str, prefix: str) -> L.LightningModule:
+    """The stage's objective around ``model``. The objective's own ``check_recipe`` ran at validation; a
+    model that lacks a capability an auxiliary loss needs fails here, naming the loss."""
+    import inspect
+
     data = stage.get("data") or {}
-    collator = data.get("collator") or {}
-    check_saliency(stage["objective"], collator, recipe, prefix)
-    extra = {}
-    for key in ("tag_weight", "encoder_tag_weight"):
-        if not float(stage["objective"].get(key, 0) or 0):
-            continue
-        if not collator.get("frame_tags"):
-            raise RecipeError(f"{key} > 0 needs data.collator.frame_tags (the tag labels)", recipe=recipe,
-                              key=f"{prefix}objective.{key}")  # fmt: skip
-        extra["num_tags"] = len(collator["frame_tags"])
-    return instantiate(
-        stage["objective"], key=f"{prefix}objective", recipe=recipe, model=model, optim=stage["optim"],
-        max_skip_fraction=float(data.get("max_skip_fraction", 0.1)), **extra,
-    )  # fmt: skip
-
-
-def check_saliency(objective: dict[str, Any], collator: dict[str, Any], recipe: str, prefix: str) -> None:
-    """The saliency loss needs per-frame targets and the video after the question (else it cannot know
-    what to look for): say so before any training starts."""
-    if not float(objective.get("saliency_weight", 0) or 0):
-        return
-    if not collator.get("frame_targets"):
-        raise RecipeError("saliency_weight > 0 needs data.collator.frame_targets: true",
-                          recipe=recipe, key=f"{prefix}objective.saliency_weight")  # fmt: skip
-    if collator.get("video_position", "keep") != "after_text":
-        raise RecipeError(
-            "saliency_weight > 0 needs data.collator.video_position: after_text (the video tokens must see "
-            "the question)", recipe=recipe, key=f"{prefix}objective.saliency_weight",
+    node = stage["objective"]
+    extra: dict[str, Any] = {}
+    target_class = resolve_target(node, f"{prefix}objective", recipe)
+    if "targets" in inspect.signature(target_class).parameters:
+        extra["targets"] = target_channels(data.get("collator") or {}, recipe, prefix)
+    try:
+        return instantiate(
+            node, key=f"{prefix}objective", recipe=recipe, model=model, optim=stage["optim"],
+            max_skip_fraction=float(data.get("max_skip_fraction", 0.1)), **extra,
         )  # fmt: skip
+    except AuxLossError as err:
+        raise RecipeError(err.reason, recipe=recipe, key=f"{prefix}objective.aux.{err.name}") from err
+
+
+def target_channels(collator: dict[str, Any], recipe: str, prefix: str) -> dict[str, int]:
+    """{name: C} of the per-frame targets ``data.collator.targets`` makes (sizes auxiliary heads)."""
+    out = {}
+    for name, node in (collator.get("targets") or {}).items():
+        builder = instantiate(node, key=f"{prefix}data.collator.targets.{name}", recipe=recipe)
+        out[name] = int(builder.channels)
+    return out

@@ -35,15 +35,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 
 from vidtempo.data.collate import VideoTextBatch
 from vidtempo.data.preference_collate import PreferenceBatch, PreferenceCollator
 from vidtempo.training.losses import DPOLoss, DPOLossOutput, rpo_nll, sequence_logps
-from vidtempo.training.optim import OptimSettings, lightning_optimizers
-from vidtempo.training.skips import SkipTracker
+from vidtempo.training.objective import Objective
+from vidtempo.training.optim import OptimSettings
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +195,8 @@ class DPOStepOutput:
         return out
 
 
-class DPOModule(L.LightningModule):
-    """DPO of a ``VideoLLM`` on :class:`~vidtempo.data.preference_collate.PreferenceBatch` batches.
+class DPOModule(Objective):
+    """DPO of a ``VideoModel`` on :class:`~vidtempo.data.preference_collate.PreferenceBatch` batches.
 
     Args:
         model: the policy; ``forward(**side.model_inputs())`` returns ``.logits`` (and ``.labels``).
@@ -229,22 +228,20 @@ class DPOModule(L.LightningModule):
         rpo_alpha: float | None = None,
         reference: str = "auto",
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.optim = optim if isinstance(optim, OptimSettings) else OptimSettings(**(optim or {}))
-        self.max_skip_fraction = max_skip_fraction
-        self.skips = SkipTracker(max_skip_fraction)
+        super().__init__(model, optim, max_skip_fraction)
         self.loss_fn = DPOLoss(
             beta=beta, loss_type=loss_type, label_smoothing=label_smoothing, rpo_alpha=rpo_alpha
         )
         self.reference = build_reference(reference, model)
 
-    def configure_model(self) -> None:
-        """FSDP2 on ``ModelParallelStrategy`` (CPU or GPU): the policy's blocks, then the whole policy. A
-        ``frozen_copy`` reference stays a full copy on every rank (it has no gradients to synchronise)."""
-        from vidtempo.training.strategies import shard_for_strategy
+    @classmethod
+    def check_recipe(cls, stage: Any, recipe: str, prefix: str) -> None:
+        """DPO takes no auxiliary losses (its batches are pairs, not per-frame targets)."""
+        from vidtempo.config.errors import RecipeError
 
-        shard_for_strategy(self)
+        if (stage.get("objective") or {}).get("aux"):
+            raise RecipeError("the dpo objective takes no auxiliary losses", recipe=recipe,
+                              key=f"{prefix}objective.aux")  # fmt: skip
 
     def forward(self, batch: PreferenceBatch) -> DPOStepOutput:
         """Policy + reference log-probs and the DPO loss for one batch."""
@@ -260,35 +257,17 @@ class DPOModule(L.LightningModule):
         )  # fmt: skip
         return DPOStepOutput(loss, chosen_logps, rejected_logps, ref_chosen, ref_rejected)
 
-    def _step(self, batch: PreferenceBatch, stage: str) -> torch.Tensor | None:
-        self.skips.update(batch, stage)
-        if len(batch) == 0:
-            return None  # every pair of this batch failed to decode (already counted)
+    def compute_loss(self, batch: PreferenceBatch, stage: str) -> tuple[torch.Tensor, dict[str, Any]]:
         out = self(batch)
-        n, sync = len(batch), stage != "train"
-        self.log(f"{stage}/loss", out.loss.loss, prog_bar=True, batch_size=n, sync_dist=sync)
-        metrics = {k: v for k, v in out.metrics(f"{stage}/").items() if k != f"{stage}/loss"}
-        self.log_dict(metrics, batch_size=n, sync_dist=sync)
-        if stage == "train":
-            self.log("train/skipped", float(self.skips.skipped), batch_size=n)
-        return out.loss.loss
+        metrics = {k.removeprefix(f"{stage}/"): v for k, v in out.metrics(f"{stage}/").items()
+                   if k != f"{stage}/loss"}  # fmt: skip
+        return out.loss.loss, metrics
 
-    def training_step(self, batch: PreferenceBatch, batch_idx: int) -> torch.Tensor | None:
-        return self._step(batch, "train")
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"reference": self.reference.name}
 
-    def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def configure_optimizers(self) -> Any:
-        return lightning_optimizers(self.model, self.optim, self.trainer)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["vidtempo_skips"] = self.skips.state_dict()
-        checkpoint["vidtempo_reference"] = self.reference.name
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.skips.load_state_dict(checkpoint.get("vidtempo_skips", {}))
-        saved = checkpoint.get("vidtempo_reference")
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        saved = state.get("reference")
         if saved and saved != self.reference.name:
             log.warning("resuming with reference '%s' but the checkpoint was trained with '%s'",
                         self.reference.name, saved)  # fmt: skip

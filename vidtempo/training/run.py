@@ -2,7 +2,7 @@
 
 Each stage writes ``<output_dir>/<i>_<name>/`` with Lightning checkpoints (``checkpoints/last.ckpt``),
 logs, and on completion ``final/`` (Hugging Face style weights + resolved recipe + tokenizer, and the
-per-frame heads, which the next stage starts from: ``head_io``). Running
+auxiliary-loss heads, which the next stage starts from: ``head_io``). Running
 the same command again skips finished stages (their ``final/`` weights are loaded) and resumes the
 running stage from its last checkpoint.
 """
@@ -20,7 +20,7 @@ from vidtempo.config.load import recipe_path, resolve_recipe, save_recipe, to_ya
 from vidtempo.models.build import build_video_llm
 from vidtempo.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_weights_into, save_pretrained
 from vidtempo.models.lora import LoraSettings
-from vidtempo.models.video_llm import TrainableParts
+from vidtempo.models.interfaces import TrainableParts, VideoModel
 from vidtempo.training.build import (
     build_datamodule,
     build_objective,
@@ -28,7 +28,7 @@ from vidtempo.training.build import (
     build_trainer,
     expand_stages,
 )
-from vidtempo.training.head_io import HEADS_NAME, head_state, load_heads, save_heads
+from vidtempo.training.head_io import has_heads, head_state, load_heads, save_heads
 from vidtempo.training.schema import validate_recipe
 from vidtempo.training.strategies import full_state_dict
 
@@ -64,7 +64,7 @@ def train(cfg: DictConfig) -> Path:
     if plain.get("init_from"):
         init_weights(model, plain["init_from"], recipe)
     final = out
-    # the per-frame heads of the last stage that had them: its final/ or, just trained, in memory
+    # the auxiliary-loss heads of the last stage that had them: its final/ or, just trained, in memory
     heads: Path | dict[str, Any] | None = None
     for i, (stage, sdir) in enumerate(zip(expand_stages(plain), stage_dirs(plain))):
         if stage.get("lora"):
@@ -76,7 +76,7 @@ def train(cfg: DictConfig) -> Path:
             load_weights(model, final)
             if stage.get("merge_lora_after") and model.has_lora:
                 model.merge_lora()
-            heads = final if (final / HEADS_NAME).is_file() else heads
+            heads = final if has_heads(final) else heads
             continue
         prefix = f"stages.{i}." if plain.get("stages") else ""
         module = build_objective(stage, model, recipe, prefix)
@@ -101,7 +101,7 @@ def train(cfg: DictConfig) -> Path:
     return final
 
 
-def _with_encoder_id(stage: dict[str, Any], model: Any, recipe: str) -> dict[str, Any]:
+def _with_encoder_id(stage: dict[str, Any], model: VideoModel, recipe: str) -> dict[str, Any]:
     """Inject the frozen encoder's identity when the stage reads cached features."""
     from vidtempo.config.errors import RecipeError
     from vidtempo.data.feature_cache import encoder_fingerprint
@@ -113,12 +113,15 @@ def _with_encoder_id(stage: dict[str, Any], model: Any, recipe: str) -> dict[str
     if stage["trainable"].get("vision_encoder"):
         raise RecipeError("cached features need a frozen vision encoder in this stage", recipe=recipe,
                           key="data.collator.feature_cache")  # fmt: skip
+    if "cached_features" not in model.capabilities:
+        raise RecipeError(f"{type(model).__name__} encodes pixels only (no capability 'cached_features')",
+                          recipe=recipe, key="data.collator.feature_cache")  # fmt: skip
     collator["encoder_id"] = encoder_fingerprint(model.vision_encoder)
     data["collator"] = collator
     return data
 
 
-def init_weights(model: Any, directory: str | Path, recipe: str) -> None:
+def init_weights(model: VideoModel, directory: str | Path, recipe: str) -> None:
     """``init_from``: start from the weights of a finished run (its ``final/`` directory)."""
     from vidtempo.config.errors import RecipeError
 
@@ -133,7 +136,7 @@ def init_weights(model: Any, directory: str | Path, recipe: str) -> None:
     log.info("initialised the model from %s", directory)
 
 
-def load_weights(model: Any, directory: Path) -> None:
+def load_weights(model: VideoModel, directory: Path) -> None:
     """Load a ``final/`` directory's tensors into an already-built model (stage hand-over)."""
     _, unexpected = load_weights_into(model, directory)
     if unexpected:

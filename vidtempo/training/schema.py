@@ -88,6 +88,21 @@ def validate_recipe(cfg: dict[str, Any], recipe: str) -> None:
         check_fields(stage.get("lora"), LoraSettings, f"stages.{i}.lora", recipe)
         _validate_stage_like(stage, f"stages.{i}.", recipe)
     _check_time_budgets(cfg, recipe)
+    _check_objectives(cfg, recipe)
+
+
+def _check_objectives(cfg: dict[str, Any], recipe: str) -> None:
+    """Each merged stage's objective validates its own view of the stage (``Objective.check_recipe``): e.g.
+    that every auxiliary loss has the batch target it reads."""
+    from vidtempo.config.instantiate import resolve_target
+    from vidtempo.training.build import expand_stages
+
+    for i, stage in enumerate(expand_stages(cfg)):
+        prefix = f"stages.{i}." if cfg.get("stages") else ""
+        objective = resolve_target(stage["objective"], f"{prefix}objective", recipe)
+        check = getattr(objective, "check_recipe", None)
+        if check is not None:
+            check(stage, recipe, prefix)
 
 
 def _check_time_budgets(cfg: dict[str, Any], recipe: str) -> None:

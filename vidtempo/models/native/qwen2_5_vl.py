@@ -1,4 +1,4 @@
-"""Qwen2.5-VL as a native video backbone behind the ``VideoLLM`` contract (TEMPLE's base model).
+"""Qwen2.5-VL as a native video backbone behind the ``VideoModel`` contract (TEMPLE's base model).
 
 Our batches (``frames`` (B, T, 3, H, W) in [0, 1] + ``timestamps`` + one ``VIDEO_TOKEN_INDEX`` placeholder per
 prompt) are turned into Qwen2.5-VL inputs in torch, the way its processor does it:
@@ -22,8 +22,8 @@ Example:
     >>> import torch
     >>> model = Qwen25VLVideoModel(llm=tiny_qwen2_5_vl())
     >>> ids = torch.tensor([[5, -200, 7, 8]])
-    >>> out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clamp(min=0),
-    ...             frames=torch.rand(1, 4, 3, 56, 56), timestamps=torch.tensor([[0.5, 1.5, 2.5, 3.5]]))
+    >>> video = VideoInputs(frames=torch.rand(1, 4, 3, 56, 56), timestamps=torch.tensor([[0.5, 1.5, 2.5, 3.5]]))
+    >>> out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clamp(min=0), video=video)
     >>> int(out.num_video_tokens[0]), tuple(out.logits.shape[:2])
     (8, (1, 13))
 """
@@ -40,7 +40,14 @@ import torch
 from torch import nn
 
 from vidtempo.models.lora import LoraSettings
-from vidtempo.models.video_llm import IGNORE_INDEX, VIDEO_TOKEN_INDEX, TrainableParts, VideoLLMOutput
+from vidtempo.models.interfaces import (
+    IGNORE_INDEX,
+    VIDEO_TOKEN_INDEX,
+    TrainableParts,
+    VideoInputs,
+    VideoModel,
+    VideoModelOutput,
+)
 
 # The Qwen2.5-VL special tokens around vision content (the public tokenizer's added tokens).
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
@@ -292,45 +299,11 @@ def tiny_qwen2_5_vl_tokenizer(vocab_size: int = 512) -> Any:
     return tok
 
 
-# ------------------------------------------------------------------------------------------ views for inspect
-class _VisionView:
-    """``model.vision_encoder`` for ``inspect``: nominal frame size and the 14-px patch grid of a frame."""
-
-    def __init__(self, owner: Qwen25VLVideoModel) -> None:
-        self._owner = owner
-
-    @property
-    def image_size(self) -> int:
-        """Side of the largest square frame within the per-frame pixel cap (multiple of 28)."""
-        return max(28, int(math.sqrt(self._owner.max_pixels)) // 28 * 28)
-
-    def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Shape-only: (N, 3, H, W) -> (empty (N, P, D) on the input's device, 14-px grid (h, w))."""
-        h, w = smart_resize(
-            pixels.shape[-2], pixels.shape[-1], 28, self._owner.min_pixels, self._owner.max_pixels
-        )
-        width = int(self._owner.hf.config.vision_config.out_hidden_size)
-        grid = (h // 14, w // 14)
-        return pixels.new_empty(pixels.shape[0], grid[0] * grid[1] // 4, width), grid
-
-
-class _MergerTokens:
-    """``model.compressor`` for ``inspect``: video tokens of T frames after the 2x2x2 patch merge."""
-
-    def __init__(self, owner: Qwen25VLVideoModel) -> None:
-        self._owner = owner
-
-    def num_tokens(self, frames: int, grid: tuple[int, int], audio: bool = False) -> int:
-        """Merged tokens for ``frames`` frames whose 14-px grid is ``grid`` (the clip budget applied)."""
-        o = self._owner
-        cap = frame_pixel_budget(frames, o.min_pixels, o.max_pixels, o.total_pixels)
-        h, w = smart_resize(grid[0] * 14, grid[1] * 14, 28, o.min_pixels, cap)
-        return math.ceil(frames / 2) * (h // 28) * (w // 28)
-
-
 # ------------------------------------------------------------------------------------------ the model
-class Qwen25VLVideoModel(nn.Module):
-    """Qwen2.5-VL with the ``VideoLLM`` forward / generate / trainable / LoRA / checkpoint contract.
+class Qwen25VLVideoModel(VideoModel):
+    """Qwen2.5-VL as a :class:`~vidtempo.models.interfaces.VideoModel` (forward / generate / trainable / LoRA /
+    checkpoint contract). Capabilities: ``hidden_states``; no audio, no cached features, and its merged video
+    tokens cover two frames each (no per-frame ``token_frames``).
 
     Args:
         llm: the :class:`Qwen25VLBackbone` (recipe: ``llm: {_target_: ...tiny_qwen2_5_vl}``).
@@ -393,13 +366,23 @@ class Qwen25VLVideoModel(nn.Module):
         """The ``Qwen2_5_VLForConditionalGeneration`` (inside peft when LoRA is on)."""
         return _unwrap(self.llm.model)
 
-    @property
-    def vision_encoder(self) -> _VisionView:
-        return _VisionView(self)
+    capabilities = frozenset({"hidden_states"})
 
     @property
-    def compressor(self) -> _MergerTokens:
-        return _MergerTokens(self)
+    def hidden_size(self) -> int:
+        return int(self.llm.hidden_size)
+
+    @property
+    def frame_size(self) -> int:
+        """Side of the largest square frame within the per-frame pixel cap (multiple of 28)."""
+        return max(28, int(math.sqrt(self.max_pixels)) // 28 * 28)
+
+    def video_tokens(self, num_frames: int, audio: bool = False) -> int:
+        """Merged tokens for ``num_frames`` square frames of :attr:`frame_size` (the clip budget applied)."""
+        side = self.frame_size
+        cap = frame_pixel_budget(num_frames, self.min_pixels, self.max_pixels, self.total_pixels)
+        h, w = smart_resize(side, side, 28, self.min_pixels, cap)
+        return math.ceil(num_frames / 2) * (h // 28) * (w // 28)
 
     @staticmethod
     def part_of(name: str) -> str:
@@ -466,15 +449,8 @@ class Qwen25VLVideoModel(nn.Module):
 
     def merge_lora(self) -> None:
         """Fold the adapter into the weights and drop it (TEMPLE's hand-over between curriculum levels)."""
-        if not self.has_lora:
-            raise ValueError("merge_lora: the model has no LoRA adapter")
-        self.llm.model = self.llm.model.merge_and_unload()
+        super().merge_lora()
         self._lora_scope = ()
-        self.base_modified = True
-
-    @property
-    def has_lora(self) -> bool:
-        return any("lora_" in n for n, _ in self.llm.named_parameters())
 
     def train(self, mode: bool = True) -> Qwen25VLVideoModel:
         super().train(mode)
@@ -505,15 +481,14 @@ class Qwen25VLVideoModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         labels: torch.Tensor | None = None,
-        frames: torch.Tensor | None = None,
-        frame_mask: torch.Tensor | None = None,
-        timestamps: torch.Tensor | None = None,
+        video: VideoInputs | None = None,
         padding_side: str = "right",
     ) -> dict[str, Any]:
         """Our batch -> Qwen2.5-VL kwargs: ``input_ids``, ``attention_mask``, ``labels`` (or None),
         ``pixel_values_videos``, ``video_grid_thw`` (V, 3), ``second_per_grid_ts`` (V,), ``mm_token_type_ids``,
         ``position_ids`` (3, B, L') and ``num_video_tokens`` (B,)."""
-        videos = self._videos(frames, frame_mask, timestamps, input_ids.shape[0])
+        _check_unsupported(video)
+        videos = self._videos(video, input_ids.shape[0])
         cfg = self.hf.config
         rows, row_labels, n_video = [], [], []
         for i in range(input_ids.shape[0]):
@@ -544,19 +519,18 @@ class Qwen25VLVideoModel(nn.Module):
             out["position_ids"] = pos.unsqueeze(0).expand(3, -1, -1)
         return out
 
-    def _videos(self, frames: torch.Tensor | None, frame_mask: torch.Tensor | None,
-                timestamps: torch.Tensor | None, batch: int) -> list[VideoPatches | None]:  # fmt: skip
-        if frames is None:
+    def _videos(self, video: VideoInputs | None, batch: int) -> list[VideoPatches | None]:
+        if video is None:
             return [None] * batch
+        frames = video.frames
+        assert frames is not None
         if frames.ndim != 5 or frames.shape[2] != 3:
-            raise ValueError(f"frames must be (B, T, 3, H, W) in [0, 1], got {tuple(frames.shape)}")
-        b, t = frames.shape[:2]
-        if frame_mask is None:
-            frame_mask = torch.ones(b, t, dtype=torch.bool, device=frames.device)
-        if timestamps is None:
-            timestamps = torch.arange(t, device=frames.device).float().expand(b, t)
+            raise ValueError(f"frames must be (U, T, 3, H, W) in [0, 1], got {tuple(frames.shape)}")
+        if video.clip_index is not None:
+            frames = frames[video.clip_index]  # (U, ...) -> (B, ...): each row patchifies its clip
+        frame_mask, timestamps = video.mask(), video.times()
         out: list[VideoPatches | None] = []
-        for i in range(b):
+        for i in range(frames.shape[0]):
             valid = frame_mask[i].bool()
             out.append(self.video_patches(frames[i][valid], timestamps[i][valid]) if valid.any() else None)
         return out
@@ -595,25 +569,15 @@ class Qwen25VLVideoModel(nn.Module):
 
     # ----------------------------------------------------------------- forward / generate
     def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        frames: torch.Tensor | None = None,
-        frame_mask: torch.Tensor | None = None,
-        timestamps: torch.Tensor | None = None,
-        audio: torch.Tensor | None = None,
-        audio_lengths: torch.Tensor | None = None,
-        queries: list[str] | None = None,
-        features: torch.Tensor | None = None,
-        grid: tuple[int, int] | None = None,
-    ) -> VideoLLMOutput:
-        """Teacher-forced forward; input_ids (B, L) with one -200 placeholder, frames (B, T, 3, H, W)."""
-        _check_unsupported(audio, features)
-        inputs = self.prepare_inputs(input_ids, attention_mask, labels, frames, frame_mask, timestamps)
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
+        video: VideoInputs | None = None, *, return_hidden: bool = False,
+    ) -> VideoModelOutput:  # fmt: skip
+        """Teacher-forced forward; input_ids (B, L) with one -200 placeholder, ``video.frames`` (U, T, 3, H, W)."""
+        inputs = self.prepare_inputs(input_ids, attention_mask, labels, video)
         embeds = self._embed(inputs)  # (B, L', H)
         out = self.hf(inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
-                      position_ids=inputs["position_ids"], use_cache=False)  # fmt: skip
+                      position_ids=inputs["position_ids"], use_cache=False,
+                      **({"output_hidden_states": True} if return_hidden else {}))  # fmt: skip
         logits, lab = out.logits, inputs["labels"]
         loss = None
         if lab is not None:
@@ -621,7 +585,9 @@ class Qwen25VLVideoModel(nn.Module):
                 logits[:, :-1].flatten(0, 1).float(), lab[:, 1:].flatten(), ignore_index=IGNORE_INDEX
             )
         info = {"video_grid_thw": inputs.get("video_grid_thw")}
-        return VideoLLMOutput(loss, logits, lab, inputs["attention_mask"], inputs["num_video_tokens"], info)
+        states = tuple(out.hidden_states) if return_hidden else None
+        return VideoModelOutput(loss, logits, lab, inputs["attention_mask"], inputs["num_video_tokens"], info,
+                                states[-1] if states else None, states)  # fmt: skip
 
     def _embed(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Token embeddings with the merged video features scattered over the ``<|video_pad|>`` positions."""
@@ -639,22 +605,11 @@ class Qwen25VLVideoModel(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        frames: torch.Tensor | None = None,
-        frame_mask: torch.Tensor | None = None,
-        timestamps: torch.Tensor | None = None,
-        audio: torch.Tensor | None = None,
-        audio_lengths: torch.Tensor | None = None,
-        queries: list[str] | None = None,
-        features: torch.Tensor | None = None,
-        grid: tuple[int, int] | None = None,
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, video: VideoInputs | None = None,
         **generate_kwargs: Any,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor:  # fmt: skip
         """Greedy by default; returns only the new token ids (B, L_new)."""
-        _check_unsupported(audio, features)
-        inputs = self.prepare_inputs(input_ids, attention_mask, None, frames, frame_mask, timestamps, "left")
+        inputs = self.prepare_inputs(input_ids, attention_mask, None, video, "left")
         for key in ("labels", "num_video_tokens", "position_ids"):
             inputs.pop(key)
         generate_kwargs.setdefault("do_sample", False)
@@ -687,10 +642,12 @@ def _frame_step(timestamps: torch.Tensor) -> float:
     return step
 
 
-def _check_unsupported(audio: torch.Tensor | None, features: torch.Tensor | None) -> None:
-    if features is not None:
+def _check_unsupported(video: VideoInputs | None) -> None:
+    if video is None:
+        return
+    if video.features is not None:
         raise ValueError("Qwen25VLVideoModel encodes pixels only: remove data.collator.feature_cache")
-    if audio is not None:
+    if video.audio is not None:
         raise ValueError("Qwen25VLVideoModel has no audio path: set data.collator.audio: false")
 
 

@@ -1,6 +1,6 @@
 """Per-frame tag loss on the vision encoder's own features ("what is on screen?", before any compressor).
 
-``SFTModule``'s tag head (``tag_weight``) reads the LLM's hidden states, so its gradient reaches the vision
+The ``frame_tags`` auxiliary loss reads the LLM's hidden states, so its gradient reaches the vision
 encoder only through the LLM, the projector and the compressor. This head reads each frame's encoder features
 directly: the patch features of a frame are max-pooled over the patch grid (presence anywhere in the frame)
 and a linear layer scores each tag, compared with ``batch.frame_tags`` by binary cross-entropy. It is deep
@@ -10,7 +10,7 @@ heard near a frame) are not in the pixels, so ``slots`` picks the tag columns it
 
 Example:
     >>> import torch
-    >>> loss_fn = EncoderTagLoss(feature_dim=8, slots=2)
+    >>> loss_fn = EncoderTagHead(feature_dim=8, slots=2)
     >>> feats = torch.randn(1, 3, 4, 8)                       # (B, T, P, D): 3 frames, 4 patches
     >>> tags = torch.tensor([[[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])   # (B, T, C)
     >>> loss = loss_fn(feats, torch.ones(1, 3, dtype=torch.bool), tags)
@@ -20,15 +20,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from vidtempo.training.saliency import slot_indices
+from vidtempo.models.interfaces import VideoModel, VideoModelOutput
+from vidtempo.training.auxiliary.base import AuxLoss
+from vidtempo.training.auxiliary.frame_heads import slot_indices
 
 
-class EncoderTagLoss(nn.Module):
+class EncoderTagHead(nn.Module):
     """BCE between a linear head on each frame's max-pooled encoder features and the frame's tags.
 
     Args:
@@ -65,10 +68,41 @@ class EncoderTagLoss(nn.Module):
         return nn.functional.binary_cross_entropy_with_logits(logits[known].float(), targets[known].float())
 
 
-def vision_feature_dim(model: nn.Module) -> int:
-    """The feature width of a ``VideoLLM``'s vision encoder; a clear error for models without one."""
-    encoder = getattr(model, "vision_encoder", None)
-    width = getattr(encoder, "out_dim", None)
-    if width is None:
-        raise ValueError(f"encoder_tag_weight needs a vision encoder with out_dim; {type(model).__name__} has none")
-    return int(width)
+class EncoderTagLoss(AuxLoss):
+    """The auxiliary loss (alias ``encoder_tags``) around :class:`EncoderTagHead`: reads the model's per-frame
+    encoder features (capability ``frame_features``) and ``batch.targets['frame_tags']`` by default.
+
+    Args:
+        weight: loss weight. target: the batch target it reads.
+        slots: the tag columns it predicts (a count or a list; default every channel of the target). Give
+            the visual ones when the tags also list sounds, e.g. ``12`` for the first 12.
+
+    Example:
+        >>> EncoderTagLoss(slots=12).requires
+        frozenset({'frame_features'})
+    """
+
+    requires = frozenset({"frame_features"})
+    default_target = "frame_tags"
+
+    def __init__(self, weight: float = 1.0, target: str | None = None, slots: int | Sequence[int] | None = None):
+        super().__init__(weight, target)
+        if slots is not None:
+            slot_indices(slots)
+        self.slots = slots
+        self.scorer: EncoderTagHead | None = None
+
+    def bind(self, model: VideoModel, target_channels: Mapping[str, int]) -> None:
+        slots = self.slots if self.slots is not None else target_channels[self.target]
+        self.scorer = EncoderTagHead(model.frame_feature_dim, slots)
+
+    def forward(self, out: VideoModelOutput, batch: Any) -> torch.Tensor:
+        assert self.scorer is not None, "bind() was not called"
+        features = out.info.get("frame_features")
+        if features is None:
+            raise ValueError("encoder_tags needs the model's per-frame encoder features in info['frame_features']")
+        return self.scorer(features, batch.frame_mask, self.batch_target(batch))
+
+    def handover_module(self) -> nn.Module:
+        assert self.scorer is not None
+        return self.scorer

@@ -1,14 +1,16 @@
-"""Per-frame training targets from annotated intervals (the targets of ``vidtempo.training.saliency``).
+"""TempoSynth's per-frame target slot layout (target builder ``synth_frame_slots``; read by the
+``saliency`` auxiliary loss, ``vidtempo.training.auxiliary.saliency``).
 
-* ``interval_targets``: "is the moment the sample is about (slot 0) or the moment option k names (slot k)
-  inside this frame?" from ``meta["timestamps"]`` / ``meta["evidence"]`` / ``meta["option_timestamps"]``,
-  and "has option k's moment begun by this frame?" (slot ``SEEN_OFFSET + k``: seen-so-far, a step), and
-  "has some / every option begun?" (slots ``ANY_SEEN_SLOT`` / ``ALL_SEEN_SLOT``);
-* ``event_tags``: "which labels are on screen (or heard) at this frame?" from ``meta["events"]``.
+``interval_targets``: "is the moment the sample is about (slot 0) or the moment option k names (slot k)
+inside this frame?" from ``meta["timestamps"]`` / ``meta["evidence"]`` / ``meta["option_timestamps"]``,
+and "has option k's moment begun by this frame?" (slot ``SEEN_OFFSET + k``: seen-so-far, a step), and
+"has some / every option begun?" (slots ``ANY_SEEN_SLOT`` / ``ALL_SEEN_SLOT``). The layout follows
+TempoSynth's multiple-choice questions (options A-E that each name a moment).
 
 Example:
     >>> import torch
     >>> from vidtempo.data.samples import ConversationSample
+from vidtempo.data.targets import TargetBuilder
     >>> s = ConversationSample(video=None, messages=[], id="q", meta={"timestamps": [1.0, 2.0]})
     >>> interval_targets([s], torch.tensor([[0.5, 1.5]]), torch.ones(1, 2, dtype=torch.bool))[0, :, 0]
     tensor([0., 1.])
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 
 from vidtempo.data.samples import ConversationSample
+from vidtempo.data.targets import TargetBuilder
 
 MAX_OPTIONS = 5  # options A-E
 SEEN_OFFSET = MAX_OPTIONS  # slot SEEN_OFFSET + k: option k has begun by this frame (k = 1..5)
@@ -92,32 +95,20 @@ def interval_targets(
     return out
 
 
-def event_tags(
-    samples: list[ConversationSample], times: torch.Tensor, frame_mask: torch.Tensor, labels: list[str],
-    window_labels: list[str] | None = None,
-) -> torch.Tensor:
-    """(B, T, C): 1.0 where an event of label c (``meta["events"]`` rows ``[label, start, end]``) covers the
-    frame's time, 0.0 otherwise, NaN for padded frames and samples without events. Labels in
-    ``window_labels`` (short events such as sounds) count when they overlap the frame's window, from its time
-    to the next frame's. Events with other labels are ignored."""
-    index = {label: c for c, label in enumerate(labels)}
-    windowed = set(window_labels or ())
-    out = torch.full((*times.shape, len(labels)), float("nan"))
-    for i, sample in enumerate(samples):
-        events = sample.meta.get("events")
-        if events is None:
-            continue
-        t = times[i][frame_mask[i]]  # (T_i,)
-        step = float((t[1:] - t[:-1]).median()) if len(t) > 1 else 1.0
-        next_t = torch.cat([t[1:], t[-1:] + step])  # (T_i,) end of each frame's window
-        row = torch.zeros(len(t), len(labels))
-        for ev in events:
-            if not (isinstance(ev, (list, tuple)) and len(ev) == 3):
-                raise ValueError(f"sample {sample.id}: meta.events rows must be [label, start, end], got {ev!r}")
-            if ev[0] not in index:
-                continue
-            a, b = float(ev[1]), float(ev[2])
-            hit = (t < b) & (next_t > a) if ev[0] in windowed else (t >= a) & (t < b)
-            row[:, index[ev[0]]] += hit.float()
-        out[i, frame_mask[i]] = row.clamp(max=1.0)
-    return out
+class SynthFrameSlots(TargetBuilder):
+    """Target builder of the 13-slot layout above (``interval_targets``), for ``data.collator.targets``.
+
+    Example:
+        >>> import torch
+        >>> from vidtempo.data.samples import ConversationSample
+        >>> s = ConversationSample(video=None, messages=[], id="q", meta={"timestamps": [1.0, 2.0]})
+        >>> SynthFrameSlots()([s], torch.tensor([[0.5, 1.5]]), torch.ones(1, 2, dtype=torch.bool)).shape
+        torch.Size([1, 2, 13])
+    """
+
+    channels = FRAME_TARGET_SLOTS
+
+    def __call__(
+        self, samples: list[ConversationSample], times: torch.Tensor, frame_mask: torch.Tensor
+    ) -> torch.Tensor:
+        return interval_targets(samples, times, frame_mask)

@@ -1,4 +1,10 @@
-"""Per-frame saliency loss: "is the moment the question asks about on screen in this frame?"
+"""Per-frame heads on the LLM's hidden states at the video positions, as auxiliary losses.
+
+* ``saliency`` (:class:`SaliencyLoss`): "is the moment the question asks about on screen in this frame?"
+* ``frame_tags`` (:class:`FrameTagLoss`): "what is on screen (or heard) at this frame?", question-independent.
+
+Both score each frame with a linear head (:class:`FrameSaliencyLoss`) and compare with a per-frame target of
+the batch (``batch.targets``) by binary cross-entropy.
 
 A linear head reads the LLM's last hidden state at each video position, and a binary cross-entropy compares
 its per-frame scores with annotated intervals (``batch.frame_targets``). Slot 0 is the sample's moment
@@ -29,13 +35,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from vidtempo.data.frame_targets import FRAME_TARGET_SLOTS
+from vidtempo.models.interfaces import VideoModel, VideoModelOutput
 from vidtempo.models.video_llm import video_spans
+from vidtempo.training.auxiliary.base import AuxLoss
 
 
 class FrameSaliencyLoss(nn.Module):
@@ -46,16 +54,16 @@ class FrameSaliencyLoss(nn.Module):
 
     Args:
         hidden_size: the LLM's hidden size.
-        slots: the target slots it predicts, one head output each: a count ``n`` (slots ``0..n-1``;
-            ``FRAME_TARGET_SLOTS`` is every slot the collator fills) or a list of slot indices (e.g.
-            ``[0, 11, 12]``: the moment and "some / every option seen", see ``vidtempo.data.frame_targets``).
+        slots: the target slots it predicts, one head output each: a count ``n`` (slots ``0..n-1``) or a list
+            of slot indices (e.g. ``[0, 11, 12]``: the moment and "some / every option seen" of TempoSynth's
+            layout, ``vidtempo.synth.targets``).
         reduction: ``sample`` (each sample's mean over its known (frame, slot) targets, then the mean over
             samples: a question with 9 known slots weighs as much as one with 1) or ``entry`` (the mean over
             every known target of the batch).
     """
 
     def __init__(
-        self, hidden_size: int, slots: int | Sequence[int] = FRAME_TARGET_SLOTS, reduction: str = "sample"
+        self, hidden_size: int, slots: int | Sequence[int] = 1, reduction: str = "sample"
     ) -> None:
         super().__init__()
         if reduction not in ("sample", "entry"):
@@ -111,7 +119,7 @@ class FrameSaliencyLoss(nn.Module):
         """Mean BCE over the (frame, slot) pairs that have a target, per ``reduction`` (0 with none, still in
         the graph).
 
-        Shapes: hidden (B, L', H) from ``VideoLLM.forward(output_hidden_states=True)``; input_ids and
+        Shapes: hidden (B, L', H) from ``VideoModel.forward(return_hidden=True)``; input_ids and
         attention_mask (B, L) before splicing; num_video_tokens (B,); frame_mask (B, T); frame_targets
         (B, T, S) (the head reads its ``slots``), or (B, T) for slot 0 only; NaN = unknown;
         token_frames (B, N) each video token's frame, -1 for padding (optional, see ``frame_scores``).
@@ -149,3 +157,90 @@ def slot_indices(slots: int | Sequence[int]) -> list[int]:
     if not picked or not all(isinstance(k, int) and k >= 0 for k in picked) or len(set(picked)) != len(picked):
         raise ValueError(f"saliency slots must be a count >= 1 or a list of distinct slot indices >= 0, got {slots!r}")
     return picked
+
+
+def hidden_state(out: VideoModelOutput, layer: int, key: str) -> torch.Tensor:
+    """(B, L', H) hidden state ``layer`` of a forward output (``out.hidden_states``; -1 may also be
+    ``out.last_hidden_state``); a clear error naming the option ``key`` when the layer does not exist."""
+    states = out.hidden_states
+    if layer == -1 and states is None and out.last_hidden_state is not None:
+        return out.last_hidden_state
+    if states is None:
+        raise ValueError(f"{key}={layer} needs the model's hidden_states (forward(return_hidden=True))")
+    if not -len(states) <= layer < len(states):
+        raise ValueError(
+            f"{key}={layer} is out of range: the LLM has {len(states)} hidden states "
+            f"(0 = embeddings .. {len(states) - 1} = last block; negative counts from the end)"
+        )
+    return states[layer]
+
+
+class _FrameHeadLoss(AuxLoss):
+    """A :class:`FrameSaliencyLoss` head on hidden state ``layer`` at the video positions."""
+
+    requires = frozenset({"hidden_states", "token_frames"})
+
+    def __init__(self, weight: float = 1.0, target: str | None = None, slots: int | Sequence[int] | None = None,
+                 reduction: str = "sample", layer: int = -1) -> None:  # fmt: skip
+        super().__init__(weight, target)
+        if slots is not None:
+            slot_indices(slots)  # a bad value fails when the recipe is built, not at the first step
+        if reduction not in ("sample", "entry"):
+            raise ValueError(f"reduction must be 'sample' or 'entry', got {reduction!r}")
+        self.slots, self.reduction, self.layer = slots, reduction, int(layer)
+        self.scorer: FrameSaliencyLoss | None = None
+
+    def bind(self, model: VideoModel, target_channels: Mapping[str, int]) -> None:
+        slots = self.slots if self.slots is not None else target_channels[self.target]
+        self.scorer = FrameSaliencyLoss(model.hidden_size, slots=slots, reduction=self.reduction)
+
+    def forward(self, out: VideoModelOutput, batch: Any) -> torch.Tensor:
+        assert self.scorer is not None, "bind() was not called"
+        hidden = hidden_state(out, self.layer, f"{type(self).__name__} layer")
+        return self.scorer(hidden, batch.input_ids, batch.attention_mask, out.num_video_tokens,
+                           batch.frame_mask, self.batch_target(batch), out.info.get("token_frames"))  # fmt: skip
+
+    def handover_module(self) -> nn.Module:
+        assert self.scorer is not None
+        return self.scorer
+
+
+class SaliencyLoss(_FrameHeadLoss):
+    """"Is the moment this question asks about on screen in this frame?" (Moment-DETR / UniVTG-style saliency,
+    extended to the moments answer options name). Reads ``batch.targets['frame_targets']`` by default (e.g.
+    TempoSynth's ``synth_frame_slots``) and needs the video after the question
+    (``data.collator.video_position: after_text``): otherwise its tokens cannot know what to look for.
+
+    Args:
+        weight: loss weight. target: the batch target it reads.
+        slots: the target slots it predicts (a count or a list of indices; default every channel).
+        reduction: ``sample`` (every sample weighs the same) or ``entry`` (every known target weighs the same).
+        layer: which hidden state the head reads (0 = embeddings, k = block k's output, -1 = the last).
+
+    Example:
+        >>> SaliencyLoss(weight=1.0, slots=13).requires == frozenset({"hidden_states", "token_frames"})
+        True
+    """
+
+    default_target = "frame_targets"
+
+    @classmethod
+    def check_collator(cls, node: Mapping[str, Any], collator: Mapping[str, Any]) -> str | None:
+        problem = super().check_collator(node, collator)
+        if problem is None and collator.get("video_position", "keep") != "after_text":
+            return ("needs data.collator.video_position: after_text (the video tokens must see the "
+                    "question)")  # fmt: skip
+        return problem
+
+
+class FrameTagLoss(_FrameHeadLoss):
+    """"What is on screen (or heard) at this frame?": a multi-label head on the LLM's states at the video
+    positions, question-independent, so it trains the encoder from the first step. Reads
+    ``batch.targets['frame_tags']`` by default (``event_tags`` builder). Arguments as :class:`SaliencyLoss`.
+
+    Example:
+        >>> FrameTagLoss(weight=1.0).target
+        'frame_tags'
+    """
+
+    default_target = "frame_tags"
