@@ -190,10 +190,6 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
             "TEMPO-style pairs from TempoSynth dense captions (perturbed events or video)",
         ),
     },
-    "sampler": {
-        "uniform": ("vidtempo.data.sampling:UniformSampler", "N frames at segment midpoints"),
-        "fps": ("vidtempo.data.sampling:FpsSampler", "fixed rate, capped by max_frames"),
-    },
     "decoder": {
         "pyav": ("vidtempo.data.video:PyAVDecoder", "PyAV (bundled FFmpeg, default)"),
         "decord": ("vidtempo.data.video:DecordDecoder", "decord VideoReader"),

@@ -13,7 +13,7 @@ from vidtempo.registry import Registry, RegistryError, get_registry, kinds
 
 def test_every_kind_named_in_the_issue_has_a_table():
     expected = {"vision_encoder", "audio_encoder", "compressor", "projector", "llm", "objective", "dataset",
-                "sampler", "decoder"}
+                "decoder"}
     assert expected <= set(kinds())
 
 

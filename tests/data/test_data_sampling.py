@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from vidtempo.data.sampling import FpsSampler, UniformSampler, resolve_span
-from vidtempo.registry import get_registry
 
 
 def test_uniform_midpoints_and_indices() -> None:
@@ -72,6 +71,8 @@ def test_bad_arguments() -> None:
         UniformSampler(2)(duration=1.0, native_fps=0.0)
 
 
-def test_registry_aliases() -> None:
-    reg = get_registry("sampler")
-    assert reg.resolve("uniform") is UniformSampler and reg.resolve("fps") is FpsSampler
+def test_samplers_are_not_a_registry_kind() -> None:
+    """``load_clip`` picks the sampler from num_frames / fps: there is no ``sampler`` alias table."""
+    from vidtempo.registry import kinds
+
+    assert "sampler" not in kinds()

@@ -31,7 +31,6 @@ KEY_TO_KIND = {
     "audio_encoder": "audio_encoder",
     "compressor": "compressor",
     "projector": "projector",
-    "audio_projector": "projector",
     "llm": "llm",
     "tokenizer": "tokenizer",
     "objective": "objective",
@@ -40,7 +39,6 @@ KEY_TO_KIND = {
     "train": "dataset",
     "val": "dataset",
     "test": "dataset",
-    "sampler": "sampler",
     "decoder": "decoder",
 }
 

@@ -151,18 +151,3 @@ class FpsSampler(FrameSampler):
     def __repr__(self) -> str:
         return f"FpsSampler(fps={self.fps}, max_frames={self.max_frames})"
 
-
-def make_sampler(num_frames: int | None = None, fps: float | None = None, max_frames: int | None = None):
-    """The sampler for ``load_clip``'s arguments: uniform, fixed rate, or every native frame (fps=None).
-
-    Returns a :class:`FrameSampler`, or None meaning "every frame of the span" (capped by ``max_frames``).
-    """
-    if num_frames is not None and fps is not None:
-        raise ValueError("give num_frames or fps, not both")
-    if num_frames is not None:
-        if max_frames is not None and num_frames > max_frames:
-            num_frames = max_frames
-        return UniformSampler(num_frames)
-    if fps is not None:
-        return FpsSampler(fps, max_frames)
-    return None

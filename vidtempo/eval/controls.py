@@ -9,8 +9,7 @@
   timestamps, masks and the prompt are unchanged. What remains is the text prior.
 
 The permutation depends only on ``(seed, item id)``, never on the batch, so a resumed or re-batched run sees
-exactly the same inputs. Identity draws are re-drawn (``../shared/docs/methods.md``: "re-draw until order
-changes").
+exactly the same inputs. Identity draws are re-drawn, as for the TEMPO shuffles (``docs/methods/tempo.md``).
 
 Example:
     >>> import torch

@@ -1,6 +1,6 @@
 """Temporal-grounding and retrieval metrics on plain Python / NumPy inputs.
 
-Conventions (see ``docs/eval.md`` and ``../shared/docs/anchors.md`` section 4):
+Conventions (see ``docs/eval.md``):
 
 * Temporal IoU uses the hull as union, ``max(ends) - min(starts)``, as the LLM-era grounding scripts do
   (TimeChat ``metrics/tvg/eval_tvg.py``, VTimeLLM ``eval/eval.py``, lmms-eval ``charades_sta``). It equals the

@@ -6,7 +6,7 @@ Two families live here:
   Their rules are written out in the docstrings and in ``docs/eval.md``.
 * Re-implementations of the reference extractors of official scorers (Video-MME, MVBench, EgoSchema in
   lmms-eval), so that an "official" number can be reproduced exactly, quirks included. They are written
-  from the published rules (``../shared/docs/anchors.md`` section 4), not copied.
+  from the published rules (``docs/eval.md``), not copied.
 
 Example:
     >>> parse_interval("The man opens the door from 3.5 to 7 seconds.")
@@ -295,13 +295,6 @@ def parse_choice(text: str | None, options: Sequence[str] | None = None, num_opt
     if options:
         return match_option_text(text, options)
     return None
-
-
-def letter_to_index(letter: str) -> int:
-    """``"A"`` -> 0, ``"e"`` -> 4."""
-    if len(letter) != 1 or letter.upper() not in LETTERS:
-        raise ValueError(f"not an option letter: {letter!r}")
-    return LETTERS.index(letter.upper())
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ spaces, and the question is asked about the whole video with ``<think>{joined}</
 question text. Each segment is sampled with the collator's own frame settings, so LVCoT multiplies the frame
 coverage by N (the released code caps every part at 224 frames separately).
 
-N follows the video's duration (released code, ``eval/eval_videomme.py`` / ``eval/eval_mlvu.py``; facts in
-``../shared/docs/methods.md`` §2.10): Video-MME: 3 segments from 900 s, 2 from 600 s, none below; MLVU: 2 from
+N follows the video's duration (released code, ``eval/eval_videomme.py`` / ``eval/eval_mlvu.py``; see
+``docs/methods/lvcot.md``): Video-MME: 3 segments from 900 s, 2 from 600 s, none below; MLVU: 2 from
 600 s. The thresholds are configurable (``rule``), or N can be fixed (``segments``). One segment = no LVCoT:
 the sample is answered directly.
 

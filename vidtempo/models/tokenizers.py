@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 CHATML_TEMPLATE = (
@@ -95,7 +94,3 @@ def tiny_tokenizer(vocab_size: int = 512) -> Any:
     tok.chat_template = CHATML_TEMPLATE
     return _finish(tok)
 
-
-def save_tokenizer(tokenizer: Any, directory: str | Path) -> None:
-    """Save next to a checkpoint so ``infer`` needs nothing else."""
-    tokenizer.save_pretrained(str(directory))

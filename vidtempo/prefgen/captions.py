@@ -1,6 +1,6 @@
 """Self-captioning for TEMPO / TEMPLE preference data: the model being trained describes its own clips.
 
-TEMPLE (``../shared/docs/methods.md`` 3.4-3.5; lscpku/TEMPLE ``generate_meta_data.py``,
+TEMPLE (``docs/methods/prefgen.md``; lscpku/TEMPLE ``generate_meta_data.py``,
 ``inference/generator_base.py``) captions each merged segment with the target model (2 keyframes; the first
 clip alone, every later one as a "difference caption" next to the previous clip), then asks the same model
 to turn the ordered list of clip captions into one chronological paragraph (text only, no video; sampling

@@ -48,7 +48,7 @@ DEFAULT_LEVELS: tuple[int, ...] = (16, 8, 4, 2)
 ORDERS: tuple[str, ...] = ("easy_to_hard", "hard_to_easy", "as_listed")
 SWITCHES: tuple[str, ...] = ("epochs", "steps")
 DPO_KEYS = {"objective", "data", "trainable", "optim", "trainer", "checkpoint"}
-# TEMPLE DPO: LoRA on the LLM, vision tower and aligner frozen (methods.md 3.7)
+# TEMPLE DPO: LoRA on the LLM, vision tower and aligner frozen (docs/methods/tempo.md)
 DEFAULT_DPO_TRAINABLE: dict[str, Any] = {
     "vision_encoder": False, "audio_encoder": False, "compressor": False, "projector": False, "llm": "lora",
 }  # fmt: skip

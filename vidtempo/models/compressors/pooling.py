@@ -40,8 +40,8 @@ class SpatialPoolCompressor(TokenCompressor):
             then hears from its own time up to the next frame).
         temporal_layers: pre-LN transformer layers of self-attention across all the video's tokens (not
             causal), after the time embedding and the audio: every frame's token can read later frames
-            before the LLM's causal attention does (DaMO's temporal self-attention within a stream,
-            ``../shared/docs/methods.md`` §1 step 6a). 0 = off.
+            before the LLM's causal attention does (the DaMO paper's temporal self-attention within a
+            stream; ``docs/components/compressors.md``). 0 = off.
         temporal_heads: attention heads of those layers (``in_dim`` must be divisible by it).
     """
 

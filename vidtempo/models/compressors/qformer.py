@@ -4,7 +4,7 @@ queries), plus a BERT-style tokenizer for its text input.
 
 TDC (arXiv 2504.10443, released code ``tdc/cambrian_arch.py init_Qformer``) uses a BERT-base Q-Former
 (12 layers, width 768, 12 heads, cross-attention in layers 0, 2, ..., 10) whose cross-attention reads
-LLM-width frame tokens, initialised from ``bert-base-uncased`` (methods.md 2.5). Nothing here downloads:
+LLM-width frame tokens, initialised from ``bert-base-uncased`` (``docs/methods/tdc.md``). Nothing here downloads:
 
 * :class:`QFormer` builds a randomly initialised model from a preset (``"bert_base"``, ``"tiny"``) and/or a
   config dict; :meth:`QFormer.load_pretrained` copies the weights of a local BERT checkpoint directory

@@ -1,5 +1,5 @@
 """TDC: Temporal Dynamic Context compression (Hao et al., arXiv 2504.10443; released code Hoar012/TDC-Video,
-``tdc/cambrian_arch.py prepare_inputs_labels_for_multimodal``; facts in methods.md 2.2-2.6).
+``tdc/cambrian_arch.py prepare_inputs_labels_for_multimodal``; see ``docs/methods/tdc.md``).
 
 Per video: cut scenes (:class:`~vidtempo.models.segmentation.SceneSegmenter`, top-k lowest consecutive-frame
 similarities), split every scene into chunks of at most ``chunk_size`` (8) frames. In each chunk:
@@ -68,7 +68,7 @@ class TDCCompressor(TokenCompressor):
         query_type: ``"avg_pool"`` (queries from the static frame, released default) or ``"learned"``.
         l2_normalize: L2-normalise every Q-Former output token (released code).
         l2_scale: with ``l2_normalize``, multiply the unit-norm tokens by one learnable scalar initialised to
-            this value, e.g. the mean norm of the LLM's input embeddings (methods.md §2.12: a unit norm may not
+            this value, e.g. the mean norm of the LLM's input embeddings (``docs/methods/tdc.md``: a unit norm may not
             match the LLM's embedding scale; not in TDC). None = the released code's unit norm.
         qformer: a :class:`QFormer`, a preset name (``"bert_base"``, ``"tiny"``) or a config dict with an
             optional ``preset`` key; its cross-attention reads ``llm_dim``-wide states.
@@ -182,7 +182,7 @@ class TDCCompressor(TokenCompressor):
         return n_v + (self.audio_tokens_per_frame if audio else 0)
 
     def chunk_tokens(self, length: int, grid: tuple[int, int], audio: bool = False) -> int:
-        """Tokens of one chunk of ``length`` frames (methods.md 2.5), before the budget guard."""
+        """Tokens of one chunk of ``length`` frames (``docs/methods/tdc.md``), before the budget guard."""
         if length < 1:
             raise ValueError(f"a chunk has at least one frame, got {length}")
         compressed = self.num_queries + 1

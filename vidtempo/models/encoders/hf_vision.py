@@ -59,7 +59,7 @@ def as_grid(value: Sequence[int] | int | None, name: str) -> tuple[int, int] | N
 def resize_grid(patches: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """Bilinearly interpolate a patch grid: (N, h*w, D) -> (N, size[0]*size[1], D).
 
-    TDC resizes SigLIP/DINOv2's 27x27 grids to 24x24 this way (methods.md 2.2).
+    TDC resizes SigLIP/DINOv2's 27x27 grids to 24x24 this way (``docs/methods/tdc.md``).
     """
     if tuple(grid) == tuple(size):
         return patches
