@@ -50,7 +50,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "synth_av.ya
 def sections() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     cfg = OmegaConf.to_container(load_recipe(RECIPE), resolve=False)
     collator = {k: v for k, v in cfg["data"]["collator"].items()
-                if k not in ("cache_decoded", "audio_mel", "frame_targets", "frame_tags", "window_tags")}  # fmt: skip
+                if k not in ("cache_decoded", "audio_mel", "targets")}  # fmt: skip
     return cfg["tokenizer"], cfg["model"], collator
 
 

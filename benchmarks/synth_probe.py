@@ -29,6 +29,7 @@ import json
 import math
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,9 @@ from vidtempo.eval.scorers import first_interval
 from vidtempo.models.build import build_video_llm
 from vidtempo.synth.dataset import SynthConversations
 from vidtempo.synth.generate import Manifest, generate
+from vidtempo.synth.targets import SynthFrameSlots
+from vidtempo.training.auxiliary import FrameSaliencyLoss
 from vidtempo.training.build import build_tokenizer
-from vidtempo.training.saliency import FrameSaliencyLoss
 
 CONDITIONS = ("normal", "time", "blind")
 # No roles, no system turn: the question, a newline, then the answer ending in <|im_end|>.
@@ -115,7 +117,7 @@ class Clips:
 def make_collator(tok: Any, cc: dict[str, Any], clips: Clips | None, generation: bool) -> VideoCollator:
     col = VideoCollator(tok, num_frames=cc["num_frames"], frame_size=cc["frame_size"], backend=cc.get("backend", "pyav"),
                         video_position=cc.get("video_position", "keep"), generation=generation,
-                        frame_targets=not generation)  # fmt: skip
+                        targets=None if generation else {"frame_targets": SynthFrameSlots()})  # fmt: skip
     if clips is not None:
         col.decode = clips  # type: ignore[method-assign]
     return col
@@ -131,24 +133,26 @@ def batch_inputs(
 ) -> dict:
     batch = collated if collated is not None else col(samples)
     kw = batch.model_inputs(with_labels=labels)
+    video = kw["video"]
     if relative_time:  # the time embedding sees % of the video (0-100) instead of seconds
         durations = torch.tensor([float(s.meta["duration"]) for s in samples]).unsqueeze(1)  # (B, 1)
-        kw["timestamps"] = kw["timestamps"] * 100.0 / durations
+        video = replace(video, timestamps=video.timestamps * 100.0 / durations)
     if oracle:  # the "frames" slots hold (T, 1, D) oracle features
-        kw.update(features=kw.pop("frames"), frames=None, grid=(1, 1))
+        video = replace(video, features=video.frames, frames=None, grid=(1, 1))
+    kw["video"] = video
     return kw
 
 
 def lm_and_saliency_loss(
     model: Any, head: FrameSaliencyLoss, col: VideoCollator, batch: list[ConversationSample], args: argparse.Namespace
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token loss plus the toolkit's per-frame saliency loss (``vidtempo.training.saliency``; slot 0:
+    """Next-token loss plus the toolkit's per-frame saliency loss (``vidtempo.training.auxiliary``; slot 0:
     "is the named object here?"). The video must come after the question."""
     b = col(batch)
     kw = batch_inputs(col, batch, args.features == "oracle", True, args.time == "relative", collated=b)
-    out = model(**kw, output_hidden_states=True)  # last_hidden_state (B, L', H)
+    out = model(**kw, return_hidden=True)  # last_hidden_state (B, L', H)
     sal = head(out.last_hidden_state, kw["input_ids"], kw["attention_mask"], out.num_video_tokens,
-               kw["frame_mask"], b.frame_targets[..., :1])  # fmt: skip
+               kw["video"].frame_mask, b.targets["frame_targets"][..., :1])  # fmt: skip
     return out.loss, sal
 
 
@@ -197,11 +201,12 @@ def evaluate(model: Any, tok: Any, col: VideoCollator, test: list[ConversationSa
     for i in range(0, len(test), 32):
         chunk = test[i : i + 32]
         kw = batch_inputs(col, chunk, oracle, False, args.time == "relative")
+        video = kw["video"]
         if condition == "blind":
-            kw[key] = torch.zeros_like(kw[key])
+            kw["video"] = replace(video, **{key: torch.zeros_like(getattr(video, key))})
         elif condition == "time":
-            perm = torch.randperm(kw[key].shape[1], generator=torch.Generator().manual_seed(i))
-            kw[key] = kw[key][:, perm]  # content shuffled, timestamps kept
+            perm = torch.randperm(getattr(video, key).shape[1], generator=torch.Generator().manual_seed(i))
+            kw["video"] = replace(video, **{key: getattr(video, key)[:, perm]})  # content shuffled, times kept
         ids = model.generate(**kw, max_new_tokens=12, pad_token_id=tok.pad_token_id, eos_token_id=end)
         for s, row in zip(chunk, ids):
             text = tok.decode(row, skip_special_tokens=True)

@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from vidtempo.config.errors import RecipeError
-from vidtempo.data.pref_synth import SynthPreferencePairs, perturb_indices
+from vidtempo.data.perturb import perturb_indices
+from vidtempo.synth.pairs import SynthPreferencePairs
 from vidtempo.data.samples import PreferenceSample
 from vidtempo.training.curriculum import MagnitudeFilter, expand_curriculum
 

@@ -1,4 +1,5 @@
-"""The per-frame saliency loss: targets from annotated intervals, the loss itself, and SFT training with it."""
+"""The per-frame saliency and tag losses (auxiliary-loss plug-ins): targets from annotated intervals, the loss
+itself, and SFT training with it."""
 
 from __future__ import annotations
 
@@ -8,24 +9,25 @@ import pytest
 import torch
 
 from vidtempo.config.errors import RecipeError
-from vidtempo.data.frame_targets import (
+from vidtempo.data.samples import ConversationSample
+from vidtempo.data.targets import EventTags
+from vidtempo.models.compressors.pooling import SpatialPoolCompressor
+from vidtempo.models.encoders.presets import tiny_vision_encoder
+from vidtempo.models.interfaces import VideoInputs
+from vidtempo.models.llms.presets import tiny_llm
+from vidtempo.models.video_llm import VIDEO_TOKEN_INDEX, VideoLLM, video_spans
+from vidtempo.synth.targets import (
     ALL_SEEN_SLOT,
     ANY_SEEN_SLOT,
     FRAME_TARGET_SLOTS,
     SEEN_OFFSET,
-    event_tags,
     interval_targets,
     option_intervals,
     sample_intervals,
 )
-from vidtempo.data.samples import ConversationSample
-from vidtempo.models.compressors.pooling import SpatialPoolCompressor
-from vidtempo.models.encoders.presets import tiny_vision_encoder
-from vidtempo.models.llms.presets import tiny_llm
-from vidtempo.models.video_llm import VIDEO_TOKEN_INDEX, VideoLLM, video_spans
-from vidtempo.training.build import check_saliency
+from vidtempo.training.auxiliary import FrameSaliencyLoss, FrameTagLoss, SaliencyLoss
 from vidtempo.training.optim import OptimSettings
-from vidtempo.training.saliency import FrameSaliencyLoss
+from vidtempo.training.schema import validate_recipe
 from vidtempo.training.sft import SFTModule
 
 
@@ -132,17 +134,21 @@ def test_sft_with_saliency_learns_per_frame_targets_through_the_llm():
     """Frames are bright or dark; the target is "bright". Only the head, the LLM and the encoder can
     carry that to the per-frame score: the saliency loss must fall well below chance (ln 2)."""
     torch.manual_seed(0)
-    module = SFTModule(tiny_model(), OptimSettings(lr=3e-3), saliency_weight=1.0)
-    opt = torch.optim.AdamW(list(module.model.parameters()) + list(module.saliency.parameters()), lr=3e-3)
+    module = SFTModule(tiny_model(), OptimSettings(lr=3e-3), aux={"saliency": SaliencyLoss(slots=1)},
+                       targets={"frame_targets": 1})  # fmt: skip
+    opt = torch.optim.AdamW(list(module.model.parameters()) + list(module.aux.parameters()), lr=3e-3)
     ids = torch.tensor([[3, 4, VIDEO_TOKEN_INDEX, 5]] * 4)
     first = last = None
     for _ in range(60):
         bright = torch.rand(4, 6) > 0.5  # (B, T)
         frames = torch.rand(4, 6, 3, 32, 32) * 0.2 + bright[..., None, None, None] * 0.8
-        out = module.model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clamp(min=0),
-                           frames=frames, output_hidden_states=True)  # fmt: skip
-        sal = module.saliency(out.last_hidden_state, ids, torch.ones_like(ids), out.num_video_tokens,
-                              torch.ones(4, 6, dtype=torch.bool), bright.float())  # fmt: skip
+        batch = SimpleNamespace(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clamp(min=0),
+                                frame_mask=torch.ones(4, 6, dtype=torch.bool),
+                                targets={"frame_targets": bright.float()[..., None]})  # fmt: skip
+        batch.model_inputs = lambda b=batch, f=frames: {"input_ids": b.input_ids, "attention_mask": b.attention_mask,
+                                                        "labels": b.labels, "video": VideoInputs(frames=f)}  # fmt: skip
+        out = module(batch)
+        sal = module.aux["saliency"](out, batch)
         (out.loss + sal).backward()
         opt.step()
         opt.zero_grad()
@@ -152,67 +158,94 @@ def test_sft_with_saliency_learns_per_frame_targets_through_the_llm():
 
 
 def test_heads_read_the_chosen_hidden_state_and_name_a_missing_one():
-    """saliency_layer=1: the head reads block 0's output, so its loss trains block 0 and the embeddings but
+    """layer=1: the saliency head reads block 0's output, so its loss trains block 0 and the embeddings but
     not block 1 (the tiny LLM has 2 blocks); the tag head keeps the final state. A layer the LLM does not
-    have is an error naming the objective key."""
+    have is an error naming the option."""
     torch.manual_seed(0)
-    module = SFTModule(tiny_model(), saliency_weight=1.0, tag_weight=1.0, num_tags=2, saliency_layer=1)
+    aux = {"saliency": SaliencyLoss(slots=1, layer=1), "tag": FrameTagLoss()}
+    module = SFTModule(tiny_model(), aux=aux, targets={"frame_targets": 1, "frame_tags": 2})
+    assert module.needs_hidden and module.aux["tag"].scorer.head.out_features == 2
     ids = torch.tensor([[3, 4, VIDEO_TOKEN_INDEX, 5]] * 2)
     batch = SimpleNamespace(input_ids=ids, attention_mask=torch.ones_like(ids),
-                            frame_mask=torch.ones(2, 3, dtype=torch.bool), frame_targets=torch.rand(2, 3).round(),
-                            frame_tags=torch.rand(2, 3, 2).round())  # fmt: skip
-    out = module.model(input_ids=ids, attention_mask=torch.ones_like(ids), frames=torch.rand(2, 3, 3, 32, 32),
-                       output_hidden_states=True)  # fmt: skip
+                            frame_mask=torch.ones(2, 3, dtype=torch.bool),
+                            targets={"frame_targets": torch.rand(2, 3, 1).round(),
+                                     "frame_tags": torch.rand(2, 3, 2).round()})  # fmt: skip
+    out = module.model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                       video=VideoInputs(frames=torch.rand(2, 3, 3, 32, 32)), return_hidden=True)  # fmt: skip
     assert len(out.hidden_states) == 3 and out.hidden_states[-1] is out.last_hidden_state
-    module._frame_loss(module.saliency, out, batch, "frame_targets").backward(retain_graph=True)
+    module.aux["saliency"](out, batch).backward(retain_graph=True)
     grads = {n: p.grad for n, p in module.model.llm.named_parameters()}
     assert all(g is None or not g.any() for n, g in grads.items() if "layers.1." in n)
     assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "layers.0." in n)
     module.model.zero_grad()
-    module._frame_loss(module.tags, out, batch, "frame_tags").backward()
+    module.aux["tag"](out, batch).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0
                for n, p in module.model.llm.named_parameters() if "layers.1." in n)  # fmt: skip
-    module.layers["frame_targets"] = 5
-    with pytest.raises(ValueError, match=r"objective.saliency_layer=5 is out of range: the LLM has 3"):
-        module._frame_loss(module.saliency, out, batch, "frame_targets")
+    module.aux["saliency"].layer = 5
+    with pytest.raises(ValueError, match=r"SaliencyLoss layer=5 is out of range: the LLM has 3"):
+        module.aux["saliency"](out, batch)
 
 
-def test_check_saliency_names_the_missing_collator_setting():
-    check_saliency({"_target_": "sft"}, {}, "r.yaml", "")  # off: nothing needed
-    with pytest.raises(RecipeError, match="frame_targets"):
-        check_saliency({"saliency_weight": 1.0}, {"video_position": "after_text"}, "r.yaml", "")
-    with pytest.raises(RecipeError, match="video_position: after_text"):
-        check_saliency({"saliency_weight": 1.0}, {"frame_targets": True}, "r.yaml", "")
+def _recipe(collator: dict, aux: dict) -> dict:
+    data = {"train": {"_target_": "conversation", "path": "x.jsonl"}, "collator": collator}
+    return {"model": {"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
+                      "compressor": {"_target_": "pool", "in_dim": 32}, "llm": {"_target_": "tiny"}},
+            "data": data, "objective": {"_target_": "sft", "aux": aux}}  # fmt: skip
+
+
+def test_recipe_validation_names_the_aux_loss_and_the_missing_collator_setting():
+    saliency = {"saliency": {"_target_": "saliency", "slots": 1}}
+    slots = {"frame_targets": {"_target_": "synth_frame_slots"}}
+    validate_recipe(_recipe({"video_position": "after_text", "targets": slots}, saliency), "r.yaml")
+    with pytest.raises(RecipeError, match=r"objective.aux.saliency.*frame_targets.*no data.collator.targets"):
+        validate_recipe(_recipe({"video_position": "after_text"}, saliency), "r.yaml")
+    with pytest.raises(RecipeError, match=r"objective.aux.saliency.*video_position: after_text"):
+        validate_recipe(_recipe({"targets": slots}, saliency), "r.yaml")
+    with pytest.raises(RecipeError, match=r"objective.aux.nope._target_.*unknown aux_loss 'nonsense'"):
+        validate_recipe(_recipe({}, {"nope": {"_target_": "nonsense"}}), "r.yaml")
 
 
 def test_event_tags_mark_each_label_where_its_events_cover_the_frame():
     times = torch.tensor([[0.5, 1.5, 2.5], [0.5, 1.5, 0.0]])
     mask = torch.tensor([[True, True, True], [True, True, False]])
     events = {"events": [["cat", 0.0, 1.0], ["dog", 1.0, 3.0], ["cat", 2.0, 2.8]]}
-    out = event_tags([sample(events), sample({})], times, mask, ["dog", "cat", "bird"])
+    out = EventTags(["dog", "cat", "bird"])([sample(events), sample({})], times, mask)
     assert out[0].tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
     assert torch.isnan(out[1]).all()
-    assert event_tags([sample({"events": [["horse", 0, 1]]})], times[:1], mask[:1], ["dog"]).sum() == 0  # ignored
+    assert EventTags(["dog"])([sample({"events": [["horse", 0, 1]]})], times[:1], mask[:1]).sum() == 0  # ignored
     with pytest.raises(ValueError, match="label, start, end"):
-        event_tags([sample({"events": [["dog", 0]]})], times[:1], mask[:1], ["dog"])
+        EventTags(["dog"])([sample({"events": [["dog", 0]]})], times[:1], mask[:1])
     beep = {"events": [["beep", 1.7, 1.9]]}  # between the frames at 1.5 and 2.5: no frame instant inside
-    assert event_tags([sample(beep)], times[:1], mask[:1], ["beep"])[0, :, 0].tolist() == [0.0, 0.0, 0.0]
-    heard = event_tags([sample(beep)], times[:1], mask[:1], ["beep"], window_labels=["beep"])
+    assert EventTags(["beep"])([sample(beep)], times[:1], mask[:1])[0, :, 0].tolist() == [0.0, 0.0, 0.0]
+    heard = EventTags(["beep"], window=["beep"])([sample(beep)], times[:1], mask[:1])
     assert heard[0, :, 0].tolist() == [0.0, 1.0, 0.0]  # the frame at 1.5 hears up to 2.5
+    with pytest.raises(ValueError, match="window labels"):
+        EventTags(["dog"], window=["beep"])
 
 
-def test_tag_loss_needs_labels_and_the_trainer_fills_in_their_number(tmp_path):
+def test_tag_head_is_sized_from_the_collators_targets_and_a_missing_target_names_the_loss():
     from vidtempo.training.build import build_objective
 
-    with pytest.raises(ValueError, match="num_tags"):
-        SFTModule(tiny_model(), tag_weight=1.0)
-    stage = {"objective": {"_target_": "sft", "tag_weight": 0.5}, "optim": {"lr": 1e-3},
-             "data": {"collator": {"frame_tags": ["a", "b", "c"]}}}  # fmt: skip
+    stage = {"objective": {"_target_": "sft", "aux": {"tag": {"_target_": "frame_tags", "weight": 0.5}}},
+             "optim": {"lr": 1e-3},
+             "data": {"collator": {"targets": {"frame_tags": {"_target_": "event_tags", "labels": ["a", "b", "c"]}}}}}  # fmt: skip
     module = build_objective(stage, tiny_model(), "r.yaml", "")
-    assert module.tags.head.out_features == 3 and module.saliency is None
+    assert module.aux["tag"].scorer.head.out_features == 3 and module.aux["tag"].weight == 0.5
     stage["data"]["collator"] = {}
-    with pytest.raises(RecipeError, match="frame_tags"):
+    with pytest.raises(RecipeError, match=r"objective.aux.tag.*frame_tags"):
         build_objective(stage, tiny_model(), "r.yaml", "")
+
+
+def test_a_model_without_a_needed_capability_is_refused_naming_the_loss():
+    """The native Qwen2.5-VL has hidden states but no per-frame token map: a saliency head is refused when the
+    objective is built, with the loss's key and what the model provides."""
+    from vidtempo.models.native.qwen2_5_vl import Qwen25VLVideoModel, tiny_qwen2_5_vl
+    from vidtempo.training.build import build_objective
+
+    stage = {"objective": {"_target_": "sft", "aux": {"saliency": {"_target_": "saliency"}}}, "optim": {},
+             "data": {"collator": {"targets": {"frame_targets": {"_target_": "synth_frame_slots"}}}}}  # fmt: skip
+    with pytest.raises(RecipeError, match=r"objective.aux.saliency.*'token_frames'.*Qwen25VLVideoModel.*hidden_states"):
+        build_objective(stage, Qwen25VLVideoModel(llm=tiny_qwen2_5_vl()), "r.yaml", "")
 
 
 def test_token_frames_average_each_frames_own_tokens():

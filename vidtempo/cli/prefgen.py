@@ -85,8 +85,7 @@ def run_answers(args: argparse.Namespace, cfg: dict) -> int:
         raise RecipeError(str(err), recipe=args.recipe, key="prefgen_answers") from err
     samples = list(instantiate(data, key="prefgen_answers.data", recipe=args.recipe))[: args.limit]
     model, tokenizer, collator = _load(args, cfg)
-    opts = {k: v for k, v in collator.items() if k not in ("feature_cache", "encoder_id", "frame_targets",
-                                                           "frame_tags", "window_tags")}  # fmt: skip
+    opts = {k: v for k, v in collator.items() if k not in ("feature_cache", "encoder_id", "targets")}
     collate = VideoCollator(tokenizer, **opts, generation=True)
 
     def generate(questions: list, transform: Any) -> list[str]:

@@ -324,7 +324,8 @@ class VideoCollator:
             input_ids=input_ids, attention_mask=attention, labels=labels, frames=frames,
             frame_mask=frame_mask, timestamps=times, audio=audio, audio_lengths=audio_len,
             queries=[first_user_text(k[0].messages) for k in kept], ids=[k[0].id for k in kept],
-            skipped=skipped, meta=[k[0].meta for k in kept], targets=targets, clip_index=clip_index if frames is not None else None,
+            skipped=skipped, meta=[k[0].meta for k in kept], targets=targets,
+            clip_index=clip_index if frames is not None else None,
         )  # fmt: skip
 
     def _pad_frames(self, videos: list[DecodedVideo | None]) -> tuple[Any, Any, Any]:

@@ -37,6 +37,7 @@ CAPABILITIES: dict[str, str] = {
     "token_frames": "video tokens map to frames: out.info['token_frames'] (B, N), or an equal count per frame",
     "embed_video": "embed_video(video) -> (B, D) normalised video embeddings (retrieval)",
     "embed_text": "embed_text(texts) -> (B, D) normalised text embeddings (retrieval)",
+    "embed_frames": "embed_frames(pixels (N, 3, H, W)) -> (N, D) one embedding per frame (frame selection)",
     "audio": "reads VideoInputs.audio",
     "cached_features": "accepts VideoInputs.features instead of frames",
 }
@@ -163,6 +164,10 @@ class VideoModel(nn.Module, ABC):
 
     def set_text_tokenizer(self, tokenizer: Any) -> None:
         """Give the text-reading part the tokenizer a checkpoint was trained with."""
+
+    def embed_frames(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, D), one embedding per frame (capability ``embed_frames``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not provide embed_frames")
 
     def embed_video(self, video: VideoInputs) -> torch.Tensor:
         """(B, D) L2-normalised video embeddings (capability ``embed_video``)."""

@@ -118,7 +118,7 @@ class VideoLLM(VideoModel):
     # ----------------------------------------------------------------- the VideoModel contract
     @property
     def capabilities(self) -> frozenset[str]:  # type: ignore[override]
-        caps = {"hidden_states", "frame_features", "token_frames", "cached_features"}
+        caps = {"hidden_states", "frame_features", "token_frames", "cached_features", "embed_frames"}
         if self.audio_encoder is not None:
             caps.add("audio")
         return frozenset(caps)
@@ -140,6 +140,11 @@ class VideoLLM(VideoModel):
         with torch.device("meta"):
             _, grid = self.vision_encoder.encode(torch.empty(1, 3, size, size))
         return int(self.compressor.num_tokens(num_frames, grid, audio))
+
+    def embed_frames(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, D): the mean of each frame's encoder patch features."""
+        feats, _ = self.vision_encoder.encode(pixels)  # (N, P, D)
+        return feats.mean(dim=1)
 
     def text_tokenizer(self) -> Any:
         return getattr(self.compressor, "tokenizer", None)

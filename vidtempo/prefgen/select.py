@@ -287,41 +287,23 @@ def pixel_embedder(settings: SelectSettings) -> Embedder:
 
 
 def encoder_embedder(model: Any, batch_size: int = 32) -> Embedder:
-    """Clip embeddings from the checkpoint's vision encoder: (N, H, W, 3) uint8 -> (N, D).
-
-    A composed VideoLLM: patch-mean of its encoder's (N, P, D) output. A native backbone whose
-    ``vision_encoder`` is only a shape view (``Qwen25VLVideoModel``): each frame goes through the model's own
-    ViT + merger as a one-frame video (``video_patches`` + ``get_video_features``), mean over its tokens.
-    """
-    native = hasattr(model, "video_patches") and hasattr(model, "hf")
+    """Clip embeddings from the checkpoint's vision side: (N, H, W, 3) uint8 -> (N, D), through the model's
+    ``embed_frames`` (capability ``embed_frames``: a composed VideoLLM's patch-mean of its encoder features, the
+    native Qwen2.5-VL's merged tokens of the frame as a one-frame video)."""
+    if "embed_frames" not in getattr(model, "capabilities", ()):
+        raise ValueError(f"{type(model).__name__} has no capability 'embed_frames' (per-frame embeddings)")
 
     def embed(frames: np.ndarray) -> Any:
         import torch
 
         device = next(model.parameters()).device
         pixels = torch.as_tensor(frames).permute(0, 3, 1, 2).float().div(255.0)  # (N, 3, H, W)
-        out = []
         with torch.no_grad():
-            if native:
-                return torch.stack([_native_frame_embedding(model, p.to(device)) for p in pixels]).cpu()
-            encoder = model.vision_encoder
-            for i in range(0, len(pixels), batch_size):
-                feats, _ = encoder.encode(pixels[i : i + batch_size].to(device))  # (n, P, D)
-                out.append(feats.float().mean(dim=1).cpu())  # (n, D)
-        return torch.cat(out)
+            out = [model.embed_frames(pixels[i : i + batch_size].to(device)).float().cpu()
+                   for i in range(0, len(pixels), batch_size)]  # fmt: skip
+        return torch.cat(out)  # (N, D)
 
     return embed
-
-
-def _native_frame_embedding(model: Any, pixels: Any) -> Any:
-    """(3, H, W) in [0, 1] -> (D,): a native model's merged vision tokens of the frame, averaged."""
-    import torch
-
-    video = model.video_patches(pixels[None], torch.zeros(1, device=pixels.device))  # repeated to 2 frames
-    grid = torch.tensor([video.grid], device=pixels.device)
-    feats = model.hf.model.get_video_features(video.patches, grid)
-    tokens = feats.pooler_output if hasattr(feats, "pooler_output") else feats  # transformers 5: an output
-    return torch.cat(list(tokens)).float().mean(dim=0)  # (N, D) -> (D,)
 
 
 # ---------------------------------------------------------------------------------------------- one video

@@ -39,7 +39,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidtempo.models.lora import LoraSettings
 from vidtempo.models.interfaces import (
     IGNORE_INDEX,
     VIDEO_TOKEN_INDEX,
@@ -48,6 +47,7 @@ from vidtempo.models.interfaces import (
     VideoModel,
     VideoModelOutput,
 )
+from vidtempo.models.lora import LoraSettings
 
 # The Qwen2.5-VL special tokens around vision content (the public tokenizer's added tokens).
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
@@ -366,7 +366,7 @@ class Qwen25VLVideoModel(VideoModel):
         """The ``Qwen2_5_VLForConditionalGeneration`` (inside peft when LoRA is on)."""
         return _unwrap(self.llm.model)
 
-    capabilities = frozenset({"hidden_states"})
+    capabilities = frozenset({"hidden_states", "embed_frames"})
 
     @property
     def hidden_size(self) -> int:
@@ -457,6 +457,18 @@ class Qwen25VLVideoModel(VideoModel):
         if not self.trainable.vision_encoder:  # frozen ViT stays deterministic
             self.hf.model.visual.eval()
         return self
+
+    def embed_frames(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, D): each frame's merged vision tokens (ViT + merger, as a one-frame
+        video), averaged."""
+        out = []
+        for frame in pixels:
+            video = self.video_patches(frame[None], torch.zeros(1, device=frame.device))  # repeated to 2 frames
+            grid = torch.tensor([video.grid], device=frame.device)
+            feats = self.hf.model.get_video_features(video.patches, grid)
+            tokens = feats.pooler_output if hasattr(feats, "pooler_output") else feats  # transformers 5: an output
+            out.append(torch.cat(list(tokens)).float().mean(dim=0))  # (N_tok, D) -> (D,)
+        return torch.stack(out)
 
     # ----------------------------------------------------------------- batch -> Qwen2.5-VL inputs
     def video_patches(self, frames: torch.Tensor, timestamps: torch.Tensor) -> VideoPatches:

@@ -8,7 +8,12 @@ Example:
 
 from vidtempo.training.auxiliary.base import AuxLoss, AuxLossError, bind_aux
 from vidtempo.training.auxiliary.encoder_tags import EncoderTagHead, EncoderTagLoss
-from vidtempo.training.auxiliary.frame_heads import FrameSaliencyLoss, FrameTagLoss, SaliencyLoss, hidden_state
+from vidtempo.training.auxiliary.frame_heads import (
+           FrameSaliencyLoss,
+           FrameTagLoss,
+           SaliencyLoss,
+           hidden_state,
+)
 
 __all__ = ["AuxLoss", "AuxLossError", "EncoderTagHead", "EncoderTagLoss", "FrameSaliencyLoss", "FrameTagLoss", "SaliencyLoss",
            "bind_aux", "hidden_state"]  # fmt: skip

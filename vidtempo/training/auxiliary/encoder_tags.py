@@ -53,8 +53,8 @@ class EncoderTagHead(nn.Module):
         """
         if frame_tags.shape[-1] <= max(self.slots):
             raise ValueError(
-                f"encoder tag slot {max(self.slots)} requested, but batch.frame_tags has {frame_tags.shape[-1]} "
-                "tags (data.collator.frame_tags)"
+                f"encoder tag slot {max(self.slots)} requested, but the tag target has {frame_tags.shape[-1]} "
+                "channels (data.collator.targets)"
             )
         if features.shape[:2] != frame_tags.shape[:2]:
             raise ValueError(f"frame features {tuple(features.shape[:2])} and frame_tags "
