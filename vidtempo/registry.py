@@ -190,6 +190,21 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
             "TEMPO-style pairs from TempoSynth dense captions (perturbed events or video)",
         ),
     },
+    "target_builder": {
+        "event_tags": ("vidtempo.data.targets:EventTags", "per-frame tags from meta.events (what is on screen)"),
+        "synth_frame_slots": (
+            "vidtempo.synth.targets:SynthFrameSlots",
+            "TempoSynth's 13 per-frame moment / option / seen-so-far slots",
+        ),
+    },
+    "aux_loss": {
+        "saliency": ("vidtempo.training.auxiliary.frame_heads:SaliencyLoss", "per-frame saliency head on LLM states"),
+        "frame_tags": ("vidtempo.training.auxiliary.frame_heads:FrameTagLoss", "per-frame tag head on LLM states"),
+        "encoder_tags": (
+            "vidtempo.training.auxiliary.encoder_tags:EncoderTagLoss",
+            "per-frame tag head on the vision encoder's features",
+        ),
+    },
     "decoder": {
         "pyav": ("vidtempo.data.video:PyAVDecoder", "PyAV (bundled FFmpeg, default)"),
         "decord": ("vidtempo.data.video:DecordDecoder", "decord VideoReader"),

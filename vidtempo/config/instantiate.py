@@ -41,6 +41,8 @@ KEY_TO_KIND = {
     "test": "dataset",
     "decoder": "decoder",
 }
+# Keys whose value is a mapping of named components of one kind (``aux: {saliency: {_target_: saliency}}``).
+PARENT_TO_KIND = {"aux": "aux_loss", "targets": "target_builder"}
 
 
 def kind_for(key: str | None, node: Mapping[str, Any]) -> str | None:
@@ -55,6 +57,8 @@ def kind_for(key: str | None, node: Mapping[str, Any]) -> str | None:
     parts = key.split(".")
     while parts and parts[-1].isdigit():  # list elements take the kind of their list's key
         parts.pop()
+    if len(parts) >= 2 and parts[-2] in PARENT_TO_KIND:  # a named entry of a component mapping
+        return PARENT_TO_KIND[parts[-2]]
     return KEY_TO_KIND.get(parts[-1]) if parts else None
 
 

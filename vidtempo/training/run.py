@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 from vidtempo.config.load import recipe_path, resolve_recipe, save_recipe, to_yaml
 from vidtempo.models.build import build_video_llm
 from vidtempo.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_weights_into, save_pretrained
-from vidtempo.models.lora import LoraSettings
 from vidtempo.models.interfaces import TrainableParts, VideoModel
+from vidtempo.models.lora import LoraSettings
 from vidtempo.training.build import (
     build_datamodule,
     build_objective,
