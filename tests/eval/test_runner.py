@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidtempo.eval import runner
+from vidtempo.eval import generation, likelihood, runner
 from vidtempo.eval.benchmarks import EvalError
 from vidtempo.eval.results import results_tables as runner_tables
 from vidtempo.eval.runner import EvalSettings, run_eval
@@ -58,7 +58,7 @@ def checkpoint(tmp_path_factory, tokenizer) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(checkpoint):
-    """The checkpoint loaded once (runner.load_model is patched to return it: saves seconds per test)."""
+    """The checkpoint loaded once (generation.load_model is patched to return it: saves seconds per test)."""
     return runner.load_model(str(checkpoint), torch.device("cpu"))
 
 
@@ -71,7 +71,7 @@ def recipe(tmp_path) -> Path:
 
 @pytest.fixture
 def fast_model(monkeypatch, loaded):
-    monkeypatch.setattr(runner, "load_model", lambda checkpoint, device: loaded)
+    monkeypatch.setattr(generation, "load_model", lambda checkpoint, device: loaded)
     return loaded
 
 
@@ -183,7 +183,7 @@ def test_synth_end_to_end_real_model_controls_and_resume(
         assert torch.equal(shuffled["frames"][b], normal["frames"][b, perms[item_id]])
     assert normal["frames"].abs().sum() > 0 and blind["frames"].abs().sum() == 0
     # resume: nothing is regenerated, the model is not even loaded
-    monkeypatch.setattr(runner, "load_model", lambda *a: pytest.fail("model loaded on a complete resume"))
+    monkeypatch.setattr(generation, "load_model", lambda *a: pytest.fail("model loaded on a complete resume"))
     again = run_eval(
         recipe, checkpoint, "synth", annotations=str(synth_root), limit=1, out_dir=out, progress=False
     )
@@ -195,7 +195,7 @@ def test_synth_scores_go_through_the_real_scorers(
     recipe, checkpoint, synth_root, fast_model, monkeypatch, tmp_path
 ):
     truth = _truth(synth_root, recipe, "synth", annotations=str(synth_root))
-    monkeypatch.setattr(runner, "generate_texts", _oracle(truth))
+    monkeypatch.setattr(generation, "generate_texts", _oracle(truth))
     rep = run_eval(
         recipe, checkpoint, "synth", annotations=str(synth_root), out_dir=tmp_path / "a", progress=False
     ).report
@@ -204,7 +204,7 @@ def test_synth_scores_go_through_the_real_scorers(
         assert rep["metrics"][cond]["grounding"]["strict"]["R1@0.7"] == 100.0
         assert rep["metrics"][cond]["grounding"]["strict"]["n"] == n_ground
         assert rep["metrics"][cond]["mcq"]["strict"]["accuracy"] == 100.0
-    monkeypatch.setattr(runner, "generate_texts", _oracle(truth, wrong=True))
+    monkeypatch.setattr(generation, "generate_texts", _oracle(truth, wrong=True))
     rep = run_eval(
         recipe,
         checkpoint,
@@ -239,14 +239,14 @@ def test_interrupted_run_resumes_where_it_stopped(
         "limit": 1,
         "settings_overrides": {"batch_size": 2, "controls": ["blind"]},
     }
-    monkeypatch.setattr(runner, "generate_texts", dies_after_first_batch)
+    monkeypatch.setattr(generation, "generate_texts", dies_after_first_batch)
     with pytest.raises(KeyboardInterrupt):
         run_eval(recipe, checkpoint, "synth", **kw)
     assert len(_rows(out)) == 2
     with open(out / "generations.jsonl", "a") as f:
         f.write('{"id": "half-writ')  # a crash mid-line
     second = _oracle(truth)
-    monkeypatch.setattr(runner, "generate_texts", second)
+    monkeypatch.setattr(generation, "generate_texts", second)
     res = run_eval(recipe, checkpoint, "synth", **kw)
     assert res.generated == 8 and res.report["counts"]["resumed"] == 2
     assert sum(len(c) for c in second.calls) == 8 and oracle.calls[0][0] not in second.calls[0]
@@ -256,7 +256,7 @@ def test_interrupted_run_resumes_where_it_stopped(
 def test_changed_settings_refuse_to_mix_generations(
     recipe, checkpoint, synth_root, fast_model, monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(runner, "generate_texts", _oracle({}, wrong=True))
+    monkeypatch.setattr(generation, "generate_texts", _oracle({}, wrong=True))
     kw = {"annotations": str(synth_root), "out_dir": tmp_path / "o", "progress": False, "limit": 1}
     run_eval(recipe, checkpoint, "synth", **kw)
     changed = ["+eval.prompts={synth_grounding: 'Tell me when: {question}'}"]
@@ -290,7 +290,7 @@ def test_charades_end_to_end_with_a_missing_video(
         synth_root, recipe, "charades_sta", annotations=str(ann), video_root=str(synth_root / "videos")
     )
     n = len(truth)
-    monkeypatch.setattr(runner, "generate_texts", _oracle(truth))
+    monkeypatch.setattr(generation, "generate_texts", _oracle(truth))
     rep = run_eval(recipe, checkpoint, "charades_sta", out_dir=tmp_path / "a", **kw).report
     expected = 100.0 * (n - 1) / n  # the missing video stays in the denominator as a miss
     assert rep["metrics"]["strict"]["R1@0.7"] == pytest.approx(expected)
@@ -305,7 +305,7 @@ def test_charades_end_to_end_with_a_missing_video(
     assert good["parsed"] == good["ground_truth"] and good["score"]["iou"] == pytest.approx(1.0)
     assert good["prompt"].startswith("<video>\nWhen does 'the ") and "visible' happen" in good["prompt"]
     # garbage answers: every query unparsable, all kept in the denominator
-    monkeypatch.setattr(runner, "generate_texts", _oracle(truth, wrong=True))
+    monkeypatch.setattr(generation, "generate_texts", _oracle(truth, wrong=True))
     bad = run_eval(recipe, checkpoint, "charades_sta", out_dir=tmp_path / "b", **kw).report["metrics"]
     assert bad["strict"]["R1@0.3"] == 0.0 and bad["strict"]["unparsed"] == n and bad["strict"]["n"] == n
 
@@ -336,7 +336,7 @@ def test_videomme_strict_and_official_policies(
             ]
         )
     )
-    monkeypatch.setattr(runner, "generate_texts", lambda m, t, batch, n: ["Answer: C"] * len(batch))
+    monkeypatch.setattr(generation, "generate_texts", lambda m, t, batch, n: ["Answer: C"] * len(batch))
     rep = run_eval(
         recipe,
         checkpoint,
@@ -382,7 +382,7 @@ def test_bad_settings_name_the_key(recipe, checkpoint, synth_root):
 def test_cli_run(recipe, checkpoint, synth_root, fast_model, monkeypatch, tmp_path, capsys):
     from vidtempo.cli import eval as cli_eval
 
-    monkeypatch.setattr(runner, "generate_texts", lambda m, t, batch, n: ["B"] * len(batch))
+    monkeypatch.setattr(generation, "generate_texts", lambda m, t, batch, n: ["B"] * len(batch))
     parser = argparse.ArgumentParser()
     cli_eval.add_arguments(parser)
     out = tmp_path / "cli"
@@ -486,7 +486,7 @@ def test_likelihood_scoring_is_scored_against_the_answer_key(recipe, checkpoint,
         monkeypatch.setattr(cs, "answer_logprobs", lambda logits, labels: torch.tensor(rows))
         return real_pick(model, chunk, batch, answer)
 
-    monkeypatch.setattr(runner, "pick_options", pick)
+    monkeypatch.setattr(likelihood, "pick_options", pick)
     for favour["truth"], expected in ((True, 100.0), (False, 0.0)):
         rep = run_eval(recipe, checkpoint, "synth", annotations=str(synth_root), limit=1,
                        out_dir=tmp_path / str(expected), progress=False,

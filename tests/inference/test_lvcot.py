@@ -258,11 +258,11 @@ def test_infer_cli_with_lvcot(checkpoint, videos, tmp_path, monkeypatch, capsys)
 
 # ---------------------------------------------------------------------------------------------- eval
 def test_eval_records_summaries_and_refuses_to_mix(checkpoint, recorded, videos, tmp_path, monkeypatch) -> None:
-    from vidtempo.eval import runner
+    from vidtempo.eval import generation, runner
     from vidtempo.eval.benchmarks import EvalError
 
     model, tok, rec = recorded
-    monkeypatch.setattr(runner, "load_model", lambda checkpoint, device: (model, tok))
+    monkeypatch.setattr(generation, "load_model", lambda checkpoint, device: (model, tok))
     ann = tmp_path / "videomme.json"
     ann.write_text(json.dumps([
         {"video_id": name, "duration": "long", "domain": "synthetic",
@@ -307,11 +307,11 @@ def _first_row(out: Path) -> dict:
 
 def test_eval_controls_reach_the_segment_descriptions(checkpoint, recorded, tmp_path, monkeypatch) -> None:
     """TempoSynth with the blind control: the segment passes see black frames too (no leak through text)."""
-    from vidtempo.eval import runner
+    from vidtempo.eval import generation, runner
     from vidtempo.synth.generate import generate
 
     model, tok, rec = recorded
-    monkeypatch.setattr(runner, "load_model", lambda checkpoint, device: (model, tok))
+    monkeypatch.setattr(generation, "load_model", lambda checkpoint, device: (model, tok))
     root = tmp_path / "ts"
     generate(root, num_videos=1, seed=0, size=32, min_duration=6, max_duration=6, splits=(0.0, 0.0, 1.0),
              progress=False)  # fmt: skip

@@ -24,12 +24,14 @@ Example:
 from __future__ import annotations
 
 import string
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from vidtempo.data.samples import VIDEO_PLACEHOLDER, ConversationSample
+from vidtempo.data.samples import VIDEO_PLACEHOLDER
+from vidtempo.eval.items import BenchmarkSource, EvalError, EvalItem
+from vidtempo.eval.results import benchmark_metrics, official_mc_policy, synth_chance, synth_condition_metrics
 
 LETTERS = "ABCDEFGHIJ"
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -54,71 +56,6 @@ OPTION_FORMATS: dict[str, str] = {
     "egoschema": "({letter}) {text}",
     "synth": "{letter}. {text}",
 }
-
-
-class EvalError(ValueError):
-    """A problem that stops an evaluation run (bad benchmark, missing annotations, unsupported model)."""
-
-
-@dataclass
-class EvalItem:
-    """One question of a benchmark, ready to prompt.
-
-    Attributes:
-        id: item id (unique within the benchmark).
-        kind: ``"grounding"`` or ``"mcq"``.
-        video: video path.
-        prompt: the user text (the ``<video>`` placeholder first).
-        answer: ground truth: ``(start, end)`` seconds for grounding, a letter for multiple choice.
-        task: task name (MVBench task, Video-MME task type, TempoSynth task, ``grounding``).
-        duration: video length in seconds when known.
-        options: lettered options (``"A. text"``) for multiple choice.
-        meta: anything else (``order_dependent``, Video-MME duration class and domain, ...).
-
-    Example:
-        >>> item = EvalItem("q1", "mcq", "v.mp4", "<video>\\nWhich?", "B", options=("A. x", "B. y"))
-        >>> item.sample().messages[0]["content"]
-        '<video>\\nWhich?'
-    """
-
-    id: str
-    kind: str
-    video: str
-    prompt: str
-    answer: Any
-    task: str = ""
-    duration: float | None = None
-    options: tuple[str, ...] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def sample(self) -> ConversationSample:
-        """The conversation the collator consumes (one user turn; the answer is generated)."""
-        return ConversationSample(
-            video=self.video,
-            messages=[{"role": "user", "content": self.prompt}],
-            id=self.id,
-            meta={"task": self.task},
-        )
-
-    def ground_truth(self) -> Any:
-        """JSON-ready ground truth: ``[start, end]`` or the letter."""
-        return list(self.answer) if self.kind == "grounding" else self.answer
-
-
-@dataclass
-class BenchmarkSource:
-    """Where a benchmark's data lives (CLI flags over ``eval.benchmarks.<name>`` in the recipe).
-
-    Attributes:
-        annotations: annotation file (for ``synth``: the TempoSynth folder holding ``manifest.json``).
-        video_root: folder the annotation's video names are relative to.
-        options: benchmark-specific keys: ``durations`` (Charades CSV), ``answers`` (EgoSchema
-            ``subset_answers.json``), ``split`` (``synth``, default ``test``), ``video_ext``.
-    """
-
-    annotations: str | None = None
-    video_root: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 def template_fields(template: str) -> list[str]:
@@ -362,15 +299,82 @@ def load_synth(src: BenchmarkSource, prompts: dict[str, str], option_format: str
 
 
 # ------------------------------------------------------------------------------------------ registry
+STRICT_POLICY = "vidtempo parse_interval / parse_choice; unparsable = wrong, kept in the denominator"
+Raws = dict[str, dict[str, Any]]  # condition -> item id -> raw answer (None: no answer)
+
+
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    """A runnable benchmark: its kind, its loader and the prompt templates it uses."""
+    """A runnable benchmark: its loader, the prompt templates it uses, the conditions its items run under and
+    the metrics of its report. The runner calls only these members; a benchmark with its own needs
+    (TempoSynth's controls and per-task limit) is a subclass that overrides them.
+
+    Example:
+        >>> spec = get_benchmark("videomme")
+        >>> spec.conditions(("time", "blind")), spec.limit_per_task
+        (('normal',), False)
+        >>> get_benchmark("synth").conditions(("time", "blind"))
+        ('normal', 'time', 'blind')
+    """
 
     name: str
-    kind: str  # "grounding", "mcq", "retrieval" or "synth"
+    kind: str  # "grounding", "mcq", "retrieval" or "synth" (descriptive; behaviour lives in the methods)
     load: Callable[[BenchmarkSource, dict[str, str], str | None], list[EvalItem]] | None
     templates: tuple[str, ...]
     description: str
+    limit_per_task: ClassVar[bool] = False  # --limit N keeps N items of each task (else N items in all)
+
+    def conditions(self, controls: Sequence[str]) -> tuple[str, ...]:
+        """The conditions every item is run under (``normal``: the inputs as they are)."""
+        return ("normal",)
+
+    def report_metrics(
+        self, items: Sequence[EvalItem], conditions: Sequence[str], raws: Raws, control_seed: int
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """(report entries, scoring policy) from the raw answers of every condition."""
+        metrics = benchmark_metrics(self.name, items, raws["normal"])
+        return {"metrics": metrics}, {"strict": STRICT_POLICY, "official": self.official_policy(metrics)}
+
+    def official_policy(self, metrics: dict[str, Any]) -> str:
+        """The name of the official scorer's policy the report states."""
+        return official_mc_policy(self.name)
+
+
+class GroundingSpec(BenchmarkSpec):
+    """A temporal-grounding benchmark: the official policy is the one its grounding report names."""
+
+    def official_policy(self, metrics: dict[str, Any]) -> str:
+        return metrics["official_policy"]
+
+
+SYNTH_CONTROLS = {
+    "time": "frames and audio windows permuted in time (seeded, per item), timestamps kept in order",
+    "blind": "zero frames, silent audio",
+}
+
+
+class SynthSpec(BenchmarkSpec):
+    """TempoSynth: every item also runs under the recipe's controls (``eval.controls``), ``--limit`` counts per
+    task, and the report has per-condition metrics, chance levels and the order-dependent tasks."""
+
+    limit_per_task: ClassVar[bool] = True
+
+    def conditions(self, controls: Sequence[str]) -> tuple[str, ...]:
+        return ("normal", *controls)
+
+    def report_metrics(
+        self, items: Sequence[EvalItem], conditions: Sequence[str], raws: Raws, control_seed: int
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        entries = {
+            "conditions": list(conditions),
+            "metrics": {c: synth_condition_metrics(items, raws[c]) for c in conditions},
+            "chance": synth_chance(items, control_seed),
+            "order_dependent_tasks": {
+                i.task: bool(i.meta.get("order_dependent")) for i in items if i.kind == "mcq"
+            },
+            "controls": {**SYNTH_CONTROLS, "seed": control_seed},
+        }
+        return entries, {"strict": STRICT_POLICY, "official": "same as strict (no external scorer)"}
 
 
 def _retrieval_unsupported(src: BenchmarkSource, prompts: dict[str, str], option_format: str | None) -> list:
@@ -390,14 +394,14 @@ ALIGNMENT_HEAD_MESSAGE = (
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     b.name: b
     for b in (
-        BenchmarkSpec(
+        GroundingSpec(
             "charades_sta",
             "grounding",
             load_charades_sta,
             ("charades_sta",),
             "Charades-STA temporal grounding (R1@0.3/0.5/0.7, mIoU)",
         ),
-        BenchmarkSpec(
+        GroundingSpec(
             "activitynet_grounding",
             "grounding",
             load_activitynet,
@@ -414,7 +418,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec("videomme", "mcq", load_videomme, ("videomme",), "Video-MME multiple choice"),
         BenchmarkSpec("mvbench", "mcq", load_mvbench, ("mvbench",), "MVBench multiple choice (task mean)"),
         BenchmarkSpec("egoschema", "mcq", load_egoschema, ("egoschema",), "EgoSchema public subset"),
-        BenchmarkSpec(
+        SynthSpec(
             "synth",
             "synth",
             load_synth,

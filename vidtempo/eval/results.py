@@ -4,7 +4,7 @@ Everything here calls the scorers of :mod:`vidtempo.eval.scorers` (nothing is re
 ``generations.jsonl`` keeps the raw text, and the report is recomputed from the raw texts on every run.
 
 Example:
-    >>> from vidtempo.eval.benchmarks import EvalItem
+    >>> from vidtempo.eval.items import EvalItem
     >>> item = EvalItem("q", "grounding", "v.mp4", "<video>\\nWhen?", (2.0, 4.0), "grounding", 10.0)
     >>> score_item(item, "from 2 to 4 seconds", "charades_sta")["score"]["iou"]
     1.0
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vidtempo.eval.benchmarks import EvalItem
+from vidtempo.eval.items import EvalItem
 from vidtempo.eval.metrics import grounding_ious, summarize_ious, temporal_iou
 from vidtempo.eval.scorers import (
     MC_BENCHMARKS,
