@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from vidtempo.data.chat import ChatEncoder
 from vidtempo.models.build import build_video_llm
 from vidtempo.models.checkpoint import load_pretrained, save_pretrained
+from vidtempo.models.interfaces import VideoInputs
 from vidtempo.models.video_llm import IGNORE_INDEX, VIDEO_TOKEN_INDEX
 
 
@@ -36,11 +39,9 @@ def batch(tokenizer, n: int = 2, frames: int = 3) -> dict:
         ids[i, : len(r_ids)], labels[i, : len(r_lab)], mask[i, : len(r_ids)] = torch.tensor(r_ids), torch.tensor(r_lab), 1
     frame_mask = torch.ones(n, frames, dtype=torch.bool)
     frame_mask[-1, -1] = False  # a padded frame in the last row
-    return {
-        "input_ids": ids, "attention_mask": mask, "labels": labels,
-        "frames": torch.rand(n, frames, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
-        "frame_mask": frame_mask, "timestamps": torch.arange(frames).float().expand(n, frames) + 0.5,
-    }
+    video = VideoInputs(frames=torch.rand(n, frames, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
+                        frame_mask=frame_mask, timestamps=torch.arange(frames).float().expand(n, frames) + 0.5)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "video": video}
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "mistral", "llama"])
@@ -160,7 +161,7 @@ def test_the_answer_flows_from_the_video(video_dir, tokenizer):
     model = build_video_llm(node(trainable={"vision_encoder": True, "llm": True}))
     samples = ConversationDataset(video_dir / "train.jsonl", video_root=video_dir).samples
     batch = VideoCollator(tokenizer, num_frames=4, frame_size=32)(samples).model_inputs()
-    blind = {**batch, "frames": torch.zeros_like(batch["frames"])}
+    blind = {**batch, "video": replace(batch["video"], frames=torch.zeros_like(batch["video"].frames))}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     for _ in range(150):
         opt.zero_grad()
@@ -187,11 +188,11 @@ def test_video_position_after_text_puts_the_placeholder_after_the_question(token
         ChatEncoder(tokenizer, video_position="middle")
 
 
-def test_output_hidden_states_gives_the_final_states_aligned_with_the_logits(tokenizer):
+def test_return_hidden_gives_the_final_states_aligned_with_the_logits(tokenizer):
     torch.manual_seed(0)
     model = build_video_llm(node()).eval()
     b = batch(tokenizer)
-    plain, full = model(**b), model(**b, output_hidden_states=True)
+    plain, full = model(**b), model(**b, return_hidden=True)
     assert plain.last_hidden_state is None
     assert full.last_hidden_state.shape == (*full.logits.shape[:2], model.llm.hidden_size)
     assert torch.equal(full.logits, plain.logits) and torch.equal(full.loss, plain.loss)

@@ -14,6 +14,7 @@ from vidtempo.models.encoders.mel_cnn import MelCNN
 from vidtempo.models.encoders.presets import tiny_vision_encoder
 from vidtempo.models.llms.presets import tiny_llm
 from vidtempo.models.video_llm import VideoLLM
+from vidtempo.synth.targets import SynthFrameSlots
 from vidtempo.training.build import VideoDataModule
 
 
@@ -58,7 +59,7 @@ def _samples(video_dir, names: list[str]) -> list[ConversationSample]:
 
 def test_collator_stacks_each_clip_once_and_keeps_rows_per_question(tokenizer, video_dir) -> None:
     samples = _samples(video_dir, ["v1", "v3", "v1", "v1"])
-    kw = dict(num_frames=4, frame_size=32, audio=True, audio_mel=40, frame_targets=True)
+    kw = dict(num_frames=4, frame_size=32, audio=True, audio_mel=40, targets={"frame_targets": SynthFrameSlots()})
     shared = VideoCollator(tokenizer, share_clips=True, **kw)(samples)
     plain = VideoCollator(tokenizer, **kw)(samples)
     assert shared.clip_index.tolist() == [0, 1, 0, 0] and plain.clip_index is None
@@ -68,8 +69,8 @@ def test_collator_stacks_each_clip_once_and_keeps_rows_per_question(tokenizer, v
     assert torch.equal(shared.audio_lengths[shared.clip_index], plain.audio_lengths)
     for key in ("frame_mask", "timestamps", "input_ids", "labels"):  # one row per question, as before
         assert torch.equal(getattr(shared, key), getattr(plain, key)), key
-    assert torch.equal(shared.frame_targets.isnan(), plain.frame_targets.isnan())
-    assert shared.model_inputs()["clip_index"] is shared.clip_index and "clip_index" not in plain.model_inputs()
+    assert torch.equal(shared.targets["frame_targets"].isnan(), plain.targets["frame_targets"].isnan())
+    assert shared.model_inputs()["video"].clip_index is shared.clip_index and plain.model_inputs()["video"].clip_index is None
     assert [k for k in clip_keys(samples)] == [(str(video_dir / f"{n}.mp4"), None, None, None)
                                                for n in ("v1", "v3", "v1", "v1")]  # fmt: skip
 

@@ -4,6 +4,8 @@ through `vidtempo.training.run.train`, and the offline 7B parameter count."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import csv
 import json
 from pathlib import Path
@@ -114,10 +116,10 @@ def test_timestamps_drive_the_mrope_time_axis(qtok, video_dir):
     model = tiny_model().eval()
     batch = batch_of(qtok, video_dir, n=1)
     args = batch.model_inputs(with_labels=False)
-    one_fps = model.prepare_inputs(args["input_ids"], args["attention_mask"], None, args["frames"],
-                                   args["frame_mask"], torch.arange(4.0)[None])  # fmt: skip
-    slow = model.prepare_inputs(args["input_ids"], args["attention_mask"], None, args["frames"],
-                                args["frame_mask"], 3.0 * torch.arange(4.0)[None])  # fmt: skip
+    fast_video = replace(args["video"], timestamps=torch.arange(4.0)[None])
+    slow_video = replace(args["video"], timestamps=3.0 * torch.arange(4.0)[None])
+    one_fps = model.prepare_inputs(args["input_ids"], args["attention_mask"], None, fast_video)
+    slow = model.prepare_inputs(args["input_ids"], args["attention_mask"], None, slow_video)
     assert one_fps["second_per_grid_ts"].tolist() == [2.0] and slow["second_per_grid_ts"].tolist() == [6.0]
     video = one_fps["input_ids"][0] == model.hf.config.video_token_id
     t_fast, t_slow = one_fps["position_ids"][0, 0, video], slow["position_ids"][0, 0, video]
@@ -125,8 +127,8 @@ def test_timestamps_drive_the_mrope_time_axis(qtok, video_dir):
     assert (t_fast.max() - t_fast.min()).item() == 4 and (t_slow.max() - t_slow.min()).item() == 12
     assert torch.equal(one_fps["position_ids"][1:], slow["position_ids"][1:])  # height / width axes unchanged
     with torch.no_grad():
-        a = model(**{**args, "timestamps": torch.arange(4.0)[None]}).logits
-        b = model(**{**args, "timestamps": 3.0 * torch.arange(4.0)[None]}).logits
+        a = model(**{**args, "video": fast_video}).logits
+        b = model(**{**args, "video": slow_video}).logits
     assert not torch.allclose(a, b)
 
 

@@ -317,6 +317,7 @@ def test_bad_inputs_raise_clear_errors(tokenizer) -> None:
 def test_tdc_video_llm_forward_backward(tokenizer) -> None:
     from vidtempo.models.encoders.hf_vision import SiglipEncoder
     from vidtempo.models.llms.presets import tiny_llm
+    from vidtempo.models.interfaces import VideoInputs
     from vidtempo.models.video_llm import VIDEO_TOKEN_INDEX, VideoLLM
 
     torch.manual_seed(0)
@@ -332,8 +333,9 @@ def test_tdc_video_llm_forward_backward(tokenizer) -> None:
     attn = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
     frames = torch.rand(2, 7, 3, 32, 32)
     frame_mask = torch.tensor([[True] * 7, [True] * 5 + [False] * 2])
-    out = model(input_ids=ids, attention_mask=attn, labels=ids.clamp(min=0), frames=frames, frame_mask=frame_mask,
-                timestamps=torch.arange(7.0).expand(2, 7) + 0.5, queries=["when is it red?", "how many?"])  # fmt: skip
+    video = VideoInputs(frames=frames, frame_mask=frame_mask, timestamps=torch.arange(7.0).expand(2, 7) + 0.5,
+                        queries=["when is it red?", "how many?"])  # fmt: skip
+    out = model(input_ids=ids, attention_mask=attn, labels=ids.clamp(min=0), video=video)
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert comp.sep.grad is not None and comp.sep.grad.abs().sum() > 0

@@ -39,7 +39,8 @@ def checkpoint(tmp_path_factory, tiny, tokenizer) -> Path:
 def fake_generate(tokenizer, seen):
     """A generate that answers with each row's first frame time (or its prompt's last caption line)."""
 
-    def generate(*, input_ids, frames=None, timestamps=None, **kwargs):
+    def generate(*, input_ids, video=None, **kwargs):
+        frames, timestamps = (None, None) if video is None else (video.frames, video.timestamps)
         prompts = tokenizer.batch_decode(input_ids.clamp(min=0), skip_special_tokens=True)
         shape = None if frames is None else tuple(frames.shape)
         seen.append({"prompts": prompts, "frames": shape, "kwargs": kwargs})

@@ -109,7 +109,8 @@ def test_cli_questions_on_real_videos_with_a_tiny_checkpoint(small_set: Manifest
     save_pretrained(build_video_llm(NODE).eval(), ckpt, model_config=NODE, tokenizer=tokenizer)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        "data:\n  collator: {num_frames: 8, frame_size: 32, video_position: after_text, frame_targets: true}\n"
+        "data:\n  collator: {num_frames: 8, frame_size: 32, video_position: after_text,\n"
+        "             targets: {frame_targets: {_target_: synth_frame_slots}}}\n"
         f"prefgen_answers:\n  data: {{_target_: synth, root: {small_set.root}, split: train, tasks: [order],"
         " mcq_answers: text}\n  magnitudes: [4, 2]\n  chosen: truth\n  max_new_tokens: 4\n"
     )
