@@ -220,12 +220,13 @@ def synth_table_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 def results_tables(report: dict[str, Any]) -> list[Any]:
-    """Rich tables of a report: conditions side by side for ``synth``, strict vs official otherwise."""
+    """Rich tables of a report: conditions side by side for a report with per-condition metrics (``synth``),
+    strict vs official otherwise."""
     from rich.table import Table
 
     likely = report.get("generation", {}).get("mcq_scoring") == "likelihood"
     mode = "; multiple choice by option likelihood" if likely else ""
-    if report["benchmark"] == "synth":
+    if "conditions" in report:  # per-condition metrics (SynthSpec.report_metrics)
         table = Table(title=f"TempoSynth ({report['num_items']} items per condition, strict, %{mode})")
         for col in ("measure", "chance", *report["conditions"], "order-dependent"):
             table.add_column(col, justify="left" if col == "measure" else "right")
