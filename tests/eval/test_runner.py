@@ -114,7 +114,7 @@ def test_synth_end_to_end_real_model_controls_and_resume(
     real_generate = model.generate
 
     def recording_generate(**kw):
-        seen.append({k: kw[k].clone() for k in ("frames", "timestamps", "frame_mask")})
+        seen.append({k: getattr(kw["video"], k).clone() for k in ("frames", "timestamps", "frame_mask")})
         return real_generate(**kw)
 
     monkeypatch.setattr(model, "generate", recording_generate)

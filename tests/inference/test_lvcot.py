@@ -73,8 +73,9 @@ class Recorder:
     def __call__(self, **kw):
         out = self.real(**kw)
         texts = [self.tokenizer.decode([t for t in row.tolist() if t >= 0]) for row in kw["input_ids"]]
-        self.calls.append({"texts": texts, "frames": kw["frames"].clone(), "mask": kw["frame_mask"].clone(),
-                           "timestamps": kw["timestamps"].clone(),
+        video = kw["video"]
+        self.calls.append({"texts": texts, "frames": video.frames.clone(), "mask": video.frame_mask.clone(),
+                           "timestamps": video.timestamps.clone(),
                            "outputs": [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)],
                            "has_video": [bool((row == VIDEO_TOKEN_INDEX).any()) for row in kw["input_ids"]]})  # fmt: skip
         return out
