@@ -147,7 +147,8 @@ def test_init_from_starts_a_run_from_a_finished_one_and_rejects_a_wrong_folder(v
 
 
 def test_the_next_stage_starts_from_the_last_stages_per_frame_heads(tmp_path):
-    """synth_staged.yaml trains the saliency and tag heads (here also the encoder tag head) in both stages: stage 0 saves them in its final/,
+    """synth_staged.yaml trains the saliency and tag heads (here also the encoder tag head) in both stages:
+    stage 0 saves them in its final/,
     the last stage starts from them across a stage without heads (with lr 0 there they come out unchanged;
     fresh heads would differ)."""
     from safetensors.torch import load_file
@@ -160,16 +161,17 @@ def test_the_next_stage_starts_from_the_last_stages_per_frame_heads(tmp_path):
         stage.trainer.max_time = "00:01:00:00"
         stage.data.pop("val", None)
         stage.data.train.root, stage.data.train.num_videos, stage.data.train.max_duration = str(tmp_path / "synth"), 10, 8
-    OmegaConf.update(cfg, "objective.encoder_tag_weight", 0.5, force_add=True)  # a head on the encoder's features too
+    OmegaConf.update(cfg, "objective.aux.encoder_tag", {"_target_": "encoder_tags", "weight": 0.5},
+                     force_add=True)  # a head on the encoder's features too
     cfg.stages[1].optim = {"lr": 0.0, "warmup_steps": 0}
     # a stage without per-frame losses in between passes the heads on
     cfg.stages.insert(1, {**OmegaConf.to_container(cfg.stages[0]), "name": "plain",
-                          "objective": {"_target_": "sft", "saliency_weight": 0.0, "tag_weight": 0.0}})
+                          "objective": {"_target_": "sft"}})
     final = train(cfg)
     assert not (tmp_path / "run" / "1_plain" / "final" / HEADS_NAME).exists()
     first = load_file(str(tmp_path / "run" / "0_ground" / "final" / HEADS_NAME))
     second = load_file(str(final / HEADS_NAME))
-    assert {k.split(".")[0] for k in first} == {"saliency", "tags", "encoder_tags"} and first.keys() == second.keys()
+    assert {k.split(".")[0] for k in first} == {"saliency", "tag", "encoder_tag"} and first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)  # handed over in memory
     import shutil
 

@@ -4,10 +4,9 @@ through `vidtempo.training.run.train`, and the offline 7B parameter count."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest

@@ -316,8 +316,8 @@ def test_bad_inputs_raise_clear_errors(tokenizer) -> None:
 # ------------------------------------------------------------------------------------------------- end to end
 def test_tdc_video_llm_forward_backward(tokenizer) -> None:
     from vidtempo.models.encoders.hf_vision import SiglipEncoder
-    from vidtempo.models.llms.presets import tiny_llm
     from vidtempo.models.interfaces import VideoInputs
+    from vidtempo.models.llms.presets import tiny_llm
     from vidtempo.models.video_llm import VIDEO_TOKEN_INDEX, VideoLLM
 
     torch.manual_seed(0)

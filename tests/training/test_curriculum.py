@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 
 from vidtempo.config.errors import RecipeError
 from vidtempo.data.perturb import perturb_indices
-from vidtempo.synth.pairs import SynthPreferencePairs
 from vidtempo.data.samples import PreferenceSample
+from vidtempo.synth.pairs import SynthPreferencePairs
 from vidtempo.training.curriculum import MagnitudeFilter, expand_curriculum
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "tempo_synth.yaml"

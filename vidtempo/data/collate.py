@@ -12,10 +12,11 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections import OrderedDict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -101,10 +102,14 @@ class VideoTextBatch:
         return out
 
     def to(self, device: torch.device | str) -> VideoTextBatch:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
-        moved["targets"] = {k: v.to(device) for k, v in self.targets.items()}
-        return VideoTextBatch(**moved)
+        """A copy on ``device``: every tensor field, every target, and any tensor attribute a custom collator
+        added (e.g. ``batch.answer_tokens``) moves; other values are shared."""
+        moved = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(moved, name, value.to(device))
+        moved.targets = {k: v.to(device) for k, v in self.targets.items()}
+        return moved
 
 
 @dataclass

@@ -11,8 +11,8 @@ Example:
     >>> ids = torch.tensor([[5, VIDEO_TOKEN_INDEX, 7, 8]])
     >>> video = VideoInputs(frames=torch.rand(1, 2, 3, 32, 32), timestamps=torch.tensor([[0.5, 1.5]]))
     >>> out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clamp(min=0), video=video)
-    >>> out.loss.ndim, sorted(model.capabilities)[:2]
-    (0, ['cached_features', 'frame_features'])
+    >>> out.loss.ndim, "hidden_states" in model.capabilities
+    (0, True)
 """
 
 from __future__ import annotations
@@ -137,8 +137,10 @@ class VideoLLM(VideoModel):
 
     def video_tokens(self, num_frames: int, audio: bool = False) -> int:
         size = self.frame_size
-        with torch.device("meta"):
-            _, grid = self.vision_encoder.encode(torch.empty(1, 3, size, size))
+        probe = next(self.vision_encoder.parameters(), None)
+        device = probe.device if probe is not None else torch.device("cpu")  # "meta" under `inspect`
+        with torch.no_grad():
+            _, grid = self.vision_encoder.encode(torch.zeros(1, 3, size, size, device=device))
         return int(self.compressor.num_tokens(num_frames, grid, audio))
 
     def embed_frames(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Temporally rich video selection for TEMPO / TEMPLE preference data (``docs/methods/prefgen.md``).
 
-The released TEMPLE pipeline (``../shared/docs/methods.md`` 3.3; lscpku/TEMPLE ``preprocess.py``):
+The released TEMPLE pipeline (TEMPLE, arXiv 2503.16929; lscpku/TEMPLE ``preprocess.py``):
 
 1. shot detection (TEMPLE: TransNetV2; here our :class:`~vidtempo.models.segmentation.SceneSegmenter` in
    ``threshold`` mode on :func:`~vidtempo.models.segmentation.frame_features_from_pixels`), shots shorter
@@ -45,7 +45,7 @@ Embedder = Callable[[np.ndarray], Any]
 
 @dataclass
 class SelectSettings:
-    """Selection settings (recipe ``prefgen:`` keys; defaults = TEMPLE's released values, methods.md 3.3).
+    """Selection settings (recipe ``prefgen:`` keys; defaults = TEMPLE's released values, ``preprocess.py``).
 
     Attributes:
         shot_threshold: cut after frame t when the cosine similarity of frames t and t+1 (pixel features)

@@ -10,7 +10,6 @@ TempoSynth's multiple-choice questions (options A-E that each name a moment).
 Example:
     >>> import torch
     >>> from vidtempo.data.samples import ConversationSample
-from vidtempo.data.targets import TargetBuilder
     >>> s = ConversationSample(video=None, messages=[], id="q", meta={"timestamps": [1.0, 2.0]})
     >>> interval_targets([s], torch.tensor([[0.5, 1.5]]), torch.ones(1, 2, dtype=torch.bool))[0, :, 0]
     tensor([0., 1.])

@@ -86,7 +86,7 @@ class VideoDataModule(L.LightningDataModule):
 def expand_stages(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One merged settings dict per stage (a recipe without ``stages`` has a single stage ``sft``)."""
     base = {
-        "name": cfg.get("objective", {}).get("_target_", "train") if cfg.get("objective") else "train",
+        "name": _stage_name(cfg.get("objective") or {}),
         "trainable": (cfg.get("model") or {}).get("trainable") or {},
         "optim": cfg.get("optim") or {},
         "data": cfg.get("data") or {},
@@ -109,6 +109,12 @@ def expand_stages(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         merged["lora"] = stage.get("lora")  # settings for an adapter this stage creates (None = model.lora)
         out.append(merged)
     return out
+
+
+def _stage_name(objective: dict[str, Any]) -> str:
+    """A single stage's default name: the objective's alias, or the class name of a dotted path."""
+    target = str(objective.get("_target_", "train"))
+    return target.replace(":", ".").rsplit(".", 1)[-1]
 
 
 def build_tokenizer(cfg: dict[str, Any], recipe: str) -> Any:
