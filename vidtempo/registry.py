@@ -137,6 +137,8 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "compressor": {
         "pool": ("vidtempo.models.compressors.pooling:SpatialPoolCompressor", "LLaVA-style spatial pooling"),
         "tdc": ("vidtempo.models.compressors.tdc:TDCCompressor", "TDC static frame + Q-Former context"),
+        "t_fuseformer": ("vidtempo.models.compressors.t_fuseformer:TFuseformerCompressor",
+                         "DaMO dual-stream T-Fuseformer + Q-Former (with the stage-1 alignment heads)"),
     },
     "projector": {
         "mlp": ("vidtempo.models.projectors:MLPProjector", "Linear-GELU-Linear (LLaVA mlp2x_gelu)"),

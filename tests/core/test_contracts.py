@@ -60,6 +60,9 @@ BUILD: dict[str, dict[str, dict[str, Any]]] = {
     "compressor": {
         "pool": {"in_dim": 8, "stride": 2, "audio_dim": 16},
         "tdc": {"in_dim": 8, "llm_dim": 16, "qformer": "tiny", "audio_dim": 16, "audio_tokens_per_frame": 2},
+        "t_fuseformer": {"in_dim": 8, "audio_dim": 16, "width": 16, "num_heads": 2, "depth": 1, "visual_queries": 6,
+                         "audio_queries": 2, "fusion_tokens": 4, "num_queries": 4, "local_grid": [2, 2],
+                         "audio_segments": 2, "segment_seconds": None, "audio_local_tokens": 2, "qformer": "tiny"},
     },
     "projector": {"mlp": {"in_dim": 8, "out_dim": 16}, "linear": {"in_dim": 8, "out_dim": 16},
                   "identity": {"dim": 8}},

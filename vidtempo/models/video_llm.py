@@ -121,6 +121,8 @@ class VideoLLM(VideoModel):
         caps = {"hidden_states", "frame_features", "token_frames", "cached_features", "embed_frames"}
         if self.audio_encoder is not None:
             caps.add("audio")
+        if getattr(self.compressor, "alignment", False):  # a compressor with retrieval heads (t_fuseformer)
+            caps |= {"embed_video", "embed_text"}
         return frozenset(caps)
 
     @property
@@ -148,6 +150,21 @@ class VideoLLM(VideoModel):
         feats, _ = self.vision_encoder.encode(pixels)  # (N, P, D)
         return feats.mean(dim=1)
 
+    def embed_video(self, video: VideoInputs) -> torch.Tensor:
+        """(B, D) unit video embeddings from the compressor's contrastive head (capability ``embed_video``)."""
+        self._need_embedding("embed_video")
+        return self.compressor.embed_video(self.compressor_input(video))
+
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """(B, D) unit text embeddings from the compressor's contrastive head (capability ``embed_text``)."""
+        self._need_embedding("embed_text")
+        return self.compressor.embed_text(list(texts))
+
+    def _need_embedding(self, capability: str) -> None:
+        if capability not in self.capabilities:
+            raise NotImplementedError(f"VideoLLM: {type(self.compressor).__name__} has no retrieval heads "
+                                      f"({capability} needs a compressor such as t_fuseformer)")  # fmt: skip
+
     def text_tokenizer(self) -> Any:
         return getattr(self.compressor, "tokenizer", None)
 
@@ -170,6 +187,14 @@ class VideoLLM(VideoModel):
         once and row b gets clip ``clip_index[b]``'s features before the compressor (which may read the row's
         question); frame_mask and timestamps are (B, T). ``info`` holds the compressor's diagnostics and
         ``frame_features``, the encoder's (B, T, P, D) patch features (capability ``frame_features``)."""
+        inputs = self.compressor_input(video)
+        comp = self.compressor(inputs)
+        info = {**(comp.info or {}), "frame_features": inputs.feats}  # (B, T, P, D): read by encoder-level losses
+        return VideoTokens(tokens=self.projector(comp.tokens), mask=comp.mask, info=info)
+
+    def compressor_input(self, video: VideoInputs) -> CompressorInput:
+        """What the compressor reads: the encoders' (B, T, P, D) frame features (one encoding per clip), audio
+        features, frame mask, timestamps and queries (see :meth:`encode_video`)."""
         frame_mask, timestamps, clip_index = video.mask(), video.times(), video.clip_index
         if video.features is not None:
             full = video.features.to(next(self.compressor.parameters(), video.features).dtype)
@@ -184,12 +209,8 @@ class VideoLLM(VideoModel):
                 audio_feats = AudioFeatures(*(x[clip_index] for x in (audio_feats.feats, audio_feats.times,
                                                                       audio_feats.mask)))  # fmt: skip
         assert grid is not None
-        comp = self.compressor(
-            CompressorInput(feats=full, frame_mask=frame_mask, timestamps=timestamps, grid=grid,
-                            audio=audio_feats, query=video.queries)
-        )  # fmt: skip
-        info = {**(comp.info or {}), "frame_features": full}  # (B, T, P, D): read by encoder-level losses
-        return VideoTokens(tokens=self.projector(comp.tokens), mask=comp.mask, info=info)
+        return CompressorInput(feats=full, frame_mask=frame_mask, timestamps=timestamps, grid=grid,
+                               audio=audio_feats, query=video.queries)  # fmt: skip
 
     def _encode_frames(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         b, t = frames.shape[:2]

@@ -1,0 +1,183 @@
+"""T-Fuseformer (DaMO) compressor: documented defaults, exact token count, the visual path alone when audio is
+missing (per video and per batch), temporal embeddings and global residual switches, CLS vs patch-mean global
+feature, padding, gradients, input errors, and a tiny VideoLLM built around it."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from vidtempo.models.compressors.t_fuseformer import TFuseformerCompressor, decoder_attention_bias
+from vidtempo.models.interfaces import AudioFeatures, CompressorInput
+
+SMALL = {"in_dim": 8, "audio_dim": 6, "width": 16, "num_heads": 2, "depth": 2, "visual_queries": 6,
+         "audio_queries": 2, "fusion_tokens": 4, "num_queries": 5, "local_grid": (2, 2), "audio_segments": 2,
+         "segment_seconds": None, "audio_local_tokens": 3, "qformer": "tiny", "dropout": 0.0}  # fmt: skip
+
+
+def _comp(**kw) -> TFuseformerCompressor:
+    torch.manual_seed(0)
+    return TFuseformerCompressor(**{**SMALL, **kw}).eval()
+
+
+def _inputs(
+    b: int = 2, t: int = 4, audio: list[bool] | None = None, p: int = 16, seed: int = 0
+) -> CompressorInput:
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.randn(b, t, p, 8, generator=gen)
+    sound = None
+    if audio is not None:
+        steps = torch.arange(8).float().expand(b, 8) * 0.5 + 0.25  # 4 s of audio, 2 steps per second
+        mask = torch.tensor(audio)[:, None].expand(b, 8).clone()
+        sound = AudioFeatures(torch.randn(b, 8, 6, generator=gen), steps, mask)
+    return CompressorInput(feats=feats, frame_mask=torch.ones(b, t, dtype=torch.bool),
+                           timestamps=torch.arange(t).float().expand(b, t) + 0.5, grid=(4, 4), audio=sound)  # fmt: skip
+
+
+def _run(comp: TFuseformerCompressor, inputs: CompressorInput) -> torch.Tensor:
+    with torch.no_grad():
+        return comp(inputs).tokens
+
+
+def test_defaults_are_the_documented_counts():
+    params = inspect.signature(TFuseformerCompressor).parameters
+    defaults = {name: params[name].default for name in ("width", "depth", "num_heads", "visual_queries",
+                                                       "audio_queries", "fusion_tokens", "num_queries",
+                                                       "audio_segments", "segment_seconds", "embed_dim")}  # fmt: skip
+    assert defaults == {"width": 768, "depth": 4, "num_heads": 12, "visual_queries": 192, "audio_queries": 64,
+                        "fusion_tokens": 128, "num_queries": 32, "audio_segments": 8, "segment_seconds": 30.0,
+                        "embed_dim": 256}  # fmt: skip
+    assert _comp(visual_queries=6, audio_queries=2).alpha == 3.0
+    assert _comp(audio_dim=None).alpha == 0.0
+
+
+@pytest.mark.parametrize("frames", [1, 3, 4, 7])
+@pytest.mark.parametrize("audio", [None, [True, False]])
+def test_num_tokens_is_exact(frames: int, audio):
+    comp = _comp(out_dim=12)
+    out = comp(_inputs(t=frames, audio=audio))
+    assert out.tokens.shape == (2, 5, 12) and out.mask.all()
+    assert comp.num_tokens(frames, (4, 4), audio is not None) == 5 == int(out.mask[0].sum())
+    assert comp.out_dim == 12 and _comp().out_dim == 32  # no out_dim: the Q-Former width
+
+
+def test_missing_audio_takes_the_visual_path_alone():
+    comp = _comp()
+    mixed = comp(_inputs(audio=[True, False]))
+    assert mixed.info == {"videos_without_audio": 1}
+    none = comp(_inputs(audio=None))  # the whole batch without audio
+    assert none.info == {"videos_without_audio": 2}
+    all_silent = comp(_inputs(audio=[False, False]))
+    torch.testing.assert_close(mixed.tokens[1], none.tokens[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(all_silent.tokens, none.tokens, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(mixed.tokens[0], none.tokens[0], atol=1e-3)  # audio matters where it exists
+    visual_only = _comp(audio_dim=None)
+    assert visual_only(_inputs(audio=None)).info == {"videos_without_audio": 2}
+
+
+def test_audio_windows_cover_the_clip_and_fixed_windows_mask_empty_ones():
+    comp = _comp(segment_seconds=30.0)  # 4 s of audio: the second 30-s window is empty and masked
+    fused = comp.fuse(_inputs(audio=[True, True]))
+    assert fused.mask.all()  # the audio queries of both videos are kept
+    tokens, mask, times = comp._audio_stream(_inputs(audio=[True, True]).audio, torch.tensor([True, True]))
+    assert tokens.shape == (2, 2 * 3, 16) and mask[:, :3].all() and not mask[:, 3:].any()
+    assert torch.equal(times[0], torch.tensor([15.0] * 3 + [45.0] * 3))
+
+
+def test_time_embedding_reads_absolute_seconds_and_can_be_switched_off():
+    shifted = _inputs()
+    shifted.timestamps = shifted.timestamps + 10.0
+    on, off = _comp(), _comp(time_embedding=False)
+    assert not torch.allclose(_run(on, _inputs()), _run(on, shifted), atol=1e-4)
+    torch.testing.assert_close(_run(off, _inputs()), _run(off, shifted))
+
+
+def test_global_residual_uses_cls_when_present_else_the_patch_mean():
+    comp = _comp(audio_dim=None)
+    with_cls = _inputs(p=17)
+    other_cls = _inputs(p=17)
+    other_cls.feats = other_cls.feats.clone()
+    other_cls.feats[:, :, 0] += 5.0  # only the CLS token differs
+    assert not torch.allclose(_run(comp, with_cls), _run(comp, other_cls), atol=1e-4)
+    no_residual = _comp(audio_dim=None, global_residual=False)
+    torch.testing.assert_close(_run(no_residual, with_cls), _run(no_residual, other_cls))
+    # without CLS the patch mean is the global feature: a residual-only change (same pooled grid) shows it
+    assert not torch.allclose(_run(comp, _inputs()), _run(no_residual, _inputs()), atol=1e-4)
+
+
+def test_padded_frames_do_not_change_the_tokens():
+    comp = _comp(audio_dim=None)
+    a, b = _inputs(t=5), _inputs(t=5)
+    a.frame_mask[1, 3:] = False
+    b.frame_mask[1, 3:] = False
+    b.feats = b.feats.clone()
+    b.feats[1, 3:] = 100.0
+    torch.testing.assert_close(_run(comp, a), _run(comp, b))
+
+
+def test_gradients_reach_every_forward_parameter():
+    comp = _comp(out_dim=12).train()
+    comp(_inputs(audio=[True, False])).tokens.pow(2).mean().backward()
+    heads = ("vision_projection", "text_projection", "itm_head", "temp", "lm_transform", "lm_bias")
+    text_only = (
+        ".intermediate.",
+        ".output.dense",
+        ".output.LayerNorm",
+        "word_embeddings",
+        "position_embeddings",
+    )
+    missing = [n for n, p in comp.named_parameters()
+               if p.grad is None and not n.startswith(heads) and not any(s in n for s in text_only)]  # fmt: skip
+    assert missing == []
+
+
+def test_bad_inputs_name_the_problem():
+    comp = _comp()
+    bad_grid = _inputs()
+    bad_grid.grid = (3, 3)
+    with pytest.raises(ValueError, match="grid"):
+        comp(bad_grid)
+    empty = _inputs()
+    empty.frame_mask[1] = False
+    with pytest.raises(ValueError, match=r"video\(s\) \[1\]"):
+        comp(empty)
+    with pytest.raises(ValueError, match="audio_dim is not set"):
+        _comp(audio_dim=None)(_inputs(audio=[True, True]))
+    with pytest.raises(ValueError, match="temporal_groups"):
+        _comp(temporal_groups=3)
+    with pytest.raises(ValueError, match="visual_queries"):
+        _comp(visual_queries=0)
+
+
+def test_decoder_bias_hides_text_from_queries_and_the_future():
+    bias = decoder_attention_bias(3, torch.tensor([[1, 1, 1, 0]]), torch.float32)[0, 0] == 0  # (7, 7) allowed
+    assert bias[:3, :3].all() and not bias[:3, 3:].any()  # queries: queries only
+    assert bias[3:, :3].all() and torch.equal(bias[3:6, 3:6], torch.ones(3, 3, dtype=torch.bool).tril())
+    assert not bias[:, 6].any()  # padding is never read
+
+
+def test_video_llm_with_t_fuseformer_embeds_videos_and_texts():
+    from vidtempo.models.build import build_video_llm
+    from vidtempo.models.interfaces import VIDEO_TOKEN_INDEX, VideoInputs
+
+    torch.manual_seed(0)
+    node = {"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
+            "audio_encoder": {"_target_": "tiny"}, "projector": {"_target_": "linear", "in_dim": 32, "out_dim": 64},
+            "compressor": {"_target_": "t_fuseformer", **{**SMALL, "in_dim": 32, "audio_dim": 32}},
+            "llm": {"_target_": "tiny"}}  # fmt: skip
+    model = build_video_llm(node).eval()
+    assert {"embed_video", "embed_text", "audio"} <= set(model.capabilities)
+    video = VideoInputs(frames=torch.rand(2, 4, 3, 32, 32), timestamps=torch.arange(4.0).expand(2, 4) + 0.5,
+                        audio=torch.randn(2, 8000) * 0.1, audio_lengths=torch.tensor([8000, 0]))  # fmt: skip
+    ids = torch.tensor([[5, VIDEO_TOKEN_INDEX, 7], [6, VIDEO_TOKEN_INDEX, 9]])
+    with torch.no_grad():
+        out = model(ids, torch.ones_like(ids), video=video)
+        emb_v, emb_t = model.embed_video(video), model.embed_text(["a red circle", "two beeps"])
+    assert out.num_video_tokens.tolist() == [5, 5] == [model.video_tokens(4, True)] * 2
+    assert out.info["videos_without_audio"] == 1
+    assert emb_v.shape == emb_t.shape == (2, 256)
+    torch.testing.assert_close(emb_v.norm(dim=-1), torch.ones(2))
+    no_align = build_video_llm({**node, "compressor": {**node["compressor"], "alignment": False}})
+    assert not {"embed_video", "embed_text"} & set(no_align.capabilities)
