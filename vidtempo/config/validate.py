@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import collections.abc as cabc
+import difflib
 import inspect
 import pathlib
 import types
@@ -70,7 +71,55 @@ def accepts_value(annotation: Any, value: Any) -> bool:
 
 
 def describe_type(annotation: Any) -> str:
+    """A readable name of a type hint; a union of literals lists its values (``one of 64, 32, '16-true'``).
+
+    Example:
+        >>> describe_type(int | None), describe_type(typing.Literal["a", "b"])
+        ('int or None', "one of 'a', 'b'")
+    """
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        literals = [v for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+        others = [describe_type(a) for a in args if typing.get_origin(a) is not typing.Literal]
+        parts = ([f"one of {', '.join(repr(v) for v in literals)}"] if literals else []) + others
+        return " or ".join(parts)
+    if annotation is type(None):
+        return "None"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def check_value(annotation: Any, value: Any, *, key: str, recipe: str | None = None) -> None:
+    """Raise a ``RecipeError`` naming ``key`` when ``value`` does not fit ``annotation``.
+
+    Example:
+        >>> check_value(int, "ten", key="trainer.max_steps")
+        Traceback (most recent call last):
+        ...
+        vidtempo.config.errors.RecipeError: key 'trainer.max_steps': expected int, got str 'ten'
+    """
+    if not accepts_value(annotation, value):
+        raise RecipeError(f"expected {describe_type(annotation)}, got {type(value).__name__} {value!r}",
+                          recipe=recipe, key=key)  # fmt: skip
+
+
+def check_choice(value: Any, choices: typing.Sequence[str], *, key: str, recipe: str | None = None) -> None:
+    """Raise a ``RecipeError`` naming ``key``, the valid choices and the closest ones unless ``value`` is one.
+
+    Example:
+        >>> check_choice("cosin", ("cosine", "linear"), key="optim.scheduler")
+        Traceback (most recent call last):
+        ...
+        vidtempo.config.errors.RecipeError: key 'optim.scheduler': unknown value 'cosin'. Did you mean cosine? Valid values: cosine, linear
+    """
+    if value in choices:
+        return
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise RecipeError(f"unknown value {value!r}.{hint} Valid values: {', '.join(map(str, choices))}",
+                      recipe=recipe, key=key)  # fmt: skip
 
 
 def validate_node(
@@ -96,12 +145,8 @@ def validate_node(
             )
         hints = _hints(target)
         for name, value in args.items():
-            if name in hints and not accepts_value(hints[name], value):
-                raise RecipeError(
-                    f"expected {describe_type(hints[name])}, got {type(value).__name__} {value!r}",
-                    recipe=recipe,
-                    key=f"{key}.{name}" if key else name,
-                )
+            if name in hints:
+                check_value(hints[name], value, key=f"{key}.{name}" if key else name, recipe=recipe)
         if not node.get("_partial_", False):
             missing = [
                 n

@@ -2,6 +2,10 @@
 
 Runs inside DataLoader workers, so decoding happens in parallel with the model. A sample whose video
 cannot be decoded is skipped and recorded in ``batch.skipped`` (path and reason); nothing is substituted.
+The skip tracker of the objective logs each skip (the collator does not). The collator also reports what
+would otherwise pass silently: clips without an audio track in an audio recipe (``batch.no_audio``, warned
+about once per process), intervals past the end of the video (``batch.past_end``, logged once per record),
+and over-long samples (``data.overlong``: ``vidtempo.data.overlong``).
 
 Example:
     >>> from vidtempo.models.tokenizers import tiny_tokenizer
@@ -24,6 +28,7 @@ import torch
 from vidtempo.data.chat import IGNORE_INDEX, ChatEncoder, first_user_text
 from vidtempo.data.errors import VideoDecodeError
 from vidtempo.data.inputs import VideoInputs
+from vidtempo.data.overlong import LengthLimit
 from vidtempo.data.samples import ConversationSample
 from vidtempo.data.targets import TargetBuilder
 
@@ -58,6 +63,9 @@ class VideoTextBatch:
             clip per row.
         queries: first user turn of each sample (for query-aware compressors).
         ids: sample ids. skipped: samples left out of this batch.
+        no_audio: how many rows of an audio batch (``VideoCollator(audio=True)``) have a video without an audio
+            track (their audio is silence); 0 when the collator reads no audio.
+        past_end: ids of the rows whose clip bounds or ``meta["timestamps"]`` end after their video does.
         features: (B, T, P, D) cached encoder features (then ``frames`` is None) and their patch ``grid``.
         targets: per-frame training targets by name, each (B, T, C) float (1.0 / 0.0, NaN = unknown), from
             the collator's target builders (``VideoCollator(targets={...})``, ``vidtempo.data.targets``).
@@ -79,6 +87,8 @@ class VideoTextBatch:
     grid: tuple[int, int] | None = None
     targets: dict[str, torch.Tensor] = field(default_factory=dict)
     clip_index: torch.Tensor | None = None
+    no_audio: int = 0
+    past_end: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -118,6 +128,7 @@ class DecodedVideo:
     timestamps: torch.Tensor  # (T,)
     audio: torch.Tensor | None  # (S,) waveform, or (n_mels, F) log-mel when the collator's audio_mel is set
     audio_length: int | None = None  # waveform samples behind a log-mel (a waveform's own length is len(audio))
+    duration: float | None = None  # seconds of the whole video file (None: unknown, e.g. cached features)
 
     def audio_samples(self) -> int:
         """Valid audio samples (0 without an audio track)."""
@@ -141,7 +152,12 @@ class VideoCollator:
             input (``mel_cnn`` with the same ``n_mels``); on a 2-core CPU it takes the STFT off the training
             step (docs/data.md, "Audio").
         system_prompt: system turn added when a conversation has none.
-        max_text_tokens: text longer than this raises ``ValueError`` naming the sample.
+        max_text_tokens: text longer than this is over-long (``overlong`` decides: by default an error naming the
+            record).
+        overlong: ``error``, ``skip`` or ``truncate`` a sample longer than ``max_length`` (recipe key
+            ``data.overlong``, injected by the trainer; ``vidtempo.data.overlong``).
+        max_length / video_tokens: the model's context and its video tokens per clip (an upper bound),
+            injected by the trainer; None = the length is not checked here (the model still checks).
         generation: render prompts for generation (drop the final assistant turn, add the generation
             prompt) instead of teacher forcing.
         cache_decoded: keep up to this many decoded clips in memory (per worker process), keyed by file,
@@ -173,6 +189,9 @@ class VideoCollator:
         sample_rate: int = 16000,
         system_prompt: str | None = None,
         max_text_tokens: int | None = None,
+        overlong: str = "error",
+        max_length: int | None = None,
+        video_tokens: int | None = None,
         generation: bool = False,
         cache_decoded: int = 0,
         feature_cache: str | None = None,
@@ -182,8 +201,9 @@ class VideoCollator:
         share_clips: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
-        self.chat = ChatEncoder(tokenizer, system_prompt=system_prompt, max_text_tokens=max_text_tokens,
-                                video_position=video_position)
+        self.chat = ChatEncoder(tokenizer, system_prompt=system_prompt, video_position=video_position)
+        self.limit = LengthLimit(overlong, max_length, max_text_tokens, int(video_tokens or 0))
+        self._reported: set[tuple[str, str]] = set()  # (what, record) already logged by this process
         self.num_frames, self.fps, self.max_frames = num_frames, fps, max_frames
         self.frame_size = (frame_size, frame_size) if isinstance(frame_size, int) else tuple(frame_size)
         self.backend = backend
@@ -254,7 +274,8 @@ class VideoCollator:
         )  # fmt: skip
         frames = clip.frames.permute(0, 3, 1, 2).float().div_(255.0)  # (T, 3, H, W)
         audio, length = self._audio_of(sample) if self.audio else (None, None)
-        return DecodedVideo(frames, torch.as_tensor(clip.timestamps, dtype=torch.float32), audio, length)
+        return DecodedVideo(frames, torch.as_tensor(clip.timestamps, dtype=torch.float32), audio, length,
+                            duration=float(clip.video_duration))  # fmt: skip
 
     def _decode_audio(self, sample: ConversationSample) -> torch.Tensor:
         from vidtempo.data.audio import load_audio
@@ -290,19 +311,62 @@ class VideoCollator:
                     video = seen[key]
                 else:
                     video = None
-            except VideoDecodeError as err:
-                log.warning("skipping sample %s: %s", sample.id, err)
+            except VideoDecodeError as err:  # logged once by the objective's skip tracker
                 skipped.append(SkipRecord(sample.id, err.path, err.reason))
                 continue
-            messages = sample.messages
-            if self.generation and messages and messages[-1]["role"] == "assistant":
-                messages = messages[:-1]
-            ids, labels = self.chat.encode(messages, generation_prompt=self.generation, sample_id=sample.id)
-            kept.append((sample, video, ids, labels))
+            fitted = self._encode(sample, has_video=video is not None)
+            if fitted.reason is not None:
+                skipped.append(SkipRecord(sample.id, sample.video or "", f"over-long: {fitted.reason}"))
+                continue
+            kept.append((sample, video, fitted.ids, fitted.labels))
         batch = self._pad(kept, skipped)
         if cached is not None:  # frames slots hold (T, P, D) features: move them to `features`
             batch.features, batch.frames, batch.grid = batch.frames, None, cached[0].grid
+        batch.no_audio = self._count_no_audio(kept)
+        batch.past_end = [k[0].id for k in kept if k[1] is not None and self._past_end(k[0], k[1])]
         return batch
+
+    def _encode(self, sample: ConversationSample, has_video: bool) -> Any:
+        """The sample's tokens after the length check (``vidtempo.data.overlong.Fitted``)."""
+        messages = sample.messages
+        if self.generation and messages and messages[-1]["role"] == "assistant":
+            messages = messages[:-1]
+        ids, labels = self.chat.encode(messages, generation_prompt=self.generation, sample_id=sample.id)
+        fitted = self.limit.fit(ids, labels, has_video=has_video, record=record_name(sample))
+        if fitted.truncated and self._first_time("truncated", sample.id):
+            log.warning("%s: over-long, answer cut to %d tokens (data.overlong: truncate)", record_name(sample),
+                        len(fitted.ids))  # fmt: skip
+        return fitted
+
+    def _first_time(self, what: str, record: str) -> bool:
+        """True once per (what, record) in this process: each problem is logged once, not every epoch."""
+        if (what, record) in self._reported:
+            return False
+        self._reported.add((what, record))
+        return True
+
+    def _count_no_audio(self, kept: list[Any]) -> int:
+        """Rows with a video but no audio track in an audio batch; the first one is warned about."""
+        if not self.audio:
+            return 0
+        silent = [k[0] for k in kept if k[1] is not None and k[1].audio is not None and k[1].audio_samples() == 0]
+        if silent and self._first_time("no_audio", ""):
+            log.warning("%s has no audio track: its audio is silence (data.collator.audio is true; counted as "
+                        "train/no_audio, warned once)", record_name(silent[0]))  # fmt: skip
+        return len(silent)
+
+    def _past_end(self, sample: ConversationSample, video: DecodedVideo) -> bool:
+        """Whether the clip bounds or ``meta["timestamps"]`` end after the video (logged once per record)."""
+        if video.duration is None:
+            return False
+        ends = [sample.end or 0.0, *_numbers(sample.meta.get("timestamps"))]
+        last = max(ends)
+        if last <= video.duration + PAST_END_TOLERANCE:
+            return False
+        if self._first_time("past_end", sample.id):
+            log.warning("%s: an interval ends at %.2f s, after the video's end (%.2f s)", record_name(sample), last,
+                        video.duration)  # fmt: skip
+        return True
 
     def _pad(self, kept: list[Any], skipped: list[SkipRecord]) -> VideoTextBatch:
         b = len(kept)
@@ -360,6 +424,30 @@ class VideoCollator:
                 out[i] = t.amin()  # the clamp floor: what silence gives after Whisper's normalisation
             out[i, ..., : t.shape[-1]] = t
         return out, lengths
+
+
+PAST_END_TOLERANCE = 0.25  # seconds: container durations and annotations disagree by a frame or two
+
+
+def record_name(sample: ConversationSample) -> str:
+    """``record 'ID' of FILE`` (the annotation file from ``meta["source"]`` when it names one, else the video).
+
+    Example:
+        >>> record_name(ConversationSample(video="v.mp4", messages=[], id="7", meta={"source": "train.json"}))
+        "record '7' of train.json"
+    """
+    source = sample.meta.get("source") if isinstance(sample.meta, dict) else None
+    where = source if source and ("/" in str(source) or "." in str(source)) else sample.video
+    return f"record '{sample.id}'" + (f" of {where}" if where else "")
+
+
+def _numbers(value: Any) -> list[float]:
+    """Every number in a (nested) list of numbers; [] for anything else."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _numbers(v)]
+    return []
 
 
 def build_targets(nodes: dict[str, Any] | None) -> dict[str, TargetBuilder]:

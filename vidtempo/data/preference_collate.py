@@ -4,7 +4,9 @@ Each side is an ordinary :class:`~vidtempo.data.collate.VideoTextBatch` (prompt 
 final answer only), so the model runs on it unchanged. The rejected side shows ``rejected_video`` when the
 pair sets it (an *input-side* pair: the rejected answer is scored on its own, e.g. perturbed, video),
 otherwise the chosen side's video (decoded once, shared). A pair whose chosen or rejected video cannot be
-decoded is left out whole and recorded in ``batch.skipped``.
+decoded is left out whole and recorded in ``batch.skipped`` (logged by the objective's skip tracker). An
+over-long side follows ``data.overlong`` (``vidtempo.data.overlong``): ``error`` stops, ``skip`` and
+``truncate`` leave the pair out (a cut answer would change what the pair prefers).
 
 Example:
     >>> from vidtempo.models.tokenizers import tiny_tokenizer
@@ -19,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +30,6 @@ from vidtempo.data.chat import IGNORE_INDEX
 from vidtempo.data.collate import DecodedVideo, SkipRecord, VideoCollator, VideoTextBatch
 from vidtempo.data.errors import VideoDecodeError
 from vidtempo.data.samples import ConversationSample, PreferenceSample
-
-log = logging.getLogger(__name__)
 
 REF_CHOSEN_KEY = "ref_chosen_logps"  # PreferenceSample.meta keys of precomputed reference log-probs
 REF_REJECTED_KEY = "ref_rejected_logps"
@@ -120,6 +119,12 @@ class PreferenceCollator(VideoCollator):
         ids, labels = self.chat.encode(messages, sample_id=pair.id)
         return ids, answer_only_labels(prompt_ids, ids, labels, pair.id)
 
+    def _overlong(self, pair: PreferenceSample, tokens: tuple[list[int], list[int]], which: str) -> str | None:
+        """Why one side is too long (None = it fits); raises ``OverlongError`` under ``data.overlong: error``."""
+        record = f"pair '{pair.id}' ({which})" + (f" of {pair.meta['source']}" if pair.meta.get("source") else "")
+        fitted = self.limit.fit(*tokens, has_video=pair.video is not None, record=record)
+        return fitted.reason or ("cut by data.overlong: truncate" if fitted.truncated else None)
+
     def __call__(self, samples: list[Any]) -> PreferenceBatch:  # type: ignore[override]
         chosen_rows: list[tuple[ConversationSample, DecodedVideo | None, list[int], list[int]]] = []
         rejected_rows: list[tuple[ConversationSample, DecodedVideo | None, list[int], list[int]]] = []
@@ -129,17 +134,18 @@ class PreferenceCollator(VideoCollator):
             pair = _as_pair(raw)
             try:
                 chosen_video, rejected_video = self._decode_pair(pair)
-            except VideoDecodeError as err:
-                log.warning("skipping preference pair %s: %s", pair.id, err)
+            except VideoDecodeError as err:  # logged once by the objective's skip tracker
                 skipped.append(SkipRecord(pair.id, err.path, err.reason))
                 continue
-            ids, labels = self._encode(pair, pair.chosen)
-            chosen_rows.append((_side(pair, pair.video, pair.chosen, "chosen"), chosen_video, ids, labels))
-            ids, labels = self._encode(pair, pair.rejected)
+            chosen = self._encode(pair, pair.chosen)
+            rejected = self._encode(pair, pair.rejected)
+            reason = self._overlong(pair, chosen, "chosen") or self._overlong(pair, rejected, "rejected")
+            if reason is not None:
+                skipped.append(SkipRecord(pair.id, pair.video or "", f"over-long: {reason}"))
+                continue
+            chosen_rows.append((_side(pair, pair.video, pair.chosen, "chosen"), chosen_video, *chosen))
             rejected_src = pair.rejected_video or pair.video
-            rejected_rows.append(
-                (_side(pair, rejected_src, pair.rejected, "rejected"), rejected_video, ids, labels)
-            )
+            rejected_rows.append((_side(pair, rejected_src, pair.rejected, "rejected"), rejected_video, *rejected))
             pairs.append(pair)
         return PreferenceBatch(
             chosen=self._pad(chosen_rows, []),

@@ -18,6 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+OPTIMIZERS = ("adamw", "sgd")  # optim.name: the one list the recipe check and the builder read
+SCHEDULERS = ("cosine", "linear", "constant", "wsd")  # optim.scheduler
+ANNEAL_BY = ("steps", "time")  # optim.anneal_by
+
 
 @dataclass
 class OptimSettings:
@@ -119,7 +123,7 @@ def lr_lambda(settings: OptimSettings, total_steps: int, time_used: Callable[[],
         if settings.scheduler == "wsd":
             decayed = (progress - (1 - settings.decay_fraction)) / settings.decay_fraction
             return floor + (1 - floor) * (1 - max(0.0, decayed))
-        raise ValueError(f"optim.scheduler must be cosine, linear, constant or wsd, got '{settings.scheduler}'")
+        raise ValueError(f"optim.scheduler must be one of {', '.join(SCHEDULERS)}, got '{settings.scheduler}'")
 
     return fn
 
@@ -139,7 +143,7 @@ def build_optimizer(
     elif settings.name == "sgd":
         optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=0.9)
     else:
-        raise ValueError(f"optim.name must be adamw or sgd, got '{settings.name}'")
+        raise ValueError(f"optim.name must be one of {', '.join(OPTIMIZERS)}, got '{settings.name}'")
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings, total_steps, time_used))
 
 
@@ -168,8 +172,8 @@ def lightning_optimizers(
 ) -> dict[str, Any]:
     """``configure_optimizers`` return value shared by every objective: per-step schedule over the run."""
     total = max(1, int(trainer.estimated_stepping_batches))
-    if settings.anneal_by not in ("steps", "time"):
-        raise ValueError(f"optim.anneal_by must be steps or time, got '{settings.anneal_by}'")
+    if settings.anneal_by not in ANNEAL_BY:
+        raise ValueError(f"optim.anneal_by must be {' or '.join(ANNEAL_BY)}, got '{settings.anneal_by}'")
     clock = time_budget_used(trainer) if settings.anneal_by == "time" else None
     optimizer, scheduler = build_optimizer(model, settings, total, extra, clock)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -3,7 +3,17 @@
 Top-level sections: ``name``, ``output_dir``, ``seed``, ``tokenizer``, ``model``, ``weights``, ``init_from``
 (a vidtempo checkpoint directory whose weights start the first stage), ``data``, ``objective``, ``optim``,
 ``trainer``, ``checkpoint``, ``stages`` (+ free-form ``eval``/``prompts``/``notes``).
-Unknown keys, wrong types and unknown aliases fail with the recipe file, the key and the valid choices.
+Unknown keys, wrong types and unknown aliases fail with the recipe file, the key and the valid choices:
+every ``trainer`` value against the type hints of ``lightning.Trainer``, the ``data`` keys against
+``DATA_TYPES``, the enumerations (``optim.name``, ``optim.scheduler``, ``optim.anneal_by``, ``data.overlong``)
+against the constants their users read, and every alias (model parts, datasets, objective, auxiliary losses,
+target builders, the video decoder ``data.collator.backend``) against its registry.
+
+Example:
+    >>> check_data({"batch_size": 2.5}, "data", "r.yaml")
+    Traceback (most recent call last):
+    ...
+    vidtempo.config.errors.RecipeError: recipe r.yaml, key 'data.batch_size': expected int, got float 2.5
 """
 
 from __future__ import annotations
@@ -11,20 +21,28 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import typing
 from typing import Any
 
 from vidtempo.config.errors import RecipeError
-from vidtempo.config.validate import accepts_value, describe_type, validate_node, validate_tree
+from vidtempo.config.validate import check_choice, check_value, validate_node, validate_tree
+from vidtempo.data.overlong import OVERLONG_POLICIES
 from vidtempo.models.lora import LoraSettings
-from vidtempo.training.optim import OptimSettings
+from vidtempo.training.optim import ANNEAL_BY, OPTIMIZERS, SCHEDULERS, OptimSettings
 
 TOP_LEVEL = {
     "name", "output_dir", "seed", "tokenizer", "model", "weights", "data", "objective", "optim",
     "trainer", "checkpoint", "stages", "eval", "prompts", "notes", "inference", "dpo", "curriculum",
     "prefgen", "prefgen_answers", "init_from", "_recipe_path_",
 }  # fmt: skip
-DATA_KEYS = {"train", "val", "collator", "batch_size", "num_workers", "max_skip_fraction", "shuffle",
-             "group_by_video"}
+# typed data keys: (type, minimum, maximum) (None = unbounded)
+DATA_TYPES: dict[str, tuple[type, float | None, float | None]] = {
+    "batch_size": (int, 1, None), "num_workers": (int, 0, None), "max_skip_fraction": (float, 0.0, 1.0),
+    "shuffle": (bool, None, None), "group_by_video": (int, 0, None), "overlong": (str, None, None),
+}  # fmt: skip
+DATA_KEYS = {"train", "val", "collator", *DATA_TYPES}
+OPTIM_CHOICES = {"name": OPTIMIZERS, "scheduler": SCHEDULERS, "anneal_by": ANNEAL_BY}
+TRAINER_INJECTED = ("callbacks", "logger", "default_root_dir")  # build_trainer sets these
 STAGE_KEYS = {"name", "trainable", "optim", "data", "trainer", "objective", "checkpoint", "merge_lora_after", "lora"}
 CHECKPOINT_KEYS = {"every_n_steps", "save_top_k"}
 TRAINABLE_KEYS = {"vision_encoder", "audio_encoder", "compressor", "projector", "llm"}
@@ -53,19 +71,66 @@ def check_fields(section: Any, cls: type, where: str, recipe: str) -> None:
         return
     fields = {f.name: f for f in dataclasses.fields(cls)}
     check_keys(section, set(fields), where, recipe)
-    hints = __import__("typing").get_type_hints(cls)
+    hints = typing.get_type_hints(cls)
     for key, value in section.items():
-        if not accepts_value(hints[key], value):
-            raise RecipeError(f"expected {describe_type(hints[key])}, got {type(value).__name__} {value!r}",
-                              recipe=recipe, key=f"{where}.{key}")  # fmt: skip
+        check_value(hints[key], value, key=f"{where}.{key}", recipe=recipe)
 
 
 def check_signature(section: Any, target: Any, where: str, recipe: str, skip: tuple[str, ...] = ()) -> None:
-    """Check a mapping of kwargs against a callable's signature (e.g. ``lightning.Trainer``)."""
+    """Check a mapping of kwargs against a callable's signature (e.g. ``lightning.Trainer``): every key is a
+    parameter, and every value fits the parameter's type hint (when the hints resolve)."""
     if section is None:
         return
     params = {n for n in inspect.signature(target).parameters if n not in skip and n != "self"}
     check_keys(section, params, where, recipe)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - unresolvable forward refs: the key check above still holds
+        hints = {}
+    for key, value in section.items():
+        if key in hints:
+            check_value(hints[key], value, key=f"{where}.{key}", recipe=recipe)
+
+
+def check_data(data: Any, where: str, recipe: str) -> None:
+    """The plain keys of a ``data`` section: known, typed, in range; ``overlong`` one of its policies."""
+    check_keys(data, DATA_KEYS, where, recipe)
+    for key, (kind, low, high) in DATA_TYPES.items():
+        if data.get(key) is None:
+            continue
+        value = data[key]
+        check_value(kind, value, key=f"{where}.{key}", recipe=recipe)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise RecipeError(f"expected {kind.__name__} {bounds}, got {value!r}", recipe=recipe,
+                              key=f"{where}.{key}")  # fmt: skip
+    if data.get("overlong") is not None:
+        check_choice(data["overlong"], OVERLONG_POLICIES, key=f"{where}.overlong", recipe=recipe)
+
+
+def check_optim(optim: Any, where: str, recipe: str) -> None:
+    """``optim``: the settings' fields and types, and each enumeration against its constant."""
+    check_fields(optim, OptimSettings, where, recipe)
+    for key, choices in OPTIM_CHOICES.items():
+        if optim and optim.get(key) is not None:
+            check_choice(optim[key], choices, key=f"{where}.{key}", recipe=recipe)
+
+
+def check_collator(collator: Any, where: str, recipe: str) -> None:
+    """``data.collator``: arguments and types of ``VideoCollator``, the decoder alias, the target builders."""
+    from vidtempo.data.collate import VideoCollator
+    from vidtempo.registry import RegistryError, get_registry
+
+    check_signature(collator, VideoCollator.__init__, where, recipe, skip=("tokenizer",))
+    if not collator:
+        return
+    if isinstance(collator.get("backend"), str):
+        try:
+            get_registry("decoder").resolve(collator["backend"])
+        except RegistryError as err:
+            raise RecipeError(str(err), recipe=recipe, key=f"{where}.backend") from err
+    if collator.get("targets") is not None:
+        validate_tree(collator["targets"], key=f"{where}.targets", recipe=recipe)
 
 
 def validate_recipe(cfg: dict[str, Any], recipe: str) -> None:
@@ -128,20 +193,16 @@ def _model_node(node: Any, recipe: str) -> dict[str, Any]:
 def _validate_stage_like(section: dict[str, Any], prefix: str, recipe: str) -> None:
     import lightning as L
 
-    from vidtempo.data.collate import VideoCollator
-
-    check_fields(section.get("optim"), OptimSettings, f"{prefix}optim", recipe)
-    check_signature(section.get("trainer"), L.Trainer.__init__, f"{prefix}trainer", recipe,
-                    skip=("callbacks", "logger", "default_root_dir"))  # fmt: skip
+    check_optim(section.get("optim"), f"{prefix}optim", recipe)
+    check_signature(section.get("trainer"), L.Trainer.__init__, f"{prefix}trainer", recipe, skip=TRAINER_INJECTED)
     check_keys(section.get("trainable"), TRAINABLE_KEYS, f"{prefix}trainable", recipe)
     check_keys(section.get("checkpoint"), CHECKPOINT_KEYS, f"{prefix}checkpoint", recipe)
     if section.get("objective") is not None:
         validate_node(section["objective"], key=f"{prefix}objective", recipe=recipe, provided=("model",))
     data = section.get("data")
     if data is not None:
-        check_keys(data, DATA_KEYS, f"{prefix}data", recipe)
-        check_signature(data.get("collator"), VideoCollator.__init__, f"{prefix}data.collator", recipe,
-                        skip=("tokenizer",))  # fmt: skip
+        check_data(data, f"{prefix}data", recipe)
+        check_collator(data.get("collator"), f"{prefix}data.collator", recipe)
         for split in ("train", "val"):
             if data.get(split) is not None:
                 validate_node(data[split], key=f"{prefix}data.{split}", recipe=recipe)
