@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides", nargs="*", help="key=value, +key=value or ~key (e.g. +eval.batch_size=4)"
     )
-    parser.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. runs/NAME/final)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint directory: a stage's final/ (e.g. runs/NAME/0_sft/final)")
     parser.add_argument("--benchmark", required=True, choices=BENCHMARK_NAMES, help="benchmark to run")
     parser.add_argument("--annotations", help="annotation file (synth: the TempoSynth folder)")
     parser.add_argument("--video-root", help="folder the annotation's video names are relative to")
@@ -68,10 +69,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the evaluation, print the tables and where the files are; 2 on a user error."""
     from rich.console import Console
 
+    from vidtempo.cli.checkpoint_files import check_checkpoint
     from vidtempo.data.errors import DataError
     from vidtempo.eval.results import results_tables
     from vidtempo.eval.runner import EvalError, run_eval
 
+    check_checkpoint(args.checkpoint)
     try:
         result = run_eval(args.recipe, args.checkpoint, args.benchmark, overrides=args.overrides,
                           annotations=args.annotations, video_root=args.video_root, limit=args.limit,

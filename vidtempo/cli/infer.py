@@ -4,14 +4,24 @@
 segments (``--lvcot-segments N``, or N from the duration by ``--lvcot-rule``), each is described first
 (``--lvcot-prompt``), and the descriptions go in ``<think>...</think>`` before the question. The segment
 descriptions are printed to stderr; the answer alone to stdout.
+
+Before loading, the checkpoint's files are checked (``vidtempo.cli.checkpoint_files``), and the recipe's audio
+settings are compared with the checkpoint's model (:func:`check_audio`): a model that reads audio given a
+recipe without ``data.collator.audio`` is an error (it would answer from silence); audio decoded for a model
+without an audio encoder is a warning.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
+
+from vidtempo.cli.main import UserError
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -56,13 +66,16 @@ def answer_with_trace(
     """(greedy answer, ``LVCoTResult`` or None): see :func:`answer`."""
     import torch
 
+    from vidtempo.cli.checkpoint_files import check_checkpoint
     from vidtempo.data.collate import VideoCollator
     from vidtempo.data.samples import ConversationSample
     from vidtempo.models.checkpoint import load_pretrained
 
+    check_checkpoint(checkpoint)
     model, tokenizer, _ = load_pretrained(checkpoint)
     if tokenizer is None:
         raise FileNotFoundError(f"{checkpoint} has no tokenizer files")
+    check_audio(model, collator_settings, checkpoint)
     model.eval()
     collate = VideoCollator(tokenizer, **{**collator_settings, "generation": True})
     sample = ConversationSample(video=video, messages=[{"role": "user", "content": prompt}], id="infer")
@@ -81,6 +94,30 @@ def answer_with_trace(
         new = model.generate(**batch.model_inputs(with_labels=False), max_new_tokens=max_new_tokens,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
     return tokenizer.decode(new[0], skip_special_tokens=True).strip(), trace
+
+
+def check_audio(model: Any, collator_settings: dict, checkpoint: str) -> None:
+    """Compare what the model reads with what the recipe's collator decodes.
+
+    Raises:
+        UserError: the model has an audio encoder but the collator decodes no audio, or the encoder's mel
+            bins differ from ``data.collator.audio_mel``.
+    """
+    reads = "audio" in model.capabilities
+    decodes = bool(collator_settings.get("audio"))
+    if reads and not decodes:
+        raise UserError(f"{checkpoint}: the model reads audio (it has an audio encoder) but the recipe's "
+                        "data.collator.audio is false, so it would hear silence; use the recipe it was trained "
+                        "with or pass data.collator.audio=true")  # fmt: skip
+    if decodes and not reads:
+        log.warning("%s: the model has no audio encoder: the audio the recipe decodes (data.collator.audio) is "
+                    "ignored", checkpoint)  # fmt: skip
+        return
+    n_mels = getattr(getattr(model, "audio_encoder", None), "n_mels", None)
+    mel = collator_settings.get("audio_mel")
+    if reads and n_mels and mel and int(mel) != int(n_mels):
+        raise UserError(f"{checkpoint}: the audio encoder reads {n_mels} mel bins but the recipe's "
+                        f"data.collator.audio_mel is {mel}; use the recipe the checkpoint was trained with")  # fmt: skip
 
 
 def answer(

@@ -1,5 +1,11 @@
 """``vidtempo`` entry point: ``vidtempo COMMAND ...``. Each command's module is imported only when it runs.
 
+Errors: any exception a command raises ends the process with one line on stderr, ``error: <message>``, then
+``(run with --debug for the traceback)``, and exit code 2. A user error (a recipe, data, checkpoint or
+file problem) prints its message as is; anything else is prefixed with its type (``error: KeyError: ...``), a
+sign of a bug worth reporting with ``vidtempo --debug ...``, which re-raises with the full traceback.
+``KeyboardInterrupt`` is not an error here (the trainer handles Ctrl-C).
+
 Example:
     >>> main(["list", "compressor"])  # doctest: +ELLIPSIS
     compressor...
@@ -41,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidtempo", description="Train and evaluate video LLMs that reason about time.")
     parser.add_argument("--version", action="version", version=f"vidtempo {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
@@ -88,17 +95,40 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     _setup_logging(args.verbose)
-    module = importlib.import_module(args._module)
     try:
+        module = importlib.import_module(args._module)
         return int(module.run(args) or 0)
-    except Exception as err:  # noqa: BLE001 - user-facing errors get one clean line
-        from vidtempo.config.errors import RecipeError
-        from vidtempo.registry import RegistryError
+    except Exception as err:  # noqa: BLE001 - every error gets one clean line unless --debug
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {error_line(err)}\n(run with --debug for the traceback)", file=sys.stderr)
+        return 2
 
-        if isinstance(err, (RecipeError, RegistryError, UserError, FileNotFoundError)):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe a problem with the user's inputs (printed without their type name)."""
+    from vidtempo.config.errors import RecipeError
+    from vidtempo.data.errors import DataError
+    from vidtempo.registry import RegistryError
+
+    return (RecipeError, RegistryError, UserError, DataError, FileNotFoundError, ValueError)
+
+
+def error_line(err: BaseException) -> str:
+    """One line for ``err``: its message (a DataLoader worker's error: the original one, not the wrapper's
+    traceback), prefixed with the type name unless it is a user error.
+
+    Example:
+        >>> error_line(UserError("runs/x/final/vidtempo.json: empty file"))
+        'runs/x/final/vidtempo.json: empty file'
+        >>> error_line(KeyError("model"))
+        "KeyError: 'model'"
+    """
+    text = str(err).strip()
+    if "Original Traceback" in text:  # torch re-raises a worker's error with the worker's traceback
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    line = " ".join(part.strip() for part in text.splitlines() if part.strip()) or type(err).__name__
+    return line if isinstance(err, _user_error_types()) else f"{type(err).__name__}: {line}"
 
 
 if __name__ == "__main__":  # pragma: no cover

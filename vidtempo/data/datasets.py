@@ -77,6 +77,8 @@ def load_records(path: str | Path) -> list[Any] | dict[str, Any]:
     if not path.is_file():
         raise _fail(path, None, None, "annotation file not found")
     text = path.read_text(encoding="utf-8")
+    if not text.strip() and path.suffix != ".jsonl":
+        raise _fail(path, None, None, "empty file; expected JSON (a list of records) or JSONL (one per line)")
     if path.suffix == ".jsonl":
         records = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -93,6 +95,15 @@ def load_records(path: str | Path) -> list[Any] | dict[str, Any]:
             return json.loads(re.sub(r",(\s*[}\]])", r"\1", text))
         except json.JSONDecodeError:
             raise _fail(path, None, None, f"invalid JSON at line {err.lineno}: {err.msg}") from err
+
+
+def record_list(path: Path, records: Any, allow_empty: bool = False) -> list[Any]:
+    """``records`` when it is a list (non-empty unless ``allow_empty``), else an error naming the file."""
+    if not isinstance(records, list):
+        raise _fail(path, None, None, "expected a list of records (JSON array or JSONL)")
+    if not records and not allow_empty:
+        raise _fail(path, None, None, "no records; expected a non-empty JSON array or JSONL with one record per line")
+    return records
 
 
 def _require(rec: Any, key: str, kind: type | tuple[type, ...], path: Path, index: int) -> Any:
@@ -199,7 +210,10 @@ class ConversationDataset(AnnotationDataset[ConversationSample]):
 
     Records: ``{"id"?, "video"?, "audio"?, "start"?, "end"?, "conversations": [{"from": "human"|"gpt"|"system",
     "value": ...}]}`` or ``{"messages": [{"role", "content"}], "videos": [path]}``. ``<image>`` becomes
-    ``<video>``. A record without a video is a text-only sample (``video=None``).
+    ``<video>``. A record without a video is a text-only sample (``video=None``), and one without an assistant
+    turn has nothing to train on (a prompt for generation), unless ``require_video`` / ``require_answer``:
+    then such a record fails the load with one line naming the file and the record id. An empty file or an
+    empty list fails too (``allow_empty`` lets it through).
 
     Example:
         >>> ds = ConversationDataset("train.jsonl", video_root="/data/videos")  # doctest: +SKIP
@@ -207,12 +221,24 @@ class ConversationDataset(AnnotationDataset[ConversationSample]):
         'assistant'
     """
 
-    def __init__(self, path: str | Path, video_root: str | Path = "") -> None:
+    def __init__(
+        self, path: str | Path, video_root: str | Path = "", *, require_video: bool = False,
+        require_answer: bool = False, allow_empty: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__(path, video_root)
-        records = load_records(self.path)
-        if not isinstance(records, list):
-            raise _fail(self.path, None, None, "expected a list of records (JSON array or JSONL)")
-        self.samples = [self._parse(rec, i) for i, rec in enumerate(records)]
+        records = record_list(self.path, load_records(self.path), allow_empty)
+        self.require_video, self.require_answer = require_video, require_answer
+        self.samples = [self._checked(self._parse(rec, i), i) for i, rec in enumerate(records)]
+
+    def _checked(self, sample: ConversationSample, i: int) -> ConversationSample:
+        """``sample``, or an error naming the file and the record when it lacks what is required."""
+        where = f"{i} (id '{sample.id}')"
+        if self.require_video and sample.video is None:
+            raise _fail(self.path, where, "video", "missing; expected a video path (require_video is set)")
+        if self.require_answer and not any(m["role"] == "assistant" for m in sample.messages):
+            raise _fail(self.path, where, "conversations", "no assistant turn; expected the answer to train on "
+                        "(a {'from': 'gpt'} or {'role': 'assistant'} turn; require_answer is set)")  # fmt: skip
+        return sample
 
     def _parse(self, rec: Any, i: int) -> ConversationSample:
         if isinstance(rec, dict) and "messages" in rec:
@@ -608,11 +634,9 @@ class PreferenceDataset(AnnotationDataset[PreferenceSample]):
         True
     """
 
-    def __init__(self, path: str | Path, video_root: str | Path = "") -> None:
+    def __init__(self, path: str | Path, video_root: str | Path = "", allow_empty: bool = False) -> None:
         super().__init__(path, video_root)
-        records = load_records(self.path)
-        if not isinstance(records, list):
-            raise _fail(self.path, None, None, "expected a list of records (JSON array or JSONL)")
+        records = record_list(self.path, load_records(self.path), allow_empty)
         self.samples = [self._parse(rec, i) for i, rec in enumerate(records)]
 
     def _parse(self, rec: Any, i: int) -> PreferenceSample:
