@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,8 +123,10 @@ class PreferenceCollator(VideoCollator):
     def _overlong(self, pair: PreferenceSample, tokens: tuple[list[int], list[int]], which: str) -> str | None:
         """Why one side is too long (None = it fits); raises ``OverlongError`` under ``data.overlong: error``."""
         record = f"pair '{pair.id}' ({which})" + (f" of {pair.meta['source']}" if pair.meta.get("source") else "")
-        fitted = self.limit.fit(*tokens, has_video=pair.video is not None, record=record)
-        return fitted.reason or ("cut by data.overlong: truncate" if fitted.truncated else None)
+        policy = "skip" if self.limit.policy == "truncate" else self.limit.policy  # a cut answer is another pair
+        fitted = dataclasses.replace(self.limit, policy=policy).fit(*tokens, has_video=pair.video is not None,
+                                                                    record=record)  # fmt: skip
+        return fitted.reason
 
     def __call__(self, samples: list[Any]) -> PreferenceBatch:  # type: ignore[override]
         chosen_rows: list[tuple[ConversationSample, DecodedVideo | None, list[int], list[int]]] = []
