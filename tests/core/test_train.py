@@ -69,9 +69,13 @@ def test_rerun_resumes_from_last_checkpoint(video_dir, tmp_path):
     import shutil
 
     shutil.rmtree(out / "0_sft" / "final")  # pretend the run was interrupted after its checkpoint
+    from vidtempo.training.manifest import RecipeChangedError
+
+    with pytest.raises(RecipeChangedError, match=r"stage sft: trainer.max_steps: 3 -> 5.*--allow-changed-recipe"):
+        train(tiny_cfg(video_dir, out, "trainer.max_steps=5"))  # a longer run is another recipe: said, not guessed
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train(tiny_cfg(video_dir, out, "trainer.max_steps=5"))
+        train(tiny_cfg(video_dir, out, "trainer.max_steps=5"), allow_changed_recipe=True)
     # step 3 is mid-epoch: the training loader resumes there (tests/core/test_resumable_loader.py)
     assert not [w for w in caught if "not resumable" in str(w.message)]
     steps = [int(r["step"]) for r in csv.DictReader(open(out / "0_sft" / "logs" / "metrics.csv")) if r.get("train/loss")]

@@ -19,6 +19,7 @@ from vidtempo.data.perturb import perturb_indices
 from vidtempo.data.samples import PreferenceSample
 from vidtempo.synth.pairs import SynthPreferencePairs
 from vidtempo.training.curriculum import MagnitudeFilter, expand_curriculum
+from vidtempo.training.manifest import RecipeChangedError
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "tempo_synth.yaml"
 PAIRS = {"_target_": "preference", "path": "pairs.jsonl"}
@@ -183,7 +184,10 @@ def test_tiny_curriculum_run_merges_refreshes_and_resumes(synth_root, tmp_path):
     # interrupt inside level 1 (after its step-1 checkpoint), then run the same command with longer levels
     stamp = (out / "0_dpo_m16" / "final" / "model.safetensors").stat().st_mtime_ns
     shutil.rmtree(out / "1_dpo_m2" / "final")
-    assert run_dpo(out, synth_root, "--curriculum", "--pre-sft", "curriculum.per_level=2") == 0
+    longer = ("--curriculum", "--pre-sft", "curriculum.per_level=2")
+    with pytest.raises(RecipeChangedError, match="stage dpo_m2: trainer.max_steps: 1 -> 2"):
+        run_dpo(out, synth_root, *longer)  # other settings than the started stages had: refused
+    assert run_dpo(out, synth_root, *longer, "--allow-changed-recipe") == 0
     assert (out / "0_dpo_m16" / "final" / "model.safetensors").stat().st_mtime_ns == stamp  # not retrained
     assert len(metrics(out / "0_dpo_m16")) == 1
     steps = [int(r["step"]) for r in metrics(out / "1_dpo_m2")]

@@ -8,6 +8,7 @@ its last checkpoint, so re-running the same command continues an interrupted cur
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,8 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         help="DPO stages after the SFT stage(s) (the baseline ordering)",
     )
     parser.add_argument("--dry-run", action="store_true", default=None, help="print the stage plan and exit")
+    parser.add_argument("--allow-changed-recipe", action="store_true", default=None,
+                        help="continue a run whose started stages were trained with other settings")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,15 +54,17 @@ def parse_flags(args: argparse.Namespace) -> argparse.Namespace:
     late, rest = flags.parse_known_args(list(args.overrides or []))
     unknown = [a for a in rest if a.startswith("--")]
     if unknown:  # argparse-style: usage line + exit status 2
-        flags.error(f"unknown option {unknown[0]}; options: --curriculum, --pre-sft, --post-sft, --dry-run")
+        flags.error(f"unknown option {unknown[0]}; options: --curriculum, --pre-sft, --post-sft, --dry-run, "
+                    "--allow-changed-recipe")
     out = argparse.Namespace(**vars(args))
     out.overrides = rest
-    for name in ("curriculum", "pre_sft", "dry_run"):
+    for name in ("curriculum", "pre_sft", "dry_run", "allow_changed_recipe"):
         if getattr(late, name) is not None:
             if getattr(args, name) is not None and getattr(args, name) != getattr(late, name):
                 flags.error(f"conflicting --{name.replace('_', '-')} options")
             setattr(out, name, getattr(late, name))
     out.curriculum, out.dry_run = bool(out.curriculum), bool(out.dry_run)
+    out.allow_changed_recipe = bool(out.allow_changed_recipe)
     return out
 
 
@@ -80,8 +85,12 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     if args.dry_run:
         return 0
-    from vidtempo.training.run import train
+    from vidtempo.training.run import RunInterrupted, train
 
-    final = train(OmegaConf.create(expanded))
+    try:
+        final = train(OmegaConf.create(expanded), allow_changed_recipe=args.allow_changed_recipe)
+    except RunInterrupted as stop:
+        print(str(stop), file=sys.stderr)
+        return 130
     print(f"checkpoint: {final}")
     return 0

@@ -1,4 +1,5 @@
-"""Recipe -> (tokenizer, model, datamodule, objective, trainer). The only place that wires sections.
+"""Recipe -> (tokenizer, datamodule, objective); the trainer: ``vidtempo.training.trainer``. The only place
+that wires recipe sections.
 
 Example:
     >>> from omegaconf import OmegaConf
@@ -10,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -22,7 +22,6 @@ from vidtempo.data.collate import VideoCollator
 from vidtempo.data.grouping import VideoGroupedBatchSampler, clip_keys
 from vidtempo.data.resumable import EpochRandomSampler, ResumableDataLoader
 from vidtempo.training.auxiliary.base import AuxLossError
-from vidtempo.training.csv_log import ResumableCSVLogger
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -144,42 +143,6 @@ def build_datamodule(
         num_workers=int(data.get("num_workers", 0)), shuffle=bool(data.get("shuffle", True)),
         group_by_video=group, seed=int(seed),
     )  # fmt: skip
-
-
-class RecipeInCheckpoint(L.Callback):
-    """Stores the fully resolved recipe (YAML text) inside every Lightning checkpoint."""
-
-    def __init__(self, recipe_yaml: str) -> None:
-        self.recipe_yaml = recipe_yaml
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["vidtempo_recipe"] = self.recipe_yaml
-
-
-def build_trainer(stage: dict[str, Any], stage_dir: Path, recipe_yaml: str | None = None) -> L.Trainer:
-    """A Lightning Trainer with checkpointing (last + every N steps), CSV/TensorBoard logs, rich progress."""
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from vidtempo.training.strategies import resolve_strategy
-
-    kwargs = dict(stage["trainer"])
-    kwargs["strategy"] = resolve_strategy(kwargs.get("strategy", "auto"), kwargs.get("accelerator", "auto"),
-                                          kwargs.get("devices", 1), kwargs.get("num_nodes", 1))
-    kwargs.setdefault("gradient_clip_val", stage["optim"].get("grad_clip", 1.0) or None)
-    kwargs.setdefault("use_distributed_sampler", False)  # VideoDataModule shards its loaders itself
-    ckpt = stage.get("checkpoint") or {}
-    callbacks = [
-        ModelCheckpoint(
-            dirpath=stage_dir / "checkpoints", save_last=True, save_top_k=int(ckpt.get("save_top_k", 1)),
-            every_n_train_steps=int(ckpt.get("every_n_steps", 50)) or None,
-        ),
-        RichProgressBar(leave=True),
-    ]  # fmt: skip
-    if recipe_yaml is not None:
-        callbacks.append(RecipeInCheckpoint(recipe_yaml))
-    loggers = [ResumableCSVLogger(stage_dir, name="logs", version=""), TensorBoardLogger(stage_dir, name="tb", version="")]
-    return L.Trainer(default_root_dir=stage_dir, callbacks=callbacks, logger=loggers, **kwargs)
 
 
 def build_objective(stage: dict[str, Any], model: Any, recipe: str, prefix: str) -> L.LightningModule:

@@ -1,9 +1,11 @@
-"""A CSV logger that keeps the rows of the run it resumes.
+"""A CSV logger that keeps the rows of the run it resumes, and never leaves a half-written file.
 
 Lightning's ``CSVLogger`` deletes ``metrics.csv`` when it starts in a folder that has one, so a resumed run
-lost every metric logged before the interruption. :class:`ResumableCSVLogger` reads those rows first and
-writes them back ahead of the new ones, dropping any at or after the first step logged again (the steps
-between the last checkpoint and the interruption are trained, and logged, a second time).
+lost every metric logged before the interruption, and a second interruption before its first save lost them
+for good. :class:`ResumableCSVLogger` reads those rows and leaves the file in place; each save rewrites the
+whole file atomically (``vidtempo.utils.atomic``) with the earlier rows first, dropping any at or after the
+first step logged again (the steps between the last checkpoint and the interruption are trained, and
+logged, a second time).
 
 Example:
     >>> import tempfile
@@ -11,6 +13,8 @@ Example:
     >>> first = ResumableCSVLogger(root, name="logs", version="")
     >>> first.log_metrics({"loss": 2.0}, step=0); first.log_metrics({"loss": 1.5}, step=1); first.save()
     >>> again = ResumableCSVLogger(root, name="logs", version="")  # resumed from a checkpoint at step 1
+    >>> open(f"{root}/logs/metrics.csv").read().split()  # nothing lost before the resumed run saves
+    ['loss,step', '2.0,0', '1.5,1']
     >>> again.log_metrics({"loss": 1.4}, step=1); again.save()
     >>> open(f"{root}/logs/metrics.csv").read().split()
     ['loss,step', '2.0,0', '1.4,1']
@@ -19,30 +23,42 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from vidtempo.utils.atomic import atomic_write_text
+
 
 class _KeepingWriter(ExperimentWriter):
-    """Reads the existing ``metrics.csv`` before the base class removes it; prepends it on the first save."""
+    """Keeps the existing ``metrics.csv`` until the first save, then rewrites the whole file atomically."""
 
     def _check_log_dir_exists(self) -> None:
+        self.rows: list[dict[str, Any]] = []
         self.previous: list[dict[str, Any]] = []
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                self.previous = [row for row in csv.DictReader(file) if row.get("step") not in (None, "")]
-            self._fs.rm_file(self.metrics_file_path)
+                self.previous = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(file)
+                                 if row.get("step") not in (None, "")]  # fmt: skip
 
     def save(self) -> None:
-        if self.previous and self.metrics:
+        if not self.metrics:
+            return
+        if self.previous is not None:  # the first save of this run: keep the rows before its first step
             first = min(int(m["step"]) for m in self.metrics)
-            kept = [{k: v for k, v in row.items() if v != ""} for row in self.previous if int(row["step"]) < first]
-            self.metrics = kept + self.metrics
-            self.previous = []
-        super().save()
+            self.rows = [row for row in self.previous if int(row["step"]) < first]
+            self.previous = None  # type: ignore[assignment]
+        self.rows.extend(self.metrics)
+        self.metrics = []
+        keys = sorted(set().union(*self.rows))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.metrics_file_path, buffer.getvalue())
 
 
 class ResumableCSVLogger(CSVLogger):

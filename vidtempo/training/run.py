@@ -1,10 +1,12 @@
 """Run a training recipe: validate, build, then train its stages in order inside one process.
 
-Each stage writes ``<output_dir>/<i>_<name>/`` with Lightning checkpoints (``checkpoints/last.ckpt``),
-logs, and on completion ``final/`` (Hugging Face style weights + resolved recipe + tokenizer, and the
-auxiliary-loss heads, which the next stage starts from: ``head_io``). Running
-the same command again skips finished stages (their ``final/`` weights are loaded) and resumes the
-running stage from its last checkpoint.
+Each stage writes ``<output_dir>/<i>_<name>/`` with Lightning checkpoints (``checkpoints/``, each written
+atomically), logs, and on completion ``final/`` (Hugging Face style weights + resolved recipe + tokenizer, and
+the auxiliary-loss heads, which the next stage starts from: ``head_io``), built under a temp name and swapped
+in with a ``COMPLETE`` marker written last (``vidtempo.utils.atomic``). ``<output_dir>/manifest.json`` records
+each stage's settings. Running the same command again skips finished stages (their ``final/`` weights are
+loaded) and resumes the running stage from its newest intact checkpoint; a changed recipe is refused
+(``manifest``). Ctrl-C finishes the current step, saves a checkpoint and says how to resume.
 """
 
 from __future__ import annotations
@@ -21,18 +23,19 @@ from vidtempo.models.build import build_video_llm
 from vidtempo.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_weights_into, save_pretrained
 from vidtempo.models.interfaces import TrainableParts, VideoModel
 from vidtempo.models.lora import LoraSettings
-from vidtempo.training.build import (
-    build_datamodule,
-    build_objective,
-    build_tokenizer,
-    build_trainer,
-    expand_stages,
-)
+from vidtempo.training.build import build_datamodule, build_objective, build_tokenizer, expand_stages
+from vidtempo.training.checkpoints import newest_intact_checkpoint
 from vidtempo.training.head_io import has_heads, head_state, load_heads, save_heads
+from vidtempo.training.interrupt import GracefulInterrupt
+from vidtempo.training.manifest import check_manifest, run_settings, write_manifest
 from vidtempo.training.schema import validate_recipe
 from vidtempo.training.strategies import full_state_dict
+from vidtempo.training.trainer import build_trainer
+from vidtempo.utils.atomic import atomic_dir, is_complete
 
 log = logging.getLogger(__name__)
+
+LEGACY_LAST_FILE = "recipe.yaml"  # the file an older vidtempo wrote last into final/ (before COMPLETE markers)
 
 
 def prepare(cfg: DictConfig) -> tuple[dict[str, Any], str]:
@@ -51,14 +54,28 @@ def stage_dirs(plain: dict[str, Any]) -> list[Path]:
     return [out / f"{i}_{stage['name']}" for i, stage in enumerate(expand_stages(plain))]
 
 
-def train(cfg: DictConfig) -> Path:
-    """Train every stage of ``cfg``; returns the final checkpoint directory of the last stage."""
+class RunInterrupted(Exception):
+    """Ctrl-C stopped a stage after a step; its checkpoint is saved and the same command resumes it."""
+
+
+def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
+    """Train every stage of ``cfg``; returns the final checkpoint directory of the last stage.
+
+    Re-running continues the run: finished stages (``final/`` complete) are loaded, the running one resumes
+    from its newest intact checkpoint. A recipe whose settings differ from those a started stage was trained
+    with is refused (``manifest``) unless ``allow_changed_recipe``."""
     plain, recipe = prepare(cfg)
     if (plain.get("dpo") or plain.get("curriculum")) and not plain.get("stages"):
         log.warning("%s has dpo/curriculum sections that `train` does not expand: use `vidtempo dpo`", recipe)
-    L.seed_everything(int(plain.get("seed", 0)), workers=True)
+    stages, dirs = expand_stages(plain), stage_dirs(plain)
     out = Path(plain.get("output_dir") or f"runs/{plain.get('name', 'run')}")
+    settings = run_settings(plain, stages)
+    started = {st["name"]: stage_started(d) for st, d in zip(stages, dirs)}
+    changes = check_manifest(out, settings, started, allow_changed_recipe, recipe)
+    seed = int(plain.get("seed", 0))
+    L.seed_everything(seed, workers=True)
     save_recipe(cfg, out)
+    write_manifest(out, settings, changes)
     tokenizer = build_tokenizer(plain, recipe)
     model = build_video_llm(plain["model"], weights=plain.get("weights"), recipe=recipe)
     if plain.get("init_from"):
@@ -66,39 +83,61 @@ def train(cfg: DictConfig) -> Path:
     final = out
     # the auxiliary-loss heads of the last stage that had them: its final/ or, just trained, in memory
     heads: Path | dict[str, Any] | None = None
-    for i, (stage, sdir) in enumerate(zip(expand_stages(plain), stage_dirs(plain))):
+    for i, (stage, sdir) in enumerate(zip(stages, dirs)):
+        if i:  # each later stage starts from its own seed: a resumed run draws what an uninterrupted one drew
+            L.seed_everything(seed + i, workers=True)
         if stage.get("lora"):
             model.lora = LoraSettings(**stage["lora"])  # used by the adapter this stage creates
         model.set_trainable(TrainableParts(**stage["trainable"]))
         final = sdir / "final"
-        if (final / CONFIG_NAME).is_file():
+        if is_complete(final, legacy=LEGACY_LAST_FILE):
             log.info("stage %s already finished: loading %s", stage["name"], final)
             load_weights(model, final)
-            if stage.get("merge_lora_after") and model.has_lora:
-                model.merge_lora()
             heads = final if has_heads(final) else heads
-            continue
-        prefix = f"stages.{i}." if plain.get("stages") else ""
-        module = build_objective(stage, model, recipe, prefix)
-        if heads is not None and (kept := load_heads(module, heads)):
-            log.info("stage %s starts its %s head(s) from an earlier stage", stage["name"], " and ".join(kept))
-        datamodule = build_datamodule(_with_encoder_id(stage, model, recipe), tokenizer, recipe,
-                                      prefix=f"{prefix}data", collator_class=getattr(module, "collator_class", None),
-                                      seed=int(plain.get("seed") or 0))
-        trainer = build_trainer(stage, sdir, recipe_yaml=to_yaml(cfg))
-        last = sdir / "checkpoints" / "last.ckpt"
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
-        state = full_state_dict(model)  # collective when sharded: every rank takes part
-        trained = head_state(module)
-        if trainer.is_global_zero:
-            save_pretrained(model, final, model_config=plain["model"], tokenizer=tokenizer, state_dict=state,
-                            extra={"stage": stage["name"], "recipe": recipe})  # fmt: skip
-            save_heads(module, final, trained)
-            save_recipe(cfg, final)
-        heads = trained or heads  # a stage without heads (e.g. DPO) passes the earlier ones on
+        else:
+            prefix = f"stages.{i}." if plain.get("stages") else ""
+            heads = _train_stage(stage, sdir, model, tokenizer, heads, cfg, plain, recipe, prefix, seed + i)
         if stage.get("merge_lora_after") and model.has_lora:
             model.merge_lora()  # the next stage starts a fresh adapter on the merged weights
     return final
+
+
+def stage_started(stage_dir: Path) -> bool:
+    """Whether a stage has trained (a checkpoint or a final/ exists)."""
+    return (stage_dir / "final").is_dir() or any((stage_dir / "checkpoints").glob("*.ckpt"))
+
+
+def _train_stage(stage: dict[str, Any], sdir: Path, model: VideoModel, tokenizer: Any,
+                 heads: Path | dict[str, Any] | None, cfg: DictConfig, plain: dict[str, Any], recipe: str,
+                 prefix: str, seed: int) -> Path | dict[str, Any] | None:  # fmt: skip
+    """Fit one stage (resuming from its newest intact checkpoint) and write its final/ atomically; returns the
+    heads to hand to the next stage."""
+    module = build_objective(stage, model, recipe, prefix)
+    if heads is not None and (kept := load_heads(module, heads)):
+        log.info("stage %s starts its %s head(s) from an earlier stage", stage["name"], " and ".join(kept))
+    datamodule = build_datamodule(_with_encoder_id(stage, model, recipe), tokenizer, recipe,
+                                  prefix=f"{prefix}data", collator_class=getattr(module, "collator_class", None),
+                                  seed=int(plain.get("seed") or 0))  # fmt: skip
+    trainer = build_trainer(stage, sdir, recipe_yaml=to_yaml(cfg), seed=seed)
+    resume = newest_intact_checkpoint(sdir / "checkpoints")
+    if resume is not None:
+        log.info("stage %s resumes from %s", stage["name"], resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
+    interrupt = next((c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
+    if interrupt is not None and interrupt.requested:
+        raise RunInterrupted(f"interrupted at step {trainer.global_step} of stage {stage['name']}; checkpoint "
+                             f"saved in {sdir / 'checkpoints'}. Re-run the same command to resume")  # fmt: skip
+    module.skips.check_final()  # a run whose data mostly failed to decode must not produce a final/
+    state = full_state_dict(model)  # collective when sharded: every rank takes part
+    trained = head_state(module)
+    if trainer.is_global_zero:
+        info = {"stage": stage["name"], "global_step": trainer.global_step}
+        with atomic_dir(sdir / "final", info=info) as tmp:
+            save_pretrained(model, tmp, model_config=plain["model"], tokenizer=tokenizer, state_dict=state,
+                            extra={"stage": stage["name"], "recipe": recipe})  # fmt: skip
+            save_heads(module, tmp, trained)
+            save_recipe(cfg, tmp)
+    return trained or heads  # a stage without heads (e.g. DPO) passes the earlier ones on
 
 
 def _with_encoder_id(stage: dict[str, Any], model: VideoModel, recipe: str) -> dict[str, Any]:

@@ -43,6 +43,17 @@ class SkipTracker:
                 f"data.max_skip_fraction={self.max_fraction}. First failures: " + "; ".join(self.examples)
             )
 
+    def check_final(self) -> None:
+        """At the end of a run, whatever its length: fail when every sample, or more than the allowed
+        fraction, could not be decoded (``update`` only judges after ``min_samples``)."""
+        fraction = self.skipped / max(1, self.seen)
+        if self.skipped and (self.skipped == self.seen or fraction > self.max_fraction):
+            raise TooManySkippedError(
+                f"{self.skipped} of {self.seen} samples ({fraction:.0%}) could not be decoded, more than "
+                f"data.max_skip_fraction={self.max_fraction}; nothing was saved as final/. First failures: "
+                + "; ".join(self.examples)
+            )
+
     def state_dict(self) -> dict[str, Any]:
         return {"seen": self.seen, "skipped": self.skipped, "examples": self.examples}
 
