@@ -2,7 +2,8 @@
 
 Override grammar (same as the CLI):
     ``a.b=3``            set an existing key (unknown key -> error naming it and close matches)
-    ``+a.new=3``         add a key that does not exist yet
+    ``+a.new=3``         add a key that does not exist yet (missing parents are created: ``+eval.batch_size=4``
+                         works on a recipe without an ``eval:`` section)
     ``~a.b``             delete a key
     ``model.compressor=pool``  on a node with ``_target_``: shorthand for ``model.compressor._target_=pool``
 
@@ -77,16 +78,16 @@ def _parent_and_leaf(cfg: DictConfig, dotted: str, recipe: str) -> tuple[Any, st
         try:
             node = node[key]
         except (KeyError, IndexError, OmegaConfBaseException) as err:
-            raise _unknown_key(node, ".".join(parts[: i + 1]), part, recipe) from err
+            raise _unknown_key(node, ".".join(parts[: i + 1]), part, recipe, full=dotted) from err
     return node, parts[-1]
 
 
-def _unknown_key(node: Any, dotted: str, leaf: str, recipe: str) -> RecipeError:
+def _unknown_key(node: Any, dotted: str, leaf: str, recipe: str, full: str | None = None) -> RecipeError:
     choices = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
     close = difflib.get_close_matches(leaf, choices, n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     valid = f" Valid keys here: {', '.join(choices)}." if choices else ""
-    return RecipeError(f"unknown key.{hint}{valid} (use +{dotted}=... to add a new key)", recipe=recipe, key=dotted)
+    return RecipeError(f"unknown key.{hint}{valid} (use +{full or dotted}=... to add a new key)", recipe=recipe, key=dotted)
 
 
 def _parse_value(raw: str, override: str, recipe: str) -> Any:
@@ -120,7 +121,13 @@ def apply_override(cfg: DictConfig, override: str, recipe: str = "<overrides>") 
     adding = dotted.startswith("+")
     dotted = dotted.lstrip("+")
     value = _parse_value(raw, override, recipe)
-    parent, leaf = _parent_and_leaf(cfg, dotted, recipe)
+    try:
+        parent, leaf = _parent_and_leaf(cfg, dotted, recipe)
+    except RecipeError:
+        if not adding:
+            raise
+        OmegaConf.update(cfg, dotted, value, merge=False, force_add=True)  # creates the missing parents
+        return
     exists = leaf in parent if isinstance(parent, DictConfig) else True
     if not exists and not adding:
         raise _unknown_key(parent, dotted, leaf, recipe)
