@@ -175,6 +175,7 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "objective": {
         "sft": ("vidtempo.training.sft:SFTModule", "supervised fine-tuning (masked next-token CE)"),
         "dpo": ("vidtempo.training.dpo:DPOModule", "direct preference optimisation"),
+        "align": ("vidtempo.training.align:AlignObjective", "DaMO stage-1 video-text alignment (VTC + VTM + VTG)"),
     },
     "dataset": {
         "conversation": ("vidtempo.data.datasets:ConversationDataset", "LLaVA/TDC conversations or messages"),

@@ -69,7 +69,7 @@ BUILD: dict[str, dict[str, dict[str, Any]]] = {
     "aux_loss": {"saliency": {"slots": 3}, "frame_tags": {}, "encoder_tags": {"slots": 2}},
     "target_builder": {"event_tags": {"labels": ["red circle", "beep"], "window": ["beep"]},
                        "synth_frame_slots": {}},
-    "objective": {"sft": {}, "dpo": {"reference": "frozen_copy"}},
+    "objective": {"sft": {}, "dpo": {"reference": "frozen_copy"}, "align": {}},
 }  # fmt: skip
 
 

@@ -1,0 +1,308 @@
+"""The ``align`` objective (DaMO stage 1): each loss decreases on a toy batch and equals a hand computation on
+3 pairs; VTM negatives are never the positive (nor another caption of the same video); gradients reach every
+trainable part and no frozen one; a batch where some videos have no audio trains; captions generate causally;
+the collator's pairs; and the all-gather of VTC negatives over 2 gloo processes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidtempo.models.compressors.t_fuseformer import decoder_attention_bias
+from vidtempo.training.align import (
+    AlignBatch,
+    AlignCollator,
+    AlignObjective,
+    caption_loss,
+    check_weights,
+    contrastive_loss,
+    matching_loss,
+    same_video,
+    sample_hard_negatives,
+)
+
+COMP = {"_target_": "t_fuseformer", "in_dim": 32, "audio_dim": 32, "width": 16, "num_heads": 2, "depth": 1,
+        "visual_queries": 6, "audio_queries": 2, "fusion_tokens": 4, "num_queries": 4, "local_grid": [2, 2],
+        "audio_segments": 2, "segment_seconds": None, "audio_local_tokens": 2, "dropout": 0.0,
+        "qformer": {"preset": "tiny", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                    "initializer_range": 0.2},  # a random tiny Q-Former: larger init, no dropout
+        "embed_dim": 16}  # fmt: skip
+STAGE1 = {
+    "vision_encoder": False,
+    "audio_encoder": False,
+    "compressor": True,
+    "projector": False,
+    "llm": False,
+}
+CAPTIONS = [
+    "a red circle then a beep",
+    "two blue squares",
+    "a green star moves left",
+    "three beeps then a cut",
+]
+
+
+def tiny_model(audio: bool = True):
+    from vidtempo.models.build import build_video_llm
+
+    torch.manual_seed(0)
+    node = {"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"}, "compressor": COMP,
+            "projector": {"_target_": "linear", "in_dim": 32, "out_dim": 64}, "llm": {"_target_": "tiny"},
+            "trainable": STAGE1}  # fmt: skip
+    if audio:
+        node["audio_encoder"] = {"_target_": "tiny"}
+    return build_video_llm(node)
+
+
+def toy_batch(audio_lengths: list[int] | None = None, keys: list[str] | None = None) -> AlignBatch:
+    gen = torch.Generator().manual_seed(3)
+    b = len(CAPTIONS)
+    audio = None if audio_lengths is None else torch.randn(b, 8000, generator=gen) * 0.1
+    return AlignBatch(
+        captions=list(CAPTIONS), video_keys=keys or [f"v{i}" for i in range(b)],
+        frames=torch.rand(b, 4, 3, 32, 32, generator=gen), frame_mask=torch.ones(b, 4, dtype=torch.bool),
+        timestamps=torch.arange(4.0).expand(b, 4) + 0.5, audio=audio,
+        audio_lengths=None if audio_lengths is None else torch.tensor(audio_lengths),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- hand computations
+def _smoothed_ce(logits: list[float], target: int, eps: float) -> float:
+    """Cross-entropy with label smoothing, written out: (1 - eps) * -log p_target + eps * mean_j -log p_j."""
+    top = max(logits)
+    log_z = top + math.log(sum(math.exp(x - top) for x in logits))
+    nll = [log_z - x for x in logits]
+    return (1 - eps) * nll[target] + eps * sum(nll) / len(nll)
+
+
+def test_vtc_equals_a_hand_computation_on_three_pairs():
+    v = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2], [0.1, 1.0], [-0.7, 0.4]]), dim=-1)
+    t = torch.nn.functional.normalize(torch.tensor([[0.9, -0.1], [0.3, 0.8], [-0.5, 0.5]]), dim=-1)
+    temp = 0.07
+    sim = [[sum(a * b for a, b in zip(vi.tolist(), tj.tolist())) / temp for tj in t] for vi in v]
+    v2t = sum(_smoothed_ce(sim[i], i, 0.1) for i in range(3)) / 3
+    t2v = sum(_smoothed_ce([sim[j][i] for j in range(3)], i, 0.1) for i in range(3)) / 3
+    got = contrastive_loss(v, t, torch.tensor(temp), label_smoothing=0.1)
+    assert float(got) == pytest.approx((v2t + t2v) / 2, rel=1e-5)
+
+
+def test_vtm_equals_a_hand_computation_on_three_pairs():
+    pos = torch.tensor([[0.2, 1.5], [-0.3, 0.4], [1.0, 1.0]])
+    neg = torch.tensor([[1.2, -0.5], [0.0, 0.7], [0.3, 0.3], [2.0, 0.1], [-1.0, 0.5], [0.5, 0.6]])
+    expected = [_smoothed_ce(r, 1, 0.0) for r in pos.tolist()] + [
+        _smoothed_ce(r, 0, 0.0) for r in neg.tolist()
+    ]
+    assert float(matching_loss(pos, neg)) == pytest.approx(sum(expected) / 9, rel=1e-6)
+
+
+def test_vtg_equals_a_hand_computation_on_three_captions():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 6, generator=gen)  # (B, L, V)
+    ids = torch.tensor([[2, 4, 5, 3], [2, 1, 3, 0], [2, 3, 0, 0]])
+    mask = (ids > 0).long()
+    terms = [_smoothed_ce(logits[b, i].tolist(), int(ids[b, i + 1]), 0.1)
+             for b in range(3) for i in range(3) if mask[b, i + 1]]  # fmt: skip
+    assert float(caption_loss(logits, ids, mask, 0.1)) == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def test_the_objective_total_is_the_weighted_sum_of_its_terms():
+    model = tiny_model().eval()
+    obj = AlignObjective(model, optim={"lr": 1e-3}, weights={"vtc": 1.0, "vtm": 0.0, "vtg": 0.5})
+    torch.manual_seed(0)
+    total, metrics = obj.compute_loss(toy_batch(), "train")
+    assert "vtm_loss" not in metrics
+    assert total.item() == pytest.approx(
+        float(metrics["vtc_loss"]) + 0.5 * float(metrics["vtg_loss"]), rel=1e-6
+    )
+    comp = model.compressor  # VTC through the model's retrieval embeddings (embed_video / embed_text)
+    batch = toy_batch()
+    with torch.no_grad():
+        expected = contrastive_loss(model.embed_video(batch.video_inputs()), model.embed_text(batch.captions),
+                                    comp.temp.clamp(0.001, 0.5), 0.1)  # fmt: skip
+    assert float(metrics["vtc_loss"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- training behaviour
+@pytest.mark.parametrize("term", ["vtc", "vtm", "vtg"])
+def test_each_loss_decreases_on_a_toy_batch(term: str):
+    model = tiny_model(audio=False).train()
+    obj = AlignObjective(
+        model, optim={"lr": 1e-3}, weights={k: float(k == term) for k in ("vtc", "vtm", "vtg")}
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    batch, values = toy_batch(), []
+    for step in range(20):
+        torch.manual_seed(step)  # VTM's negatives are sampled
+        loss, _ = obj.compute_loss(batch, "train")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        values.append(loss.item())
+    assert values[-1] < 0.8 * values[0], values
+
+
+def test_gradients_reach_every_trainable_part_and_no_frozen_one():
+    model = tiny_model().train()
+    obj = AlignObjective(model, optim={"lr": 1e-3})
+    loss, _ = obj.compute_loss(toy_batch(audio_lengths=[8000, 8000, 4000, 0]), "train")
+    loss.backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("compressor.") for n in trainable)
+    without = sorted(
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())
+    )
+    assert without == []
+    frozen_with_grad = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
+    assert frozen_with_grad == []
+
+
+def test_a_batch_where_some_videos_have_no_audio_trains():
+    model = tiny_model().train()
+    obj = AlignObjective(model, optim={"lr": 1e-3})
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    for lengths in ([8000, 0, 8000, 0], [0, 0, 0, 0]):
+        loss, metrics = obj.compute_loss(toy_batch(audio_lengths=lengths), "train")
+        assert torch.isfinite(loss) and metrics["videos_without_audio"] == float(lengths.count(0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_vtm_negatives_are_never_the_positive_nor_the_same_video():
+    gen = torch.Generator().manual_seed(0)
+    keys = ["a", "b", "a", "c", "d"]  # captions 0 and 2 describe the same video
+    same = same_video(keys, torch.device("cpu"))
+    sim = torch.eye(5) * 50.0 + torch.randn(5, 5, generator=gen)  # the positive is by far the most similar
+    sim[0, 2] = sim[2, 0] = 40.0
+    drawn = set()
+    for _ in range(300):
+        rows, cols = sample_hard_negatives(sim, same, gen)
+        assert rows.tolist() == [0, 1, 2, 3, 4]
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            assert r != c and keys[r] != keys[c]
+            drawn.add((r, c))
+    assert len(drawn) > 5  # sampled, not a fixed argmax
+    rows, cols = sample_hard_negatives(torch.zeros(2, 2), same_video(["x", "x"], torch.device("cpu")))
+    assert rows.numel() == cols.numel() == 0  # nothing left to draw: no negative
+
+
+def test_vtm_on_a_batch_with_two_captions_of_one_video_uses_other_videos():
+    model = tiny_model(audio=False).eval()
+    obj = AlignObjective(model, optim={"lr": 1e-3}, weights={"vtc": 0.0, "vtg": 0.0})
+    _, metrics = obj.compute_loss(toy_batch(keys=["v0", "v0", "v2", "v3"]), "train")
+    assert metrics["vtm_negatives"] == 8.0  # one per video and one per caption
+
+
+def test_caption_generation_is_causal_and_queries_never_read_the_caption():
+    model = tiny_model(audio=False).eval()
+    comp = model.compressor
+    with torch.no_grad():
+        fused = comp.fuse(model.compressor_input(toy_batch().video_inputs()))
+        ids, mask = comp.tokenize(["a red circle then a beep", "a red circle then two cuts"])
+        fused2 = type(fused)(fused.states[[0, 0]], fused.mask[[0, 0]], 0)  # one video, two captions
+        logits = comp.caption_logits(fused2, ids, mask)
+        bias = decoder_attention_bias(comp.num_queries, mask, torch.float32)  # the mask caption_logits uses
+        queries = comp._qformer(ids, bias, comp.query_tokens.expand(2, -1, -1), fused2)[:, : comp.num_queries]
+        torch.testing.assert_close(queries, comp.query_states(fused2))  # the queries never read the caption
+    first_diff = int((ids[0] != ids[1]).nonzero()[0])
+    torch.testing.assert_close(logits[0, :first_diff], logits[1, :first_diff])  # the future is never read
+    assert not torch.allclose(logits[0, first_diff + 1], logits[1, first_diff + 1])
+
+
+def test_bad_settings_fail_with_one_line_errors():
+    with pytest.raises(ValueError, match="unknown loss weight 'itc'"):
+        check_weights({"itc": 1.0})
+    with pytest.raises(ValueError, match="every loss weight is 0"):
+        check_weights({"vtc": 0, "vtm": 0, "vtg": 0})
+    with pytest.raises(ValueError, match="auxiliary losses"):
+        AlignObjective(torch.nn.Linear(2, 2), aux={"saliency": object()})
+    from vidtempo.models.build import build_video_llm
+
+    pool = build_video_llm({"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
+                            "compressor": {"_target_": "pool", "in_dim": 32}, "llm": {"_target_": "tiny"}})  # fmt: skip
+    with pytest.raises(ValueError, match="no alignment heads"):
+        AlignObjective(pool).compute_loss(toy_batch(), "train")
+
+
+def test_check_recipe_names_the_key():
+    from vidtempo.config.errors import RecipeError
+
+    stage = {"objective": {"_target_": "align"}, "model": {"compressor": {"_target_": "pool", "in_dim": 8}}}
+    with pytest.raises(RecipeError, match="model.compressor"):
+        AlignObjective.check_recipe(stage, "r.yaml", "")
+    with pytest.raises(RecipeError, match="objective.weights"):
+        AlignObjective.check_recipe({"objective": {"weights": {"vtx": 1}}}, "r.yaml", "")
+    AlignObjective.check_recipe({"objective": {}, "model": {"compressor": COMP}}, "r.yaml", "")
+
+
+def test_collator_pairs_retrieval_samples_and_conversations(tmp_path: Path):
+    from vidtempo.data.samples import ConversationSample, RetrievalSample
+    from vidtempo.data.testing import make_test_video
+    from vidtempo.models.tokenizers import tiny_tokenizer
+
+    video = str(make_test_video(tmp_path / "v.mp4", duration=2.0))
+    collate = AlignCollator(tiny_tokenizer(), num_frames=3, frame_size=32, audio=True)
+    conv = ConversationSample(video=video, messages=[{"role": "user", "content": "<video>Describe."},
+                                                    {"role": "assistant", "content": " a red circle "}], id="c")  # fmt: skip
+    batch = collate([RetrievalSample(video=video, caption="two beeps", id="r"), conv,
+                     RetrievalSample(video=str(tmp_path / "missing.mp4"), caption="x", id="gone")])  # fmt: skip
+    assert batch.captions == ["two beeps", "a red circle"] and batch.ids == ["r", "c"]
+    assert batch.frames.shape == (2, 3, 3, 32, 32) and batch.audio_lengths.tolist()[0] > 0
+    assert batch.video_keys[0] == batch.video_keys[1] and [s.id for s in batch.skipped] == ["gone"]
+    with pytest.raises(ValueError, match="sample 'nocap' has no caption"):
+        collate([ConversationSample(video=video, messages=[{"role": "user", "content": "hi"}], id="nocap")])
+
+
+# ------------------------------------------------------------------------------------------- distributed
+def _gather_worker(rank: int, init: str, sizes: list[int], out: str) -> None:
+    import torch.distributed as dist
+
+    from vidtempo.training.align import contrastive_loss as vtc
+    from vidtempo.training.align import gather_with_grad
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    v, t = _pairs(sum(sizes))
+    lo = sum(sizes[:rank])
+    local_v = v[lo : lo + sizes[rank]].clone().requires_grad_(True)
+    local_t = t[lo : lo + sizes[rank]].clone().requires_grad_(True)
+    gathered, offset = gather_with_grad(local_v)
+    loss = vtc(local_v, local_t, torch.tensor(0.1), 0.1)
+    loss.backward()
+    torch.save({"gathered": gathered.detach(), "offset": offset, "loss": loss.detach(), "grad": local_v.grad,
+                "grad_needs_local": gathered.requires_grad}, f"{out}.{rank}")  # fmt: skip
+    dist.destroy_process_group()
+
+
+def _pairs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(7)
+    v = torch.nn.functional.normalize(torch.randn(n, 8, generator=gen), dim=-1)
+    return v, torch.nn.functional.normalize(v + 0.5 * torch.randn(n, 8, generator=gen), dim=-1)
+
+
+def test_vtc_negatives_are_all_gathered_over_two_gloo_processes(tmp_path: Path):
+    import torch.multiprocessing as mp
+
+    sizes = [3, 1]  # unequal local batches: the gather pads and trims
+    out = str(tmp_path / "rank")
+    mp.spawn(_gather_worker, args=(f"file://{tmp_path / 'init'}", sizes, out), nprocs=2, join=True)
+    v, t = _pairs(4)
+    for rank in (0, 1):
+        got = torch.load(f"{out}.{rank}")
+        torch.testing.assert_close(got["gathered"], v)  # every rank sees all 4 videos in rank order
+        assert got["offset"] == sum(sizes[:rank]) and got["grad_needs_local"]
+        lo = sum(sizes[:rank])
+        local_v = v[lo : lo + sizes[rank]].clone().requires_grad_(True)
+        others = torch.cat([v[:lo], local_v, v[lo + sizes[rank] :]])
+        sim_v2t = local_v @ t.t() / 0.1
+        sim_t2v = t[lo : lo + sizes[rank]] @ others.t() / 0.1
+        targets = torch.arange(sizes[rank]) + lo
+        ce = torch.nn.functional.cross_entropy
+        expected = (ce(sim_v2t, targets, label_smoothing=0.1) + ce(sim_t2v, targets, label_smoothing=0.1)) / 2
+        expected.backward()  # the same loss in one process, the other rank's rows as constants
+        assert float(got["loss"]) == pytest.approx(expected.item(), rel=1e-5)
+        torch.testing.assert_close(got["grad"], local_v.grad)
