@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("recipe", help="recipe YAML (its data.collator settings decide frame sampling)")
     parser.add_argument("overrides", nargs="*", help="key=value, +key=value or ~key")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint directory (e.g. .../final)")
+    parser.add_argument("--checkpoint", required=True, help="a stage's final/ directory (e.g. runs/NAME/0_sft/final)")
     parser.add_argument("--video", required=True, help="video file")
     parser.add_argument("--prompt", required=True, help="question about the video")
     parser.add_argument("--max-new-tokens", type=int, default=64)
