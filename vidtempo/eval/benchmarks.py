@@ -377,20 +377,6 @@ class SynthSpec(BenchmarkSpec):
         return entries, {"strict": STRICT_POLICY, "official": "same as strict (no external scorer)"}
 
 
-def _retrieval_unsupported(src: BenchmarkSource, prompts: dict[str, str], option_format: str | None) -> list:
-    raise EvalError(ALIGNMENT_HEAD_MESSAGE)
-
-
-ALIGNMENT_HEAD_MESSAGE = (
-    "msrvtt_retrieval ranks videos by the similarity of video and text embeddings, which needs an alignment "
-    "head: a model that maps a video and a caption into one embedding space (a dual encoder such as "
-    "CLIP4Clip or an InternVideo2 ITC head, exposing embed_video(frames, frame_mask, timestamps) -> (B, E) "
-    "and "
-    "embed_text(texts) -> (B, E)). vidtempo's VideoLLM only generates text and has no such head, so this "
-    "checkpoint cannot be evaluated on retrieval. The metrics themselves are available "
-    "(vidtempo.eval.scorers.retrieval_report) for similarity matrices computed elsewhere."
-)
-
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     b.name: b
     for b in (
@@ -408,12 +394,15 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             ("activitynet_grounding",),
             "ActivityNet Captions grounding (R1@0.3/0.5/0.7, mIoU)",
         ),
+        # retrieval: vidtempo.eval.retrieval embeds videos and texts (no items, no generation)
         BenchmarkSpec(
-            "msrvtt_retrieval",
-            "retrieval",
-            _retrieval_unsupported,
-            (),
-            "MSR-VTT text-video retrieval (needs an alignment head)",
+            "msrvtt_retrieval", "retrieval", None, (), "MSR-VTT text-video retrieval (embed_video/text)"
+        ),
+        BenchmarkSpec(
+            "msvd_retrieval", "retrieval", None, (), "MSVD text-video retrieval (embed_video/text)"
+        ),
+        BenchmarkSpec(
+            "synth_retrieval", "retrieval", None, (), "TempoSynth caption retrieval (embed_video/text)"
         ),
         BenchmarkSpec("videomme", "mcq", load_videomme, ("videomme",), "Video-MME multiple choice"),
         BenchmarkSpec("mvbench", "mcq", load_mvbench, ("mvbench",), "MVBench multiple choice (task mean)"),

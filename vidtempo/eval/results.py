@@ -224,6 +224,8 @@ def results_tables(report: dict[str, Any]) -> list[Any]:
     strict vs official otherwise."""
     from rich.table import Table
 
+    if report.get("kind") == "retrieval":
+        return [retrieval_table(report)]
     likely = report.get("generation", {}).get("mcq_scoring") == "likelihood"
     mode = "; multiple choice by option likelihood" if likely else ""
     if "conditions" in report:  # per-condition metrics (SynthSpec.report_metrics)
@@ -253,3 +255,23 @@ def results_tables(report: dict[str, Any]) -> list[Any]:
         unparsed, str(metrics["strict"].get(unparsed, "-")), str(metrics["official"].get(unparsed, "-"))
     )
     return [table]
+
+
+def retrieval_table(report: dict[str, Any]) -> Any:
+    """A rich table of a retrieval report: R@1/5/10 (percent) and median / mean rank per direction, the
+    re-ranked metrics beside them when the report has them."""
+    from rich.table import Table
+
+    parts = {
+        "similarity": report["metrics"],
+        **({"re-ranked": report["reranked"]} if "reranked" in report else {}),
+    }
+    table = Table(title=f"{report['benchmark']} ({report['num_items']} texts, {report['num_videos']} videos, "
+                        f"ties {report['tie']})")  # fmt: skip
+    table.add_column("metric")
+    for name in parts:
+        for direction in ("t2v", "v2t"):
+            table.add_column(f"{name} {direction}", justify="right")
+    for key in ("R1", "R5", "R10", "MedianR", "MeanR"):
+        table.add_row(key, *(f"{parts[n][d][key]:.1f}" for n in parts for d in ("t2v", "v2t")))
+    return table

@@ -31,6 +31,7 @@ from vidtempo.eval.generation import Job, generate_texts, load_model, run_genera
 from vidtempo.eval.generation_log import GENERATIONS, RUN_META, GenerationLog, check_resume, run_meta
 from vidtempo.eval.plots import grounding_pictures
 from vidtempo.eval.report import REPORT, build_report, write_json
+from vidtempo.eval.retrieval import run_retrieval
 from vidtempo.eval.settings import EvalSettings
 
 
@@ -112,6 +113,10 @@ def run_eval(
     digest, _ = recipe_hash(cfg)
     spec = get_benchmark(benchmark)
     source = settings.source(benchmark, annotations, video_root)
+    if spec.kind == "retrieval":  # embeddings, not generations (vidtempo.eval.retrieval)
+        out = Path(out_dir) if out_dir else Path(container.get("output_dir") or "runs") / "eval" / benchmark
+        report = run_retrieval(benchmark, source, settings, Path(checkpoint), out, digest, limit)
+        return EvalResult(report, out, report["counts"]["generated_this_run"])
     items = limit_items(
         spec.load(source, settings.prompts, settings.option_format),  # type: ignore[misc]
         limit,
