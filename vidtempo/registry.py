@@ -163,10 +163,16 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
             "vidtempo.models.llms.presets:mistral_7b_instruct",
             "mistralai/Mistral-7B-Instruct-v0.3",
         ),
+        "llava_next": ("vidtempo.models.llms.llava_next:LlavaNextLanguageModel", "the LLM of a LLaVA-NeXT directory"),
+        "llava_v1_6_mistral_7b": (
+            "vidtempo.models.llms.llava_next:llava_v1_6_mistral_7b",
+            "llava-hf/llava-v1.6-mistral-7b-hf's language model (7.2 B)",
+        ),
     },
     "tokenizer": {
         "tiny": ("vidtempo.models.tokenizers:tiny_tokenizer", "byte-level BPE trained locally (tests, CPU)"),
         "hf": ("vidtempo.models.tokenizers:load_tokenizer", "transformers AutoTokenizer, local files only"),
+        "llava_next": ("vidtempo.models.llms.llava_next:llava_next_tokenizer", "LLaVA-NeXT tokenizer, [INST] template"),
         "tiny_qwen2_5_vl": (
             "vidtempo.models.native.qwen2_5_vl:tiny_qwen2_5_vl_tokenizer",
             "tiny BPE + Qwen2.5-VL vision special tokens",
