@@ -26,6 +26,7 @@ from typing import Any
 from vidtempo.eval.benchmarks import BenchmarkSource, EvalError, EvalItem
 from vidtempo.eval.results import score_item
 from vidtempo.eval.settings import EvalSettings
+from vidtempo.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -187,4 +188,4 @@ def check_resume(out_dir: Path, meta: dict[str, Any], fresh: bool) -> None:
                 "use --fresh to start over or another --out"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    atomic_write_text(path, json.dumps(meta, indent=1, default=str) + "\n")

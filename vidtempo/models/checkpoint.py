@@ -120,7 +120,14 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{directory} is not a vidtempo checkpoint: {CONFIG_NAME} is missing")
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is empty or not JSON ({err}): an interrupted save? Re-run the training "
+                         "command to write the checkpoint again") from err  # fmt: skip
+    if not isinstance(config, dict) or "model" not in config:
+        raise ValueError(f"{path} has no 'model' entry: not a vidtempo checkpoint config")
+    return config
 
 
 def load_weights_into(
@@ -140,12 +147,45 @@ def load_weights_into(
     return list(missing), list(unexpected)
 
 
+class UntrustedCheckpointError(ValueError):
+    """A checkpoint names code outside vidtempo and its registry; loading it would run that code."""
+
+
+def untrusted_targets(node: Any, key: str = "model") -> list[str]:
+    """``key: target`` for every ``_target_`` in a model config that is neither a registered alias nor a
+    ``vidtempo.`` class: what building the model from a copied checkpoint would import and call."""
+    from vidtempo.registry import get_registry, kinds
+
+    aliases = {name for kind in kinds() for name in get_registry(kind).names()}
+    found = []
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if isinstance(target, str) and target not in aliases and not target.startswith("vidtempo."):
+            found.append(f"{key}._target_: {target}")
+        for child_key, child in node.items():
+            found += untrusted_targets(child, f"{key}.{child_key}")
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            found += untrusted_targets(child, f"{key}.{i}")
+    return found
+
+
 def load_pretrained(
-    directory: str | Path, *, load_tokenizer: bool = True
+    directory: str | Path, *, load_tokenizer: bool = True, trust_code: bool = False
 ) -> tuple[VideoModel, Any, dict[str, Any]]:
-    """(model, tokenizer or None, config) from a directory written by :func:`save_pretrained`."""
+    """(model, tokenizer or None, config) from a directory written by :func:`save_pretrained`.
+
+    A checkpoint is data: its ``vidtempo.json`` names the classes to build, and only registered aliases and
+    vidtempo classes are built unless ``trust_code`` (``--trust-checkpoint-code``) says the checkpoint's
+    source is trusted (a research class of one's own, named by dotted path)."""
     directory = Path(directory)
     config = read_config(directory)
+    foreign = untrusted_targets(config.get("model"))
+    if foreign and not trust_code:
+        raise UntrustedCheckpointError(
+            f"checkpoint {directory} would import and run code outside vidtempo ({'; '.join(foreign[:3])}); "
+            "pass --trust-checkpoint-code if you trust where it comes from"
+        )
     weights = {"llm": config["llm_base"]} if config["adapter_only"] else None
     model = build_video_llm(config["model"], weights=weights)
     missing, unexpected = load_weights_into(model, directory, config)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from vidtempo.synth.script import EventScript, ObjectTrack, after_cut_candidates
+from vidtempo.utils.atomic import atomic_write_text  # noqa: F401 - re-exported for synth modules
 
 LETTERS = "ABCD"
 MCQ_TASKS: tuple[str, ...] = ("order", "count", "audio_visual", "after_cut")
@@ -323,17 +323,6 @@ def conversation_records(ann: SplitAnnotations) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------------ write
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def jsonl_text(records: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 

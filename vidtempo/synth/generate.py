@@ -20,8 +20,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,12 +196,34 @@ def render_all(scripts: list[EventScript], videos_dir: Path, *, size: int, sampl
             return stats
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(write_video, s, path, size=size, sample_rate=sample_rate) for s, path in todo]
             for future in as_completed(futures):
                 future.result()  # re-raises a RenderError from the worker
                 advance("rendered")
     return stats
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the process that started it is gone (killed, even by
+    SIGKILL), instead of living on orphaned: the kernel's parent-death signal where there is one (Linux), and a
+    watcher thread everywhere."""
+    import signal
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="vidtempo-parent-watch").start()
 
 
 def generate(out_dir: str | Path, num_videos: int, seed: int, size: int = 64, fps: int = 8,

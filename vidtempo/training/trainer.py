@@ -64,7 +64,12 @@ class StepProgressBar(RichProgressBar):
 
 
 class RecipeInCheckpoint(L.Callback):
-    """Stores the fully resolved recipe (YAML text) and the stage's seed inside every Lightning checkpoint."""
+    """Stores the fully resolved recipe (YAML text) and the stage's seed inside every Lightning checkpoint.
+
+    It also stores the metrics row of the step being checkpointed, which Lightning logs only after the
+    checkpoint callbacks: a run killed between the two would resume after that step without its row. On
+    resume the row is logged again (the same values), so ``metrics.csv`` has every step of an uninterrupted
+    run."""
 
     def __init__(self, recipe_yaml: str, seed: int | None = None) -> None:
         self.recipe_yaml, self.seed = recipe_yaml, seed
@@ -73,6 +78,30 @@ class RecipeInCheckpoint(L.Callback):
         checkpoint["vidtempo_recipe"] = self.recipe_yaml
         if self.seed is not None:
             checkpoint["vidtempo_seed"] = self.seed
+        row = _pending_row(trainer)
+        if row is not None:
+            checkpoint["vidtempo_pending_log"] = row
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        row = checkpoint.get("vidtempo_pending_log")
+        if row:
+            for logger in trainer.loggers:
+                logger.log_metrics(dict(row["metrics"]), step=int(row["step"]))
+                logger.save()
+
+
+def _pending_row(trainer: L.Trainer) -> dict[str, Any] | None:
+    """The metrics Lightning is about to log for the current training step, if it logs this step."""
+    from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
+
+    connector = trainer._logger_connector
+    if not trainer.training or not trainer.loggers or not connector.should_update_logs:
+        return None
+    metrics = convert_tensors_to_scalars(dict(connector.metrics["log"]))
+    if not metrics:
+        return None
+    metrics.setdefault("epoch", trainer.current_epoch)
+    return {"step": trainer.fit_loop.epoch_loop._batches_that_stepped, "metrics": metrics}
 
 
 def build_trainer(stage: dict[str, Any], stage_dir: Path, recipe_yaml: str | None = None,

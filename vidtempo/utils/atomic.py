@@ -85,9 +85,11 @@ def _has_temp_siblings(directory: Path) -> bool:
 def atomic_dir(target: str | Path, info: dict[str, Any] | None = None) -> Iterator[Path]:
     """Yield a temp directory to fill; on success write the marker (``info`` as JSON) and swap it in as
     ``target`` (an older ``target`` is replaced). On an exception the temp directory is removed and ``target``
-    keeps its previous content."""
+    keeps its previous content. Not for two concurrent writers of one target (the second removes the first's
+    temp directory)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)  # what an earlier, killed writer of the same target left
     tmp = _temp_name(target)
     tmp.mkdir()
     try:
