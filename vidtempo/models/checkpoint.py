@@ -18,6 +18,9 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -147,6 +150,20 @@ def load_weights_into(
     return list(missing), list(unexpected)
 
 
+_TRUSTED: ContextVar[bool] = ContextVar("vidtempo_trust_checkpoint_code", default=False)
+
+
+@contextmanager
+def trusting_checkpoint_code(enabled: bool = True) -> Iterator[None]:
+    """Within the block, :func:`load_pretrained` builds any class a checkpoint names (the CLI's
+    ``--trust-checkpoint-code``); outside, only registered aliases and vidtempo classes."""
+    token = _TRUSTED.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
 class UntrustedCheckpointError(ValueError):
     """A checkpoint names code outside vidtempo and its registry; loading it would run that code."""
 
@@ -171,17 +188,18 @@ def untrusted_targets(node: Any, key: str = "model") -> list[str]:
 
 
 def load_pretrained(
-    directory: str | Path, *, load_tokenizer: bool = True, trust_code: bool = False
+    directory: str | Path, *, load_tokenizer: bool = True, trust_code: bool | None = None
 ) -> tuple[VideoModel, Any, dict[str, Any]]:
     """(model, tokenizer or None, config) from a directory written by :func:`save_pretrained`.
 
     A checkpoint is data: its ``vidtempo.json`` names the classes to build, and only registered aliases and
-    vidtempo classes are built unless ``trust_code`` (``--trust-checkpoint-code``) says the checkpoint's
-    source is trusted (a research class of one's own, named by dotted path)."""
+    vidtempo classes are built unless ``trust_code`` (default: the enclosing :func:`trusting_checkpoint_code`,
+    the CLI's ``--trust-checkpoint-code``) says the checkpoint's source is trusted (a research class of one's
+    own, named by dotted path)."""
     directory = Path(directory)
     config = read_config(directory)
     foreign = untrusted_targets(config.get("model"))
-    if foreign and not trust_code:
+    if foreign and not (_TRUSTED.get() if trust_code is None else trust_code):
         raise UntrustedCheckpointError(
             f"checkpoint {directory} would import and run code outside vidtempo ({'; '.join(foreign[:3])}); "
             "pass --trust-checkpoint-code if you trust where it comes from"
