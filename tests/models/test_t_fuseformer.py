@@ -9,7 +9,11 @@ import inspect
 import pytest
 import torch
 
-from vidtempo.models.compressors.t_fuseformer import TFuseformerCompressor, decoder_attention_bias
+from vidtempo.models.compressors.t_fuseformer import (
+    TFuseformerCompressor,
+    decoder_attention_bias,
+    is_text_path,
+)
 from vidtempo.models.interfaces import AudioFeatures, CompressorInput
 
 SMALL = {"in_dim": 8, "audio_dim": 6, "width": 16, "num_heads": 2, "depth": 2, "visual_queries": 6,
@@ -117,20 +121,17 @@ def test_padded_frames_do_not_change_the_tokens():
     torch.testing.assert_close(_run(comp, a), _run(comp, b))
 
 
-def test_gradients_reach_every_forward_parameter():
+def test_gradients_reach_every_forward_parameter_and_the_text_paths_are_declared_unused():
     comp = _comp(out_dim=12).train()
     comp(_inputs(audio=[True, False])).tokens.pow(2).mean().backward()
-    heads = ("vision_projection", "text_projection", "itm_head", "temp", "lm_transform", "lm_bias")
-    text_only = (
-        ".intermediate.",
-        ".output.dense",
-        ".output.LayerNorm",
-        "word_embeddings",
-        "position_embeddings",
-    )
-    missing = [n for n, p in comp.named_parameters()
-               if p.grad is None and not n.startswith(heads) and not any(s in n for s in text_only)]  # fmt: skip
-    assert missing == []
+    unused = comp.unused_parameter_names()
+    assert unused and all(is_text_path(n) for n in unused)
+    assert [n for n, p in comp.named_parameters() if p.grad is None and n not in unused] == []
+    assert all(
+        p.grad is None for n, p in comp.named_parameters() if n in unused
+    )  # the token path never reads them
+    comp.text_paths_active = True  # what the align objective switches on
+    assert comp.unused_parameter_names() == set()
 
 
 def test_bad_inputs_name_the_problem():

@@ -160,6 +160,18 @@ def test_gradients_reach_every_trainable_part_and_no_frozen_one():
     assert frozen_with_grad == []
 
 
+def test_the_text_paths_train_only_under_the_align_objective():
+    from vidtempo.models.compressors.t_fuseformer import is_text_path
+
+    model = tiny_model()
+    text = [p for n, p in model.compressor.named_parameters() if is_text_path(n)]
+    assert text and not any(p.requires_grad for p in text)  # an SFT stage: frozen, nothing reads them
+    obj = AlignObjective(model, optim={"lr": 1e-3})
+    assert all(p.requires_grad for p in text)
+    obj.on_fit_end()  # the stage is over: the next stage's freeze plan leaves them frozen again
+    assert not any(p.requires_grad for p in text)
+
+
 def test_a_batch_where_some_videos_have_no_audio_trains():
     model = tiny_model().train()
     obj = AlignObjective(model, optim={"lr": 1e-3})

@@ -273,6 +273,18 @@ class AlignObjective(Objective):
         super().__init__(model, optim, max_skip_fraction, None, targets)
         self.weights = check_weights(weights)
         self.label_smoothing, self.caption_smoothing = float(label_smoothing), float(caption_smoothing)
+        self._text_paths(True)  # the compressor's heads and text branch train in this stage
+
+    def _text_paths(self, active: bool) -> None:
+        """Switch the compressor's text paths on (this objective trains them) or off (other objectives leave
+        them frozen), and re-apply the model's freeze plan."""
+        comp = getattr(self.model, "compressor", None)
+        if comp is not None and hasattr(comp, "text_paths_active") and hasattr(self.model, "set_trainable"):
+            comp.text_paths_active = active
+            self.model.set_trainable(self.model.trainable)
+
+    def on_fit_end(self) -> None:
+        self._text_paths(False)
 
     @classmethod
     def check_recipe(cls, stage: Mapping[str, Any], recipe: str, prefix: str) -> None:

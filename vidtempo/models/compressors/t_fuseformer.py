@@ -46,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,6 +297,10 @@ class TFuseformerCompressor(TokenCompressor):
         self.out_dim = int(out_dim) if out_dim is not None else hq
         self.out_proj = nn.Linear(hq, out_dim) if out_dim is not None else nn.Identity()
         self.alignment = alignment
+        # The text paths (heads, Q-Former word / position embeddings and text feed-forward) are trained only
+        # by the align objective, which switches this on while it runs; otherwise they are frozen
+        # (``unused_parameter_names``), as no token path reads them.
+        self.text_paths_active = False
         if alignment:  # Blip2ForImageTextRetrieval's heads, plus what it lacks: temperature and the LM head
             self.vision_projection, self.text_projection = nn.Linear(hq, embed_dim), nn.Linear(hq, embed_dim)
             self.itm_head = nn.Linear(hq, 2)
@@ -564,6 +569,13 @@ class TFuseformerCompressor(TokenCompressor):
             self.tokenizer = tok
         return self.tokenizer
 
+    def unused_parameter_names(self) -> set[str]:
+        """Parameters the video-token path never reads: the text paths, unless ``text_paths_active``
+        (``VideoLLM.set_trainable`` keeps them frozen)."""
+        if self.text_paths_active:
+            return set()
+        return {name for name, _ in self.named_parameters() if is_text_path(name)}
+
     # ------------------------------------------------------------------------------------------ weights
     def load_pretrained(self, local_dir: str | Path) -> TFuseformerCompressor:
         """Initialise the Q-Former from a local BERT checkpoint (``bert-base-uncased``); returns self."""
@@ -599,6 +611,30 @@ def decoder_attention_bias(num_queries: int, text_mask: torch.Tensor, dtype: tor
     allowed[:, k:, k:] = causal[None] & text_mask.bool()[:, None, :]
     bias = torch.zeros(b, 1, n, n, dtype=dtype, device=text_mask.device)
     return bias.masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+
+
+TEXT_PATH_HEADS = ("vision_projection.", "text_projection.", "itm_head.", "lm_transform.")
+# the Q-Former's text embeddings and each layer's text feed-forward (``intermediate`` / ``output``, not the
+# attention blocks' ``attention.output`` nor the query branch's ``intermediate_query`` / ``output_query``)
+TEXT_PATH_PATTERN = re.compile(
+    r"\.embeddings\.(word|position)_embeddings\.|\.layer\.\d+\.(intermediate|output)\."
+)
+
+
+def is_text_path(name: str) -> bool:
+    """Whether compressor parameter ``name`` serves only the text paths (alignment heads, the Q-Former's text
+    embeddings and text feed-forward; the query feed-forward is ``intermediate_query`` / ``output_query``).
+
+    Example:
+        >>> is_text_path("qformer.model.encoder.layer.0.output.dense.weight"), is_text_path("itm_head.bias")
+        (True, True)
+        >>> [is_text_path(n) for n in ("qformer.model.encoder.layer.0.output_query.dense.weight", "temporal_conv.bias",
+        ...                            "qformer.model.encoder.layer.0.attention.output.dense.weight")]
+        [False, False, False]
+    """
+    if name in ("temp", "lm_bias") or name.startswith(TEXT_PATH_HEADS):
+        return True
+    return TEXT_PATH_PATTERN.search(name) is not None
 
 
 def _query_mask(b: int, k: int, rows: torch.Tensor | None, device: torch.device) -> torch.Tensor:
@@ -652,4 +688,5 @@ def _check_counts(**values: int) -> None:
             raise ValueError(f"TFuseformerCompressor: {name} must be >= 1, got {value}")
 
 
-__all__ = ["DECODER_BOS", "FusedVideo", "TFuseformerCompressor", "TFuseformerLayer", "decoder_attention_bias"]
+__all__ = ["DECODER_BOS", "FusedVideo", "TFuseformerCompressor", "TFuseformerLayer", "decoder_attention_bias",
+           "is_text_path"]  # fmt: skip
