@@ -113,9 +113,10 @@ def _cut_answer(ids: list[int], labels: list[int], budget: int) -> int | None:
 
 
 def length_settings(data: dict[str, Any], model: Any) -> dict[str, Any]:
-    """What the trainer injects into ``data.collator`` so the collator can apply ``data.overlong``: the policy,
-    ``model.max_length`` and the model's video tokens per clip (``model.video_tokens`` at the collator's frame
-    count: ``num_frames`` (default 8), else ``max_frames``; unknown under ``fps`` without ``max_frames``).
+    """What the trainer injects into ``data.collator`` so the collator can apply ``data.overlong``: the policy
+    (``data.overlong``, else ``data.collator.overlong``, else ``error``), ``model.max_length`` and the model's
+    video tokens per clip (``model.video_tokens`` at the collator's frame count: ``num_frames`` (default 8),
+    else ``max_frames``; unknown under ``fps`` without ``max_frames``).
 
     Example:
         >>> class Model:
@@ -130,5 +131,6 @@ def length_settings(data: dict[str, Any], model: Any) -> dict[str, Any]:
     if frames is None:
         frames = collator.get("max_frames")
     tokens = int(model.video_tokens(int(frames), audio=bool(collator.get("audio")))) if frames else 0
-    return {"overlong": data.get("overlong") or "error", "max_length": getattr(model, "max_length", None),
+    policy = data.get("overlong") or collator.get("overlong") or "error"
+    return {"overlong": policy, "max_length": getattr(model, "max_length", None),
             "video_tokens": tokens}  # fmt: skip
