@@ -30,6 +30,7 @@ from typing import Any
 from vidtempo.data.chat import IGNORE_INDEX
 from vidtempo.data.samples import ConversationSample
 from vidtempo.eval.benchmarks import EvalError, EvalItem
+from vidtempo.models.interfaces import VideoModel
 
 MCQ_SCORING = ("generate", "likelihood")
 MCQ_ANSWER = ("letter", "text")
@@ -86,7 +87,7 @@ def choice_batches(
         yield chunk, collate([s for item in chunk for s in option_samples(item, answer)])
 
 
-def pick_options(model: Any, chunk: Sequence[EvalItem], batch: Any, answer: str) -> dict[str, dict[str, Any]]:
+def pick_options(model: VideoModel, chunk: Sequence[EvalItem], batch: Any, answer: str) -> dict[str, dict[str, Any]]:
     """Score one :func:`choice_batches` batch: ``{item id: {"raw", "option_logprobs"}}`` for the items whose
     clip decoded (``raw`` is the most likely option's answer text; ties go to the earlier option)."""
     import torch

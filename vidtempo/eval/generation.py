@@ -22,9 +22,10 @@ from vidtempo.eval.controls import ControlledCollator
 from vidtempo.eval.generation_log import GenerationLog, item_row, permutation_meta, skipped_rows
 from vidtempo.eval.likelihood import likelihood_rows
 from vidtempo.eval.settings import EvalSettings
+from vidtempo.models.interfaces import VideoModel
 
 
-def generate_texts(model: Any, tokenizer: Any, batch: Any, max_new_tokens: int) -> list[str]:
+def generate_texts(model: VideoModel, tokenizer: Any, batch: Any, max_new_tokens: int) -> list[str]:
     """Greedy answers for one collated batch, decoded and stripped (one string per row of ``batch``)."""
     import torch
 
@@ -145,7 +146,7 @@ def run_generation(
 
 
 def lvcot_batches(
-    model: Any, tokenizer: Any, collate: Any, samples: list[Any], settings: EvalSettings
+    model: VideoModel, tokenizer: Any, collate: Any, samples: list[Any], settings: EvalSettings
 ) -> Iterable[tuple[Any, dict[str, dict[str, Any]]]]:
     """(final batch, {item id: {"lvcot": record}}) per ``batch_size`` items: LVCoT runs on the segments
     (through the same control collator, so controls reach the descriptions too), then the answers' batch."""

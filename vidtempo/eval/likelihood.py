@@ -13,10 +13,11 @@ from vidtempo.eval.choice_scoring import choice_batches, pick_options
 from vidtempo.eval.controls import ControlledCollator
 from vidtempo.eval.generation_log import item_row, permutation_meta, skipped_rows
 from vidtempo.eval.settings import EvalSettings
+from vidtempo.models.interfaces import VideoModel
 
 
 def likelihood_rows(
-    model: Any,
+    model: VideoModel,
     tokenizer: Any,
     items: list[EvalItem],
     condition: str,

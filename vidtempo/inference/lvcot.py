@@ -30,6 +30,7 @@ from typing import Any
 
 from vidtempo.data.errors import VideoDecodeError
 from vidtempo.data.samples import VIDEO_PLACEHOLDER, ConversationSample
+from vidtempo.models.interfaces import VideoModel
 
 DESCRIBE_PROMPT = "Describe the video segment in detail."
 QUESTION_PROMPT = (
@@ -291,7 +292,7 @@ def video_span(sample: ConversationSample, backend: str = "pyav") -> tuple[float
     return start, end
 
 
-def generate_greedy(model: Any, tokenizer: Any, batch: Any, max_new_tokens: int) -> list[str]:
+def generate_greedy(model: VideoModel, tokenizer: Any, batch: Any, max_new_tokens: int) -> list[str]:
     """Greedy texts for a collated batch, on the model's device (one stripped string per row)."""
     import torch
 
@@ -304,7 +305,7 @@ def generate_greedy(model: Any, tokenizer: Any, batch: Any, max_new_tokens: int)
 
 
 def _describe(
-    model: Any,
+    model: VideoModel,
     tokenizer: Any,
     collator: Callable[[list[Any]], Any],
     segments: list[ConversationSample],
@@ -323,7 +324,7 @@ def _describe(
 
 
 def run_lvcot(
-    model: Any,
+    model: VideoModel,
     tokenizer: Any,
     collator: Callable[[list[Any]], Any],
     samples: Sequence[Any],

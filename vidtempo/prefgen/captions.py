@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vidtempo.data.samples import ConversationSample
+from vidtempo.models.interfaces import VideoModel
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def drop_text_only_placeholders(batch: Any) -> Any:
 
 
 def generate_answers(
-    model: Any, tokenizer: Any, samples: list[ConversationSample], collate: Any, batch_size: int,
+    model: VideoModel, tokenizer: Any, samples: list[ConversationSample], collate: Any, batch_size: int,
     transform: Callable[[Any], Any] | None = None, **kwargs: Any,
 ) -> list[str]:  # fmt: skip
     """One decoded, stripped answer per sample from ``model.generate`` (batches of ``batch_size``).
@@ -194,7 +195,7 @@ class SelfCaptioner:
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any, collator: dict[str, Any], settings: CaptionSettings
+        self, model: VideoModel, tokenizer: Any, collator: dict[str, Any], settings: CaptionSettings
     ) -> None:
         from vidtempo.data.collate import VideoCollator
 

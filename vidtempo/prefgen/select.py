@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from vidtempo.models.interfaces import VideoModel
+
 log = logging.getLogger(__name__)
 
 GROUP_FEATURES = ("pixels", "encoder")
@@ -286,7 +288,7 @@ def pixel_embedder(settings: SelectSettings) -> Embedder:
     return embed
 
 
-def encoder_embedder(model: Any, batch_size: int = 32) -> Embedder:
+def encoder_embedder(model: VideoModel, batch_size: int = 32) -> Embedder:
     """Clip embeddings from the checkpoint's vision side: (N, H, W, 3) uint8 -> (N, D), through the model's
     ``embed_frames`` (capability ``embed_frames``: a composed VideoLLM's patch-mean of its encoder features, the
     native Qwen2.5-VL's merged tokens of the frame as a one-frame video)."""

@@ -21,6 +21,7 @@ from vidtempo.config.instantiate import instantiate, resolve_target
 from vidtempo.data.collate import VideoCollator
 from vidtempo.data.grouping import VideoGroupedBatchSampler, clip_keys
 from vidtempo.data.resumable import EpochRandomSampler, ResumableDataLoader
+from vidtempo.models.interfaces import VideoModel
 from vidtempo.training.auxiliary.base import AuxLossError
 
 
@@ -145,7 +146,7 @@ def build_datamodule(
     )  # fmt: skip
 
 
-def build_objective(stage: dict[str, Any], model: Any, recipe: str, prefix: str) -> L.LightningModule:
+def build_objective(stage: dict[str, Any], model: VideoModel, recipe: str, prefix: str) -> L.LightningModule:
     """The stage's objective around ``model``. The objective's own ``check_recipe`` ran at validation; a
     model that lacks a capability an auxiliary loss needs fails here, naming the loss."""
     import inspect

@@ -13,6 +13,7 @@ from vidtempo.config.instantiate import instantiate
 from vidtempo.data.collate import VideoCollator, as_conversation
 from vidtempo.data.errors import VideoDecodeError
 from vidtempo.data.feature_cache import CachedFeatures, FeatureCache, encoder_fingerprint
+from vidtempo.models.interfaces import VideoModel
 
 
 @dataclass
@@ -29,7 +30,7 @@ def collator_settings(data: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def fill_cache(plain: dict[str, Any], recipe: str, model: Any, tokenizer: Any, progress: bool = True) -> CacheStats:
+def fill_cache(plain: dict[str, Any], recipe: str, model: VideoModel, tokenizer: Any, progress: bool = True) -> CacheStats:
     """Compute the missing entries for every dataset of every stage of a resolved recipe."""
     from rich.progress import Progress
 

@@ -40,6 +40,7 @@ from torch import nn
 
 from vidtempo.data.collate import VideoTextBatch
 from vidtempo.data.preference_collate import PreferenceBatch, PreferenceCollator
+from vidtempo.models.interfaces import VideoModel
 from vidtempo.training.losses import DPOLoss, DPOLossOutput, rpo_nll, sequence_logps
 from vidtempo.training.objective import Objective
 from vidtempo.training.optim import OptimSettings
@@ -50,7 +51,7 @@ REFERENCES: tuple[str, ...] = ("auto", "adapter_off", "frozen_copy", "precompute
 
 
 # ------------------------------------------------------------------------------------------- scoring
-def answer_logps(model: nn.Module, side: VideoTextBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def answer_logps(model: VideoModel, side: VideoTextBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``model`` on one side of a pair batch.
 
     Returns:
@@ -86,7 +87,7 @@ class Reference(ABC):
     name = ""
 
     @abstractmethod
-    def logps(self, policy: nn.Module, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def logps(self, policy: VideoModel, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen (B,), rejected (B,)) reference log-probs, without gradient."""
 
 
@@ -99,7 +100,7 @@ class AdapterOffReference(Reference):
 
     name = "adapter_off"
 
-    def __init__(self, policy: nn.Module) -> None:
+    def __init__(self, policy: VideoModel) -> None:
         if find_peft_model(policy) is None:
             raise ValueError(
                 "reference='adapter_off' needs a LoRA adapter on the LLM (model.trainable.llm: lora)"
@@ -113,7 +114,7 @@ class AdapterOffReference(Reference):
             )
 
     @torch.no_grad()
-    def logps(self, policy: nn.Module, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def logps(self, policy: VideoModel, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         peft_model = find_peft_model(policy)
         if peft_model is None:
             raise RuntimeError("reference='adapter_off': the LoRA adapter disappeared (merged mid-stage?)")
@@ -130,11 +131,11 @@ class FrozenCopyReference(Reference):
 
     name = "frozen_copy"
 
-    def __init__(self, policy: nn.Module) -> None:
+    def __init__(self, policy: VideoModel) -> None:
         self.model = copy.deepcopy(policy).eval()
         self.model.requires_grad_(False)
 
-    def _follow(self, policy: nn.Module) -> None:
+    def _follow(self, policy: VideoModel) -> None:
         ref_param = next(self.model.parameters(), None)
         pol_param = next((p for p in policy.parameters() if p.is_floating_point()), None)
         if ref_param is None or pol_param is None:
@@ -143,7 +144,7 @@ class FrozenCopyReference(Reference):
             self.model.to(device=pol_param.device, dtype=pol_param.dtype)
 
     @torch.no_grad()
-    def logps(self, policy: nn.Module, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def logps(self, policy: VideoModel, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         self._follow(policy)
         return answer_logps(self.model, batch.chosen)[0], answer_logps(self.model, batch.rejected)[0]
 
@@ -153,7 +154,7 @@ class PrecomputedReference(Reference):
 
     name = "precomputed"
 
-    def logps(self, policy: nn.Module, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def logps(self, policy: VideoModel, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         if batch.ref_chosen_logps is None or batch.ref_rejected_logps is None:
             raise ValueError(
                 "reference='precomputed' but some pairs of this batch lack meta 'ref_chosen_logps' / "
@@ -162,7 +163,7 @@ class PrecomputedReference(Reference):
         return batch.ref_chosen_logps, batch.ref_rejected_logps
 
 
-def build_reference(kind: str, policy: nn.Module) -> Reference:
+def build_reference(kind: str, policy: VideoModel) -> Reference:
     """Resolve ``auto`` and build the reference strategy for ``policy`` as it is now."""
     if kind not in REFERENCES:
         raise ValueError(f"DPOModule: unknown reference '{kind}'; valid: {', '.join(REFERENCES)}")
@@ -219,7 +220,7 @@ class DPOModule(Objective):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: VideoModel,
         optim: OptimSettings | dict[str, Any] | None = None,
         max_skip_fraction: float = 0.1,
         beta: float = 0.1,

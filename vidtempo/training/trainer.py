@@ -2,9 +2,9 @@
 resume, a progress bar in global steps, Ctrl-C handling, and without the libraries' noise.
 
 Example:
-    >>> bar = StepProgressBar()
-    >>> bar.leave
-    False
+    >>> quiet_libraries()  # Lightning's adverts and deprecation chatter off
+    >>> isinstance(StepProgressBar(), RichProgressBar)
+    True
 """
 
 from __future__ import annotations
