@@ -319,6 +319,13 @@ def test_objective_contract(alias: str):
     module = cls(tiny_video_llm(audio=False), optim={"lr": 1e-3}, **BUILD["objective"][alias])
     assert module.optim.lr == 1e-3 and module.skips.skipped == 0
     cls.check_recipe({"objective": {"_target_": alias}, "data": {}}, "r.yaml", "")
+    module.skips.seen, module.skips.skipped = 40, 2  # its checkpoint state survives a save / resume
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    resumed = cls(tiny_video_llm(audio=False), optim={"lr": 1e-3}, **BUILD["objective"][alias])
+    resumed.on_load_checkpoint(checkpoint)
+    assert (resumed.skips.seen, resumed.skips.skipped) == (40, 2)
+    assert resumed.checkpoint_state() == module.checkpoint_state()
 
 
 def test_sft_takes_at_most_five_constructor_parameters():
