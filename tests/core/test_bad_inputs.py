@@ -215,3 +215,13 @@ def test_infer_warns_when_the_recipe_decodes_audio_for_a_model_without_it(checkp
     with caplog.at_level("WARNING", logger="vidtempo"):
         assert main(argv) == 0, capsys.readouterr().err
     assert any("no audio encoder" in r.getMessage() and str(checkpoint) in r.getMessage() for r in caplog.records)
+
+
+def test_an_error_from_a_loader_worker_is_its_original_line():
+    from vidtempo.cli.main import error_line
+    from vidtempo.data.overlong import OverlongError
+
+    wrapped = OverlongError("Caught OverlongError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                            "call last):\n  File \"x.py\", line 1, in f\nvidtempo.data.overlong.OverlongError: "
+                            "record 'a' of t.jsonl: 90 text + 8 video tokens exceed model.max_length=64")  # fmt: skip
+    assert error_line(wrapped) == "record 'a' of t.jsonl: 90 text + 8 video tokens exceed model.max_length=64"
