@@ -138,7 +138,7 @@ def test_truncate_cannot_cut_a_prompt_and_skips_instead():
 
 def test_max_text_tokens_follows_the_policy(tokenizer):
     collate = VideoCollator(tokenizer, num_frames=2, frame_size=32, max_text_tokens=10)
-    with pytest.raises(OverlongError, match="record 'r1'.*max_text_tokens=10 .the text is too long"):
+    with pytest.raises(OverlongError, match="record 'r1'.*max_text_tokens=10: the text is too long"):
         collate([_sample(None)])
 
 

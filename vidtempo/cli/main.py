@@ -110,8 +110,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from vidtempo.config.errors import RecipeError
     from vidtempo.data.errors import DataError
     from vidtempo.registry import RegistryError
+    from vidtempo.training.skips import TooManySkippedError
 
-    return (RecipeError, RegistryError, UserError, DataError, FileNotFoundError, ValueError)
+    return (RecipeError, RegistryError, UserError, DataError, FileNotFoundError, ValueError, TooManySkippedError)
 
 
 def error_line(err: BaseException) -> str:

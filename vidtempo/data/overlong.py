@@ -94,11 +94,11 @@ class LengthLimit:
         """One line: the record, its counts, the limit it breaks and whether the text or the video is the cause."""
         video = self.video_tokens if has_video else 0
         if self.max_text_tokens is not None and text > self.max_text_tokens:
-            return (f"{record}: {text} text tokens exceed data.collator.max_text_tokens={self.max_text_tokens} "
-                    "(the text is too long)")  # fmt: skip
+            return (f"{record}: {text} text tokens exceed data.collator.max_text_tokens={self.max_text_tokens}: "
+                    "the text is too long")  # fmt: skip
         cause = "the text alone is too long" if text > (self.max_length or 0) else (
-            f"the video's {video} tokens make it too long (the text alone fits)")  # fmt: skip
-        return f"{record}: {text} text + {video} video tokens exceed model.max_length={self.max_length} ({cause})"
+            f"the video's {video} tokens make it too long, the text alone fits")  # fmt: skip
+        return f"{record}: {text} text + {video} video tokens exceed model.max_length={self.max_length}: {cause}"
 
 
 def _cut_answer(ids: list[int], labels: list[int], budget: int) -> int | None:
