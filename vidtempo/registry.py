@@ -194,6 +194,7 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
         "multiple_choice": ("vidtempo.data.datasets:MultipleChoiceDataset", "A-E multiple-choice QA"),
         "preference": ("vidtempo.data.datasets:PreferenceDataset", "chosen/rejected preference pairs"),
         "synth": ("vidtempo.synth.dataset:SynthConversations", "TempoSynth conversations (generated on first use)"),
+        "synth_captions": ("vidtempo.synth.captions:SynthCaptions", "TempoSynth (video, caption) pairs (align)"),
         "synth_preference": (
             "vidtempo.synth.pairs:SynthPreferencePairs",
             "TEMPO-style pairs from TempoSynth dense captions (perturbed events or video)",
