@@ -86,7 +86,7 @@ def test_validate_wrong_type_names_expected_type():
 def test_validate_unknown_alias_lists_choices():
     with pytest.raises(RecipeError) as info:
         validate_node({"_target_": "qformerx"}, key="model.compressor", recipe="r.yaml")
-    assert "Valid compressor aliases: pool, tdc" in str(info.value)
+    assert "Valid compressor aliases: pool, t_fuseformer, tdc" in str(info.value)
     assert "model.compressor._target_" in str(info.value)
 
 

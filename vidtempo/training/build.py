@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 import lightning as L
@@ -23,6 +24,8 @@ from vidtempo.data.grouping import VideoGroupedBatchSampler, clip_keys
 from vidtempo.data.resumable import EpochRandomSampler, ResumableDataLoader
 from vidtempo.models.interfaces import VideoModel
 from vidtempo.training.auxiliary.base import AuxLossError
+
+log = logging.getLogger(__name__)
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -144,6 +147,21 @@ def build_datamodule(
         num_workers=int(data.get("num_workers", 0)), shuffle=bool(data.get("shuffle", True)),
         group_by_video=group, seed=int(seed),
     )  # fmt: skip
+
+
+def fit_val_interval(stage: dict[str, Any], datamodule: VideoDataModule) -> dict[str, Any]:
+    """An int ``trainer.val_check_interval`` above one epoch's training batches (a copied tiny recipe on small
+    data) becomes once per epoch, with a warning naming the key; Lightning refuses it otherwise."""
+    trainer = dict(stage["trainer"])
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, bool) or not isinstance(interval, int) or datamodule.val_set is None:
+        return stage
+    batches = len(datamodule.train_dataloader())
+    if interval <= batches:
+        return stage
+    log.warning("trainer.val_check_interval=%d is more than the %d training batches of an epoch: validating "
+                "once per epoch instead", interval, batches)  # fmt: skip
+    return {**stage, "trainer": {**trainer, "val_check_interval": 1.0}}
 
 
 def build_objective(stage: dict[str, Any], model: VideoModel, recipe: str, prefix: str) -> L.LightningModule:

@@ -132,7 +132,17 @@ class Objective(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, sync_dist=sync)
         if stage == "train":
             self.log("train/skipped", float(self.skips.skipped), batch_size=n)
+            self._log_data_counts(batch, n)
         return loss
+
+    def _log_data_counts(self, batch: Any, n: int) -> None:
+        """Per step: rows whose video has no audio track in an audio recipe, and rows whose annotated times
+        run past their video (``VideoTextBatch.no_audio`` / ``past_end``; a preference batch: its chosen side)."""
+        side = getattr(batch, "chosen", batch)
+        if getattr(side, "audio", None) is not None:
+            self.log("train/no_audio", float(getattr(side, "no_audio", 0)), batch_size=n)
+        if getattr(side, "past_end", None):
+            self.log("train/past_end", float(len(side.past_end)), batch_size=n)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, "train")

@@ -23,7 +23,13 @@ from vidtempo.models.build import build_video_llm
 from vidtempo.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_weights_into, save_pretrained
 from vidtempo.models.interfaces import TrainableParts, VideoModel
 from vidtempo.models.lora import LoraSettings
-from vidtempo.training.build import build_datamodule, build_objective, build_tokenizer, expand_stages
+from vidtempo.training.build import (
+    build_datamodule,
+    build_objective,
+    build_tokenizer,
+    expand_stages,
+    fit_val_interval,
+)
 from vidtempo.training.checkpoints import newest_intact_checkpoint
 from vidtempo.training.head_io import has_heads, head_state, load_heads, save_heads
 from vidtempo.training.interrupt import GracefulInterrupt
@@ -118,6 +124,7 @@ def _train_stage(stage: dict[str, Any], sdir: Path, model: VideoModel, tokenizer
     datamodule = build_datamodule(_with_encoder_id(stage, model, recipe), tokenizer, recipe,
                                   prefix=f"{prefix}data", collator_class=getattr(module, "collator_class", None),
                                   seed=int(plain.get("seed") or 0))  # fmt: skip
+    stage = fit_val_interval(stage, datamodule)
     trainer = build_trainer(stage, sdir, recipe_yaml=to_yaml(cfg), seed=seed)
     resume = newest_intact_checkpoint(sdir / "checkpoints")
     if resume is not None:
@@ -141,12 +148,16 @@ def _train_stage(stage: dict[str, Any], sdir: Path, model: VideoModel, tokenizer
 
 
 def _with_encoder_id(stage: dict[str, Any], model: VideoModel, recipe: str) -> dict[str, Any]:
-    """Inject the frozen encoder's identity when the stage reads cached features."""
+    """The stage's data section with what the collator learns from the model: the length budget of
+    ``data.overlong`` (max length, video tokens per clip) and, when the stage reads cached features, the
+    frozen encoder's identity."""
     from vidtempo.config.errors import RecipeError
     from vidtempo.data.feature_cache import encoder_fingerprint
+    from vidtempo.data.overlong import length_settings
 
     data = dict(stage["data"])
-    collator = dict(data.get("collator") or {})
+    collator = {**(data.get("collator") or {}), **length_settings(data, model)}  # data.overlong's inputs
+    data["collator"] = collator
     if not collator.get("feature_cache"):
         return data
     if stage["trainable"].get("vision_encoder"):

@@ -1,4 +1,4 @@
-"""Count samples the collator skipped (undecodable videos) and stop the run past a threshold.
+"""Count samples the collator skipped (undecodable videos, over-long samples) and stop the run past a threshold.
 
 Example:
     >>> tracker = SkipTracker(max_fraction=0.5, min_samples=1)
@@ -39,8 +39,8 @@ class SkipTracker:
         fraction = self.skipped / max(1, self.seen)
         if self.skipped and self.seen >= self.min_samples and fraction > self.max_fraction:
             raise TooManySkippedError(
-                f"{self.skipped} of {self.seen} samples ({fraction:.0%}) could not be decoded, more than "
-                f"data.max_skip_fraction={self.max_fraction}. First failures: " + "; ".join(self.examples)
+                f"{self.skipped} of {self.seen} samples ({fraction:.0%}) were skipped (undecodable or over-long), more "
+                f"than data.max_skip_fraction={self.max_fraction}. First failures: " + "; ".join(self.examples)
             )
 
     def check_final(self) -> None:
@@ -49,8 +49,8 @@ class SkipTracker:
         fraction = self.skipped / max(1, self.seen)
         if self.skipped and (self.skipped == self.seen or fraction > self.max_fraction):
             raise TooManySkippedError(
-                f"{self.skipped} of {self.seen} samples ({fraction:.0%}) could not be decoded, more than "
-                f"data.max_skip_fraction={self.max_fraction}; nothing was saved as final/. First failures: "
+                f"{self.skipped} of {self.seen} samples ({fraction:.0%}) were skipped (undecodable or over-long), more "
+                f"than data.max_skip_fraction={self.max_fraction}; nothing was saved as final/. First failures: "
                 + "; ".join(self.examples)
             )
 
