@@ -274,3 +274,21 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_the_cli_refuses_a_foreign_checkpoint_in_one_line_and_trusts_it_on_request(tmp_path, video_dir, capsys,
+                                                                                    monkeypatch):
+    from vidtempo.models.build import build_video_llm
+    from vidtempo.models.checkpoint import save_pretrained
+    from vidtempo.models.tokenizers import tiny_tokenizer
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "training" / "plugins"))
+    node = {"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
+            "compressor": {"_target_": "own_parts.ScaledPool", "in_dim": 32}, "llm": {"_target_": "tiny"}}  # fmt: skip
+    save_pretrained(build_video_llm(node), tmp_path / "ckpt", model_config=node, tokenizer=tiny_tokenizer())
+    argv = ["infer", str(RECIPE), "--checkpoint", str(tmp_path / "ckpt"), "--video", str(video_dir / "v0.mp4"),
+            "--prompt", "When is the beep?", "--max-new-tokens", "2"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "own_parts.ScaledPool" in err and "--trust-checkpoint-code" in err
+    assert main([*argv, "--trust-checkpoint-code"]) == 0
