@@ -292,3 +292,17 @@ def test_the_cli_refuses_a_foreign_checkpoint_in_one_line_and_trusts_it_on_reque
     err = capsys.readouterr().err
     assert "own_parts.ScaledPool" in err and "--trust-checkpoint-code" in err
     assert main([*argv, "--trust-checkpoint-code"]) == 0
+
+
+def test_a_copied_recipe_whose_val_interval_exceeds_a_small_epoch_validates_once_per_epoch(video_dir, tmp_path,
+                                                                                           caplog):
+    from vidtempo.training.run import train
+
+    plain = recipe_dict(video_dir, tmp_path / "run", steps=3)
+    plain["data"]["val"] = dict(plain["data"]["train"])  # 4 samples, batch 2: 2 batches an epoch
+    plain["trainer"]["val_check_interval"] = 20
+    with caplog.at_level("WARNING", logger="vidtempo"):
+        final = train(OmegaConf.create(plain))
+    assert (final / "COMPLETE").is_file()
+    assert "trainer.val_check_interval=20 is more than the 2 training batches" in caplog.text
+    assert any(r.get("val/loss") for r in csv_rows(final.parent))  # it did validate
