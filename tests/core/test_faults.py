@@ -35,6 +35,9 @@ def recipe_dict(video_dir: Path, out: Path, steps: int = 4) -> dict:
     cfg.data.train = {"_target_": "conversation", "path": str(video_dir / "train.jsonl"), "video_root": str(video_dir)}
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("_recipe_path_", None)
+    # an auxiliary head too, so that a resumed run must also reproduce the heads saved beside the model
+    plain["data"]["collator"]["targets"] = {"frame_tags": {"_target_": "event_tags", "labels": ["beep"]}}
+    plain["objective"]["aux"] = {"encoder_tag": {"_target_": "encoder_tags", "weight": 0.5}}
     return plain
 
 
@@ -54,7 +57,10 @@ def run_killed(case: str, plain: dict, tmp: Path) -> subprocess.CompletedProcess
 
 
 def weights(final: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(final / "model.safetensors"))
+    """The model's tensors and the auxiliary heads' (``aux_heads.safetensors``) of a final/ directory."""
+    heads = final / "aux_heads.safetensors"
+    extra = {f"aux/{k}": v for k, v in load_file(str(heads)).items()} if heads.is_file() else {}
+    return {**load_file(str(final / "model.safetensors")), **extra}
 
 
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -92,7 +98,8 @@ def test_killed_while_final_is_written_the_rerun_finishes_it(video_dir, tmp_path
     assert not final.exists()  # the half-written checkpoint never carries the final name
     assert main(["train", str(write_recipe(plain, tmp_path / "again.yaml"))]) == 0
     assert (final / "COMPLETE").is_file() and (final / "recipe.yaml").is_file() and (final / "tokenizer.json").is_file()
-    assert same(weights(final), reference)
+    assert any(k.startswith("aux/encoder_tag.") for k in reference)
+    assert same(weights(final), reference)  # the model and its heads
     assert temps(out, tmp_path / "tmpdir") == []
 
 
