@@ -122,8 +122,10 @@ def _part(ops: _Ops, trainable: Any, grad_in: bool) -> tuple[PartFlops, bool]:
     bwd = act + 2 * ops.attn
     if trainable is True:
         bwd += ops.weight  # weight gradients
-    elif lora:
-        bwd += 2 * ops.lora  # the adapters' weight and activation gradients
+    if trains:  # adapters present and trained (``"lora"``, or ``True`` on a LoRA-wrapped part): both gradients
+        bwd += 2 * ops.lora
+    else:  # frozen adapters behind a trained part: activation gradients only
+        bwd += ops.lora
     return PartFlops(fwd, bwd), True
 
 
@@ -397,6 +399,7 @@ def model_flops(
     frame_size: int | Sequence[int] | None = None,
     audio_seconds: float | None = None,
     query_tokens: int = QFORMER_TEXT_TOKENS,
+    cached_features: bool = False,
 ) -> FlopReport:
     """Forward and training FLOPs per sample of ``model`` (a ``VideoLLM`` or ``Qwen25VLVideoModel``) under its
     ``trainable`` plan.
@@ -408,6 +411,7 @@ def model_flops(
             (default: the model's ``frame_size``); ``VideoLLM`` encoders resize to their own size.
         audio_seconds: seconds of audio the audio encoder reads (None = no audio).
         query_tokens: instruction tokens a text-reading Q-Former (TDC) sees, capped at its ``max_text_len``.
+        cached_features: the batch carries cached encoder features (``vidtempo cache``): no vision encoder.
 
     Example:
         >>> from vidtempo.models.native.qwen2_5_vl import Qwen25VLVideoModel, tiny_qwen2_5_vl
@@ -418,11 +422,11 @@ def model_flops(
     """
     if type(model).__name__ == "Qwen25VLVideoModel":
         return _native_qwen(model, frames, text_tokens, frame_size)
-    return _video_llm(model, frames, text_tokens, audio_seconds, query_tokens)
+    return _video_llm(model, frames, text_tokens, audio_seconds, query_tokens, cached_features)
 
 
 def _video_llm(model: Any, frames: int, text_tokens: int, audio_seconds: float | None,
-               query_tokens: int) -> FlopReport:  # fmt: skip
+               query_tokens: int, cached: bool) -> FlopReport:  # fmt: skip
     plan, unmodelled = model.trainable, []
     audio = audio_seconds if model.audio_encoder is not None else None
     video = model.video_tokens(frames, audio is not None) if frames else 0
@@ -438,7 +442,7 @@ def _video_llm(model: Any, frames: int, text_tokens: int, audio_seconds: float |
         "llm": _decoder(model.llm.config, tokens),
     }
     if ops["vision_encoder"] is not None:
-        ops["vision_encoder"] = ops["vision_encoder"].scaled(frames)
+        ops["vision_encoder"] = ops["vision_encoder"].scaled(0 if cached else frames)
     llm_ops = ops["llm"]
     assert llm_ops is not None
     llm_ops.lora = _lora(model.llm, lambda name: tokens)
