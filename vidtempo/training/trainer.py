@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from vidtempo.training.checkpoints import AtomicCheckpointIO
 from vidtempo.training.csv_log import ResumableCSVLogger
 from vidtempo.training.interrupt import GracefulInterrupt
+from vidtempo.training.perf import ThroughputMonitor
 
 NOISE = (  # messages of the libraries that say nothing about the user's run
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
@@ -129,6 +130,7 @@ def build_trainer(stage: dict[str, Any], stage_dir: Path, recipe_yaml: str | Non
         ),
         StepProgressBar(),
         GracefulInterrupt(stage_dir / "checkpoints"),
+        ThroughputMonitor(),  # perf/* every logged step (docs/performance.md)
     ]  # fmt: skip
     if recipe_yaml is not None:
         callbacks.append(RecipeInCheckpoint(recipe_yaml, seed))
