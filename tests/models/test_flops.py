@@ -122,3 +122,19 @@ def test_attention_term_is_quadratic_and_cached_features_skip_the_tower():
     assert two - 2 * one == 2 * llm.num_hidden_layers * 4 * width * length**2
     assert model_flops(model, 64, TEXT).video_tokens == 16 * model_flops(model, 4, TEXT).video_tokens
     assert model_flops(model, 8, TEXT, cached_features=True).parts["vision_encoder"].forward == 0
+
+
+def test_inspect_reports_flops_per_part_per_stage(capsys):
+    from pathlib import Path
+
+    from vidtempo.cli.inspect import inspect_recipe
+    from vidtempo.cli.main import main
+    from vidtempo.config.load import load_recipe
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "sft_pool.yaml"
+    report = inspect_recipe(load_recipe(recipe), text_tokens=64)
+    flops = report["flops"]["sft"][30.0]
+    assert flops.llm_tokens == 64 + report["tokens"][30.0][1] and flops.train > flops.forward > 0
+    assert not flops.unmodelled and set(flops.parts) == set(report["stages"]["sft"])
+    assert main(["inspect", str(recipe), "--text-tokens", "64"]) == 0
+    assert "FLOP per sample, stage 'sft'" in capsys.readouterr().out

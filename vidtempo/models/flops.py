@@ -122,7 +122,9 @@ def _part(ops: _Ops, trainable: Any, grad_in: bool) -> tuple[PartFlops, bool]:
     bwd = act + 2 * ops.attn
     if trainable is True:
         bwd += ops.weight  # weight gradients
-    if trains:  # adapters present and trained (``"lora"``, or ``True`` on a LoRA-wrapped part): both gradients
+    if (
+        trains
+    ):  # adapters present and trained (``"lora"``, or ``True`` on a LoRA-wrapped part): both gradients
         bwd += 2 * ops.lora
     else:  # frozen adapters behind a trained part: activation gradients only
         bwd += ops.lora
@@ -179,11 +181,28 @@ def _vision_ops(enc: nn.Module) -> _Ops | None:
         return _vit(
             cfg, patches + prefix, patches, bool(getattr(cfg, "vision_use_head", False)) and "Siglip" in name
         )
+    if name == "TimmEncoder":
+        return _timm_vit(enc)
     if name == "FrameCNN":
         return _frame_cnn(enc)
     if name == "PixelPatchEncoder":
         return _Ops()
     return None
+
+
+def _timm_vit(enc: nn.Module) -> _Ops:
+    """A timm ViT (EVA02-CLIP): patch conv, then every linear of the blocks that run (up to ``select_layer``)
+    and their self-attention; the blocks' linears are read from the modules (meta tensors suffice)."""
+    patches = enc.native_grid[0] * enc.native_grid[1]
+    tokens, conv = patches + enc.num_prefix, enc.model.patch_embed.proj
+    first = _linear(patches, conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1], conv.out_channels)
+    ops = _Ops(weight=first, first=first)
+    blocks = enc.model.blocks[: None if enc.block_index is None else enc.block_index + 1]
+    for block in blocks:
+        ops += _tokenwise(block, tokens)
+        ops.first -= _tokenwise(block, tokens).first  # only the patch conv reads the pixels
+        ops += _Ops(attn=_attention(tokens, tokens, enc.out_dim))
+    return ops
 
 
 def _frame_cnn(enc: nn.Module) -> _Ops:
