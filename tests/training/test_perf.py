@@ -55,3 +55,26 @@ def test_peak_table_and_overrides(monkeypatch):
     assert resolve_peak_tflops(None, torch.device("cpu"), "32-true") == (123.0, PEAK_ENV)
     assert resolve_peak_tflops(7.0, torch.device("cpu"), "32-true") == (7.0, "argument")
     assert ThroughputMonitor(peak_tflops=7.0).peak_tflops == 7.0
+
+
+def test_batch_shapes_sum_the_flop_model_over_samples_and_skip_other_batches():
+    from types import SimpleNamespace
+
+    from vidtempo.models.build import build_video_llm
+    from vidtempo.models.flops import model_flops
+    from vidtempo.models.interfaces import VIDEO_TOKEN_INDEX
+    from vidtempo.training.perf import batch_shapes, shapes_work
+
+    model = build_video_llm({"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
+                             "compressor": {"_target_": "pool", "in_dim": 32}, "llm": {"_target_": "tiny"}})  # fmt: skip
+    ids = torch.tensor([[5, VIDEO_TOKEN_INDEX, 7, 8, 9], [5, VIDEO_TOKEN_INDEX, 7, 0, 0]])
+    side = SimpleNamespace(input_ids=ids, attention_mask=(ids != 0).long(), frames=torch.zeros(2, 4, 3, 32, 32),
+                           frame_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]).bool(), features=None, audio=None)  # fmt: skip
+    flops, tokens = shapes_work(model, batch_shapes(model, side), {})
+    expected = [model_flops(model, 4, 4), model_flops(model, 2, 2)]
+    assert flops == sum(r.train for r in expected) and tokens == sum(r.llm_tokens for r in expected)
+    pair = SimpleNamespace(chosen=side, rejected=side)
+    assert shapes_work(model, batch_shapes(model, pair), {}) == (2 * flops, 2 * tokens)
+    assert (
+        batch_shapes(model, SimpleNamespace(captions=["a red circle"])) is None
+    )  # the align objective's batch

@@ -27,7 +27,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from vidtempo.models.flops import model_flops
 
-__all__ = ["PEAK_ENV", "PEAK_TFLOPS", "ThroughputMonitor", "device_peak_tflops", "resolve_peak_tflops"]
+__all__ = ["PEAK_ENV", "PEAK_TFLOPS", "ThroughputMonitor", "batch_shapes", "device_peak_tflops", "resolve_peak_tflops",
+           "shapes_work", "throughput_metrics"]  # fmt: skip
 
 PEAK_ENV = "VIDTEMPO_PEAK_TFLOPS"
 
@@ -78,54 +79,66 @@ def resolve_peak_tflops(
     return peak, (name if peak is not None else "none")
 
 
-def batch_work(
-    model: Any, batch: Any, cache: dict[tuple, tuple[float, int]] | None = None
-) -> tuple[float, int] | None:
-    """(training FLOPs, LLM tokens) of one training batch: a ``VideoTextBatch`` or a preference batch (its
-    ``chosen`` and ``rejected`` sides, each a forward + backward of the policy); None for other batches (the
-    ``align`` objective's captions), which the FLOP model does not describe."""
+# One batch side as the FLOP model needs it: (frame size or None, cached features, (B, 3) counts of frames,
+# text tokens and audio seconds (-1 = none) still on the batch's device, read once per logged step).
+Shapes = tuple[tuple[int, int] | None, bool, torch.Tensor]
+
+
+def batch_shapes(model: Any, batch: Any) -> list[Shapes] | None:
+    """The per-sample shapes of a training batch, without a host sync: a ``VideoTextBatch``, or a preference
+    batch (its ``chosen`` and ``rejected`` sides, each a forward + backward of the policy); None for batches
+    the FLOP model does not describe (the ``align`` objective's captions)."""
+    from vidtempo.models.interfaces import VIDEO_TOKEN_INDEX
+
     sides = [batch.chosen, batch.rejected] if hasattr(batch, "chosen") else [batch]
     if not all(hasattr(side, "input_ids") and hasattr(side, "frame_mask") for side in sides):
         return None
-    cache = {} if cache is None else cache
-    flops, tokens = 0.0, 0
+    out = []
     for side in sides:
-        for key in _sample_keys(model, side):
+        ids, mask = side.input_ids, side.attention_mask.bool()  # (B, L)
+        text = (mask & (ids != VIDEO_TOKEN_INDEX)).sum(1)  # (B,)
+        frames = side.frame_mask.sum(1) if side.frame_mask is not None else torch.zeros_like(text)
+        counts = torch.stack(
+            [frames.to(text.device).float(), text.float(), _audio_seconds(model, side, text)], 1
+        )
+        size = tuple(side.frames.shape[-2:]) if side.frames is not None else None
+        out.append((size, side.features is not None, counts))  # counts (B, 3)
+    return out
+
+
+def shapes_work(
+    model: Any, pending: list[Shapes], cache: dict[tuple, tuple[float, int]]
+) -> tuple[float, int]:
+    """(training FLOPs, LLM tokens) of the batch sides in ``pending`` (one host read for all of them)."""
+    if not pending:
+        return 0.0, 0
+    rows = torch.cat([counts for _, _, counts in pending]).tolist()  # (sum B, 3)
+    flops, tokens, i = 0.0, 0, 0
+    for size, cached, counts in pending:
+        for frames, text, audio in rows[i : i + len(counts)]:
+            key = (int(frames), int(text), size, None if audio < 0 else round(audio, 2), cached)
             if key not in cache:
-                frames, text, size, audio, cached = key
-                report = model_flops(
-                    model, frames, text, frame_size=size, audio_seconds=audio, cached_features=cached
-                )
+                report = model_flops(model, key[0], key[1], frame_size=size, audio_seconds=key[3],
+                                     cached_features=cached)  # fmt: skip
                 cache[key] = (report.train, report.llm_tokens)
-            flops += cache[key][0]
-            tokens += cache[key][1]
+            flops, tokens = flops + cache[key][0], tokens + cache[key][1]
+        i += len(counts)
     return flops, tokens
 
 
-def _sample_keys(model: Any, batch: Any) -> list[tuple]:
-    """One (frames, text tokens, frame size, audio seconds, cached features) key per sample of ``batch``."""
-    from vidtempo.models.interfaces import VIDEO_TOKEN_INDEX
-
-    ids, mask = batch.input_ids, batch.attention_mask.bool()
-    text = (mask & (ids != VIDEO_TOKEN_INDEX)).sum(1).tolist()  # (B,)
-    b = len(text)
-    frames = batch.frame_mask.sum(1).tolist() if batch.frame_mask is not None else [0] * b
-    size = tuple(batch.frames.shape[-2:]) if batch.frames is not None else None
-    audio = _audio_seconds(model, batch, b)
-    cached = batch.features is not None
-    return [(int(frames[i]), int(text[i]), size, audio[i], cached) for i in range(b)]
-
-
-def _audio_seconds(model: Any, batch: Any, b: int) -> list[float | None]:
+def _audio_seconds(model: Any, batch: Any, like: torch.Tensor) -> torch.Tensor:
+    """(B,) seconds of audio per sample, -1 without audio (or without an audio encoder)."""
     if batch.audio is None or getattr(model, "audio_encoder", None) is None:
-        return [None] * b
-    rate = float(getattr(model.audio_encoder, "sample_rate", 16000))
+        return torch.full_like(like, -1, dtype=torch.float32)
     if batch.audio.dim() == 3:  # log-mel (B, n_mels, F) at a 10 ms hop
-        return [batch.audio.shape[-1] * 0.01] * b
-    lengths = (
-        batch.audio_lengths if batch.audio_lengths is not None else torch.full((b,), batch.audio.shape[1])
-    )
-    return [float(n) / rate for n in lengths.tolist()]
+        return torch.full_like(like, batch.audio.shape[-1] * 0.01, dtype=torch.float32)
+    rate = float(getattr(model.audio_encoder, "sample_rate", 16000))
+    lengths = batch.audio_lengths
+    if lengths is None:
+        return torch.full_like(like, batch.audio.shape[1] / rate, dtype=torch.float32)
+    if batch.clip_index is not None:
+        lengths = lengths[batch.clip_index]  # (U,) -> (B,)
+    return lengths.to(like.device).float() / rate
 
 
 class ThroughputMonitor(L.Callback):
@@ -150,7 +163,7 @@ class ThroughputMonitor(L.Callback):
         self._reset(None)
 
     def _reset(self, start: float | None) -> None:
-        self._start, self._flops, self._samples, self._tokens = start, 0.0, 0, 0
+        self._start, self._samples, self._pending = start, 0, []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._peak, _ = resolve_peak_tflops(self.peak_tflops, pl_module.device, str(trainer.precision))
@@ -168,33 +181,33 @@ class ThroughputMonitor(L.Callback):
         if self._start is None:
             return
         self._samples += len(batch)
-        work = self._work(getattr(pl_module, "model", None), batch)
-        if work is not None:
-            self._flops, self._tokens = self._flops + work[0], self._tokens + work[1]
+        model = getattr(pl_module, "model", None)
+        shapes = batch_shapes(model, batch) if model is not None and not self._failed else None
+        self._failed = self._failed or shapes is None
+        self._pending += shapes or []
         if not getattr(trainer._logger_connector, "should_update_logs", True):
             return
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         now = time.perf_counter()
-        metrics = throughput_metrics(self._flops, self._samples, self._tokens, now - self._start, self._peak)
-        if self._failed:  # no FLOP model for this model: samples/s only
+        flops, tokens = self._work(model)
+        metrics = throughput_metrics(flops, self._samples, tokens, now - self._start, self._peak)
+        if self._failed:  # no FLOP model for this model or objective: samples/s only
             metrics = {"perf/samples_per_s": metrics["perf/samples_per_s"]}
         pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch), sync_dist=False)
         self._reset(now)
 
-    def _work(self, model: Any, batch: Any) -> tuple[float, int] | None:
-        """The batch's (FLOPs, tokens); on a model the FLOP model cannot describe, one warning, then None."""
-        if self._failed or model is None:
-            self._failed = True
-            return None
+    def _work(self, model: Any) -> tuple[float, int]:
+        """FLOPs and tokens of the pending batches; on a model the FLOP model cannot describe, one warning."""
+        if self._failed:
+            return 0.0, 0
         try:
-            work = batch_work(model, batch, self._cache)
+            return shapes_work(model, self._pending, self._cache)
         except (AttributeError, NotImplementedError, TypeError, ValueError) as err:
             rank_zero_warn(f"ThroughputMonitor: no FLOP model for {type(model).__name__} ({err}); "
                            "logging perf/samples_per_s only")  # fmt: skip
-            work = None
-        self._failed = work is None
-        return work
+            self._failed = True
+            return 0.0, 0
 
 
 def throughput_metrics(
