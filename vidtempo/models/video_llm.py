@@ -85,6 +85,8 @@ class VideoLLM(VideoModel):
         self.lora = lora if isinstance(lora, LoraSettings) or lora is None else LoraSettings(**lora)
         self.base_modified = False  # True once the LLM's own weights were trained or merged
         self.set_trainable(self.trainable)
+        self._patch_grid: tuple[int, int] | None = None
+        self.patch_grid()  # now, while the encoder is whole
 
     # ----------------------------------------------------------------- construction helpers
     def _check_dims(self, hidden: int) -> None:
@@ -138,12 +140,24 @@ class VideoLLM(VideoModel):
         return int(self.vision_encoder.image_size)
 
     def video_tokens(self, num_frames: int, audio: bool = False) -> int:
-        size = self.frame_size
-        probe = next(self.vision_encoder.parameters(), None)
-        device = probe.device if probe is not None else torch.device("cpu")  # "meta" under `inspect`
-        with torch.no_grad():
-            _, grid = self.vision_encoder.encode(torch.zeros(1, 3, size, size, device=device))
-        return int(self.compressor.num_tokens(num_frames, grid, audio))
+        return int(self.compressor.num_tokens(num_frames, self.patch_grid(), audio))
+
+    def patch_grid(self) -> tuple[int, int]:
+        """(h, w) patch grid of one frame at :attr:`frame_size`, measured once with a blank frame (the first
+        call happens in the constructor, while the encoder is whole; later calls, e.g. under FSDP2 sharding,
+        read the cached value). The global RNG is left as it was."""
+        if self._patch_grid is None:
+            probe = next(self.vision_encoder.parameters(), None)
+            device = probe.device if probe is not None else torch.device("cpu")  # "meta" under `inspect`
+            size, training = self.frame_size, self.vision_encoder.training
+            self.vision_encoder.eval()  # no batch-norm statistics updated, no dropout drawn
+            try:
+                with torch.random.fork_rng(devices=[]), torch.no_grad():
+                    _, grid = self.vision_encoder.encode(torch.zeros(1, 3, size, size, device=device))
+            finally:
+                self.vision_encoder.train(training)
+            self._patch_grid = (int(grid[0]), int(grid[1]))
+        return self._patch_grid
 
     def embed_frames(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> (N, D): the mean of each frame's encoder patch features."""

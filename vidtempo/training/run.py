@@ -19,6 +19,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from vidtempo.config.load import recipe_path, resolve_recipe, save_recipe, to_yaml
+from vidtempo.data.overlong import length_settings
 from vidtempo.models.build import build_video_llm
 from vidtempo.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_weights_into, save_pretrained
 from vidtempo.models.interfaces import TrainableParts, VideoModel
@@ -87,6 +88,8 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
     if plain.get("init_from"):
         init_weights(model, plain["init_from"], recipe)
     final = out
+    # each stage's length budget for data.overlong, from the model while it is whole (not yet sharded)
+    budgets = [length_settings(stage["data"], model) for stage in stages]
     # the auxiliary-loss heads of the last stage that had them: its final/ or, just trained, in memory
     heads: Path | dict[str, Any] | None = None
     for i, (stage, sdir) in enumerate(zip(stages, dirs)):
@@ -102,7 +105,9 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
             heads = final if has_heads(final) else heads
         else:
             prefix = f"stages.{i}." if plain.get("stages") else ""
-            heads = _train_stage(stage, sdir, model, tokenizer, heads, cfg, plain, recipe, prefix, seed + i)
+            data = _with_encoder_id({**stage, "data": _with_budget(stage["data"], budgets[i])}, model, recipe)
+            heads = _train_stage({**stage, "data": data}, sdir, model, tokenizer, heads, cfg, plain, recipe, prefix,
+                                 seed + i)  # fmt: skip
         if stage.get("merge_lora_after") and model.has_lora:
             model.merge_lora()  # the next stage starts a fresh adapter on the merged weights
     return final
@@ -121,7 +126,7 @@ def _train_stage(stage: dict[str, Any], sdir: Path, model: VideoModel, tokenizer
     module = build_objective(stage, model, recipe, prefix)
     if heads is not None and (kept := load_heads(module, heads)):
         log.info("stage %s starts its %s head(s) from an earlier stage", stage["name"], " and ".join(kept))
-    datamodule = build_datamodule(_with_encoder_id(stage, model, recipe), tokenizer, recipe,
+    datamodule = build_datamodule(stage["data"], tokenizer, recipe,
                                   prefix=f"{prefix}data", collator_class=getattr(module, "collator_class", None),
                                   seed=int(plain.get("seed") or 0))  # fmt: skip
     stage = fit_val_interval(stage, datamodule)
@@ -147,17 +152,18 @@ def _train_stage(stage: dict[str, Any], sdir: Path, model: VideoModel, tokenizer
     return trained or heads  # a stage without heads (e.g. DPO) passes the earlier ones on
 
 
+def _with_budget(data: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:
+    """The data section with the model's length budget in the collator settings (``data.overlong``)."""
+    return {**data, "collator": {**(data.get("collator") or {}), **budget}}
+
+
 def _with_encoder_id(stage: dict[str, Any], model: VideoModel, recipe: str) -> dict[str, Any]:
-    """The stage's data section with what the collator learns from the model: the length budget of
-    ``data.overlong`` (max length, video tokens per clip) and, when the stage reads cached features, the
-    frozen encoder's identity."""
+    """The stage's data section with, when it reads cached features, the frozen encoder's identity."""
     from vidtempo.config.errors import RecipeError
     from vidtempo.data.feature_cache import encoder_fingerprint
-    from vidtempo.data.overlong import length_settings
 
     data = dict(stage["data"])
-    collator = {**(data.get("collator") or {}), **length_settings(data, model)}  # data.overlong's inputs
-    data["collator"] = collator
+    collator = dict(data.get("collator") or {})
     if not collator.get("feature_cache"):
         return data
     if stage["trainable"].get("vision_encoder"):

@@ -1,9 +1,10 @@
 """Distributed strategies from a recipe string.
 
-``fsdp`` on CUDA -> Lightning's ``FSDPStrategy`` (transformer blocks wrapped, ``use_orig_params`` so frozen
-and LoRA parameters can share units). On CPU, where Lightning's FSDP refuses to run, ``fsdp`` -> FSDP2
-through ``ModelParallelStrategy``; the objective's ``configure_model`` then shards each block with
-``fully_shard``. ``ddp`` works everywhere (gloo on CPU).
+``fsdp`` (or ``fsdp2``) means FSDP2 through Lightning's ``ModelParallelStrategy`` as pure data parallelism,
+on CPU (gloo) and CUDA (NCCL) alike: one code path, the one the CPU tests run. The objective's
+``configure_model`` shards every transformer block (LLM and towers) with ``fully_shard``, then the model, then
+each trained auxiliary module; ``bf16-mixed`` gets a ``MixedPrecisionPolicy`` (bf16 parameters for the
+all-gather and compute, fp32 gradient reduction). ``ddp`` works everywhere (gloo on CPU).
 """
 
 from __future__ import annotations
@@ -11,41 +12,50 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 
 
 def resolve_strategy(strategy: Any, accelerator: str = "auto", devices: Any = 1, num_nodes: int = 1) -> Any:
+    """``fsdp`` / ``fsdp2`` -> :class:`FSDP2Strategy` on every accelerator (one code path on CPU and CUDA);
+    anything else is passed to Lightning as is."""
     if not isinstance(strategy, str) or strategy not in ("fsdp", "fsdp2"):
         return strategy
-    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if strategy == "fsdp" and on_cuda:
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        return FSDPStrategy(auto_wrap_policy=_block_policy, use_orig_params=True, sharding_strategy="FULL_SHARD")
-    from lightning.pytorch.strategies import ModelParallelStrategy
-
-    world = (int(devices) if str(devices).isdigit() else 1) * int(num_nodes)
-    return ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1)
+    return FSDP2Strategy()
 
 
-def _block_policy(module: nn.Module, recurse: bool, nonwrapped_numel: int) -> bool:
-    """FSDP1 auto-wrap: wrap every LLM decoder block (and recurse into everything else)."""
-    if recurse:
-        return True
-    return type(module).__name__.endswith("DecoderLayer")
+class FSDP2Strategy(ModelParallelStrategy):
+    """Lightning's ``ModelParallelStrategy`` as pure data parallelism: every process of every node is one
+    FSDP2 replica (``data_parallel_size`` = world size, no tensor parallelism). Lightning's ``auto`` would make
+    the data-parallel size the number of nodes and shard tensors across each node's devices instead."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(data_parallel_size="auto", tensor_parallel_size=1, **kwargs)
+
+    def setup_environment(self) -> None:
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        super().setup_environment()
 
 
 def shard_for_strategy(module: Any) -> None:
     """Called from ``LightningModule.configure_model``: apply FSDP2 when the strategy is ModelParallel."""
-    from lightning.pytorch.strategies import ModelParallelStrategy
-
     if not isinstance(module.trainer.strategy, ModelParallelStrategy) or getattr(module, "_sharded", False):
         return
-    shard_objective(module, module.device_mesh["data_parallel"])
+    shard_objective(module, module.device_mesh["data_parallel"], mixed_precision_policy(module.trainer.precision))
     module._sharded = True
 
 
-def shard_objective(module: nn.Module, mesh: Any) -> list[str]:
+def mixed_precision_policy(precision: Any) -> Any:
+    """FSDP2's ``MixedPrecisionPolicy`` for a Lightning precision: ``bf16-mixed`` all-gathers and computes in
+    bf16 with gradients reduced in fp32; None (the parameters' own dtype) otherwise."""
+    if str(precision) != "bf16-mixed":
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+
+
+def shard_objective(module: nn.Module, mesh: Any, mp_policy: Any = None) -> list[str]:
     """FSDP2 for a whole objective: the blocks and root of ``module.model``, then every other child with
     trainable parameters (e.g. the per-frame saliency / tag heads), each as its own FSDP root.
 
@@ -54,12 +64,18 @@ def shard_objective(module: nn.Module, mesh: Any) -> list[str]:
     """
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
-    fully_shard_blocks(module.model, mesh)
-    extra = [name for name, child in module.named_children()
-             if name != "model" and any(p.requires_grad for p in child.parameters())]  # fmt: skip
-    for name in extra:
-        if not isinstance(getattr(module, name), FSDPModule):
-            fully_shard(getattr(module, name), mesh=mesh)
+    extra_kw = {"mp_policy": mp_policy} if mp_policy is not None else {}
+    fully_shard_blocks(module.model, mesh, **extra_kw)
+    extra = []
+    for name, child in module.named_children():
+        if name == "model" or not any(p.requires_grad for p in child.parameters()):
+            continue
+        # a container of losses (objective.aux) is never called itself: shard each member, which is
+        for part_name, part in ([(f"{name}.{k}", m) for k, m in child.items()] if isinstance(child, nn.ModuleDict)
+                                else [(name, child)]):  # fmt: skip
+            if any(p.requires_grad for p in part.parameters()) and not isinstance(part, FSDPModule):
+                fully_shard(part, mesh=mesh, **extra_kw)
+                extra.append(part_name)
     return extra
 
 
@@ -71,14 +87,24 @@ def full_state_dict(model: nn.Module) -> dict[str, Any]:
     return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
 
 
-def fully_shard_blocks(model: nn.Module, mesh: Any) -> None:
-    """FSDP2: shard every decoder block, then the root (used on CPU and with ModelParallelStrategy). A model
-    that an earlier stage already sharded is left as it is (``fully_shard`` applies once per module)."""
+BLOCK_NAMES = ("DecoderLayer", "EncoderLayer", "VisionBlock", "Dinov2Layer", "Block")  # class-name endings
+
+
+def is_block(module: nn.Module) -> bool:
+    """A transformer block of an LLM, a vision tower (SigLIP, CLIP, DINOv2, timm ViT, Qwen2.5-VL's ViT) or an
+    audio tower (Whisper): the unit FSDP2 shards on its own."""
+    return type(module).__name__.endswith(BLOCK_NAMES)
+
+
+def fully_shard_blocks(model: nn.Module, mesh: Any, **kwargs: Any) -> None:
+    """FSDP2: shard every block (LLM decoder blocks and the towers' blocks, frozen or not), then the root.
+    Frozen blocks get no gradient buffers (FSDP2 allocates gradients only for parameters that require them). A
+    model that an earlier stage already sharded is left as it is (``fully_shard`` applies once per module)."""
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
     if isinstance(model, FSDPModule):
         return
     for module in list(model.modules()):
-        if type(module).__name__.endswith("DecoderLayer"):
-            fully_shard(module, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        if module is not model and is_block(module):
+            fully_shard(module, mesh=mesh, **kwargs)
+    fully_shard(model, mesh=mesh, **kwargs)
