@@ -138,3 +138,44 @@ def test_inspect_reports_flops_per_part_per_stage(capsys):
     assert not flops.unmodelled and set(flops.parts) == set(report["stages"]["sft"])
     assert main(["inspect", str(recipe), "--text-tokens", "64"]) == 0
     assert "FLOP per sample, stage 'sft'" in capsys.readouterr().out
+
+
+def _towers():
+    from vidtempo.models.encoders.cnn import FrameCNN
+    from vidtempo.models.encoders.hf_vision import ClipEncoder, Dinov2Encoder
+    from vidtempo.models.encoders.mel_cnn import MelCNN
+    from vidtempo.models.encoders.presets import tiny_audio_encoder, tiny_vision_encoder
+
+    vit = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    return {
+        "siglip": tiny_vision_encoder(),
+        "clip": ClipEncoder({**vit, "intermediate_size": 64}, select_layer=-2),
+        "dinov2": Dinov2Encoder(vit, image_size=48),
+        "dinov2_swiglu": Dinov2Encoder({**vit, "use_swiglu_ffn": True}),
+        "frame_cnn": FrameCNN(out_dim=8, channels=(4, 8), image_size=32, grid=(2, 2)),
+        "whisper": tiny_audio_encoder(),
+        "mel_cnn": MelCNN(),
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["siglip", "clip", "dinov2", "dinov2_swiglu", "frame_cnn", "whisper", "mel_cnn"]
+)
+def test_tower_forward_flops_match_flop_counter(name):
+    from vidtempo.models.flops import _audio_ops, _vision_ops
+
+    enc = _towers()[name]
+    audio = name in ("whisper", "mel_cnn")
+    seconds = 45.0 if name == "whisper" else 5.0  # Whisper: two 30-s windows
+    ops = _audio_ops(enc, seconds) if audio else _vision_ops(enc).scaled(3)
+    inputs = (torch.randn(1, int(seconds * 16000)),) if audio else (torch.rand(3, 3, 40, 40),)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        enc(inputs[0], torch.tensor([inputs[0].shape[1]])) if audio else enc.encode(inputs[0])
+    predicted = ops.weight + ops.attn + ops.dead
+    assert abs(predicted / counter.get_total_flops() - 1) < 0.05, (predicted, counter.get_total_flops())

@@ -90,8 +90,8 @@ class FlopReport:
 class _Ops:
     """Forward FLOPs of one part, by kind: ``weight`` products (linear, conv), ``attn`` products (Q K^T, P V),
     ``first`` = the weight products that read the part's input directly (no activation gradient unless the
-    input carries one), ``lora`` = LoRA adapter products, ``dead`` = products whose output nothing reads
-    (computed in the forward, never differentiated)."""
+    input carries one), ``lora`` = LoRA adapter products, ``dead`` = forward-only products that nothing
+    differentiates (SigLIP's unused pooling head, the constant log-mel filterbank)."""
 
     weight: float = 0.0
     attn: float = 0.0
@@ -233,12 +233,15 @@ def _audio_ops(enc: nn.Module, seconds: float) -> _Ops | None:
         d, n_mels, steps = int(cfg.d_model), int(cfg.num_mel_bins), int(cfg.max_source_positions)
         windows = max(1, math.ceil(seconds * enc.sample_rate / enc.window_samples))
         conv = _linear(2 * steps, 3 * n_mels, d)
-        one = _Ops(weight=conv + _linear(steps, 3 * d, d), first=conv)
+        one = _Ops(
+            weight=conv + _linear(steps, 3 * d, d), first=conv, dead=_mel_filterbank(n_mels, 2 * steps)
+        )
         one += _Ops(weight=cfg.encoder_layers * (4 * _linear(steps, d, d) + 2 * _linear(steps, d, cfg.encoder_ffn_dim)),
                     attn=cfg.encoder_layers * _attention(steps, steps, d))  # fmt: skip
         return one.scaled(windows)
     if name == "MelCNN":
-        frames, ops, c_in = seconds * enc.sample_rate / 160.0, _Ops(), enc.n_mels
+        frames = max(int(seconds * enc.sample_rate), 1) // 160  # 10-ms log-mel frames
+        ops, c_in = _Ops(dead=_mel_filterbank(enc.n_mels, frames)), enc.n_mels
         for layer in enc.stages:
             if isinstance(layer, nn.Conv1d):
                 frames = math.ceil(frames / 2)
@@ -247,6 +250,12 @@ def _audio_ops(enc: nn.Module, seconds: float) -> _Ops | None:
                 c_in = layer.out_channels
         return _add(ops, _Ops(weight=_linear(frames, c_in, enc.out_dim)))
     return None
+
+
+def _mel_filterbank(n_mels: int, frames: int) -> float:
+    """The log-mel front end's one product: (n_mels, 201) filters x (201, frames) power spectrum (n_fft 400);
+    forward only (a constant filterbank on the waveform)."""
+    return _linear(frames, 201, n_mels)
 
 
 # ---------------------------------------------------------------------------------------------- compressors
