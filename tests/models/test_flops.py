@@ -179,3 +179,22 @@ def test_tower_forward_flops_match_flop_counter(name):
         enc(inputs[0], torch.tensor([inputs[0].shape[1]])) if audio else enc.encode(inputs[0])
     predicted = ops.weight + ops.attn + ops.dead
     assert abs(predicted / counter.get_total_flops() - 1) < 0.05, (predicted, counter.get_total_flops())
+
+
+@pytest.mark.parametrize("plan", list(PLANS))
+def test_audio_visual_video_llm_matches_flop_counter(plan):
+    """Tiny Whisper (8 s, one window) + pool compressor with per-frame audio: audio tower, its front end and the
+    compressor's audio projection."""
+    model = build_video_llm({"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
+                             "audio_encoder": {"_target_": "tiny"}, "llm": {"_target_": "tiny"},
+                             "compressor": {"_target_": "pool", "in_dim": 32, "audio_dim": 32}})  # fmt: skip
+    model.set_trainable(TrainableParts(**PLANS[plan], audio_encoder=plan == "all"))
+    ids = torch.randint(5, 100, (1, TEXT + 1))
+    ids[0, 3] = VIDEO_TOKEN_INDEX
+    video = VideoInputs(frames=torch.rand(1, FRAMES, 3, 32, 32), timestamps=torch.arange(FRAMES)[None] + 0.5,
+                        audio=torch.randn(1, 8 * 16000), audio_lengths=torch.tensor([8 * 16000]))  # fmt: skip
+    model.train(True)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(ids, torch.ones_like(ids), labels=ids.clamp(min=0), video=video).loss.backward()
+    predicted = model_flops(model, FRAMES, TEXT, audio_seconds=8.0).train
+    assert abs(predicted / counter.get_total_flops() - 1) < 0.05
