@@ -107,6 +107,11 @@ class _Ops:
         self.dead += other.dead
         return self
 
+    def __add__(self, other: _Ops) -> _Ops:
+        out = self.scaled(1.0)
+        out += other
+        return out
+
     def scaled(self, k: float) -> _Ops:
         return _Ops(self.weight * k, self.attn * k, self.first * k, self.lora * k, self.dead * k)
 
@@ -122,12 +127,9 @@ def _part(ops: _Ops, trainable: Any, grad_in: bool) -> tuple[PartFlops, bool]:
     bwd = act + 2 * ops.attn
     if trainable is True:
         bwd += ops.weight  # weight gradients
-    if (
-        trains
-    ):  # adapters present and trained (``"lora"``, or ``True`` on a LoRA-wrapped part): both gradients
-        bwd += 2 * ops.lora
-    else:  # frozen adapters behind a trained part: activation gradients only
-        bwd += ops.lora
+    # adapters trained (``"lora"``, or ``True`` on a LoRA-wrapped part): weight and activation gradients;
+    # frozen adapters behind a trained part: activation gradients only
+    bwd += (2 if trains else 1) * ops.lora
     return PartFlops(fwd, bwd), True
 
 
@@ -198,10 +200,8 @@ def _timm_vit(enc: nn.Module) -> _Ops:
     first = _linear(patches, conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1], conv.out_channels)
     ops = _Ops(weight=first, first=first)
     blocks = enc.model.blocks[: None if enc.block_index is None else enc.block_index + 1]
-    for block in blocks:
-        ops += _tokenwise(block, tokens)
-        ops.first -= _tokenwise(block, tokens).first  # only the patch conv reads the pixels
-        ops += _Ops(attn=_attention(tokens, tokens, enc.out_dim))
+    for block in blocks:  # only the patch conv reads the pixels: the blocks' products have no ``first``
+        ops += _Ops(weight=_tokenwise(block, tokens).weight, attn=_attention(tokens, tokens, enc.out_dim))
     return ops
 
 
@@ -215,14 +215,7 @@ def _frame_cnn(enc: nn.Module) -> _Ops:
             )
             ops += _Ops(weight=flops, first=flops if c_in == 3 else 0.0)
             c_in = layer.out_channels
-    return _add(ops, _Ops(weight=_linear(side * side, c_in, enc.proj.out_channels)))
-
-
-def _add(a: _Ops, b: _Ops) -> _Ops:
-    out = _Ops()
-    out += a
-    out += b
-    return out
+    return ops + _Ops(weight=_linear(side * side, c_in, enc.proj.out_channels))
 
 
 def _audio_ops(enc: nn.Module, seconds: float) -> _Ops | None:
@@ -248,7 +241,7 @@ def _audio_ops(enc: nn.Module, seconds: float) -> _Ops | None:
                 flops = _linear(frames, c_in * 3, layer.out_channels)
                 ops += _Ops(weight=flops, first=flops if c_in == enc.n_mels else 0.0)
                 c_in = layer.out_channels
-        return _add(ops, _Ops(weight=_linear(frames, c_in, enc.out_dim)))
+        return ops + _Ops(weight=_linear(frames, c_in, enc.out_dim))
     return None
 
 
