@@ -198,3 +198,15 @@ def test_audio_visual_video_llm_matches_flop_counter(plan):
         model(ids, torch.ones_like(ids), labels=ids.clamp(min=0), video=video).loss.backward()
     predicted = model_flops(model, FRAMES, TEXT, audio_seconds=8.0).train
     assert abs(predicted / counter.get_total_flops() - 1) < 0.05
+
+
+def test_the_flop_model_runs_no_encoder(monkeypatch):
+    """Under FSDP an encoder forward is a collective: the callback must not run one per new sample shape."""
+    model = _pool()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("model_flops ran the vision encoder")
+
+    monkeypatch.setattr(model.vision_encoder, "encode", refuse)
+    report = model_flops(model, FRAMES, TEXT)
+    assert report.video_tokens == FRAMES * 4 and not report.unmodelled

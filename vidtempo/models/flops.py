@@ -363,6 +363,10 @@ def _fuseformer(comp: nn.Module, frames: int, audio_seconds: float | None) -> _O
 def _compressor_ops(comp: nn.Module, frames: int, grid: tuple[int, int], audio_seconds: float | None,
                     text: int) -> _Ops | None:  # fmt: skip
     name, audio = type(comp).__name__, audio_seconds is not None
+    if not frames:  # a text-only sample: the compressor does not run
+        return _Ops()
+    if grid == (0, 0):  # the encoder's grid is unknown
+        return None
     if name == "TDCCompressor":
         return _tdc(comp, frames, grid, audio, text)
     if name == "SpatialPoolCompressor":
@@ -450,15 +454,12 @@ def _video_llm(model: Any, frames: int, text_tokens: int, audio_seconds: float |
                query_tokens: int, cached: bool) -> FlopReport:  # fmt: skip
     plan, unmodelled = model.trainable, []
     audio = audio_seconds if model.audio_encoder is not None else None
-    video = model.video_tokens(frames, audio is not None) if frames else 0
+    video, grid = _video_tokens(model, frames, audio is not None)  # grid (0, 0): unknown
     tokens = text_tokens + video
-    grid = _grid(model)
     ops: dict[str, _Ops | None] = {
         "vision_encoder": _vision_ops(model.vision_encoder),
         "audio_encoder": _audio_ops(model.audio_encoder, audio) if audio is not None else _Ops(),
-        "compressor": _compressor_ops(model.compressor, frames, grid, audio, query_tokens)
-        if frames
-        else _Ops(),
+        "compressor": _compressor_ops(model.compressor, frames, grid, audio, query_tokens),
         "projector": _tokenwise(model.projector, video),
         "llm": _decoder(model.llm.config, tokens),
     }
@@ -481,15 +482,25 @@ def _video_llm(model: Any, frames: int, text_tokens: int, audio_seconds: float |
     return FlopReport(parts, tokens, video, unmodelled)
 
 
-def _grid(model: Any) -> tuple[int, int]:
-    enc = model.vision_encoder
+def _grid(enc: nn.Module) -> tuple[int, int] | None:
+    """The (h, w) patch grid a vision encoder emits, from its attributes (None = not known without running it)."""
     grid = getattr(enc, "grid", None)
     if grid is not None:
         return (int(grid[0]), int(grid[1]))
+    if hasattr(enc, "towers"):  # ConcatEncoder without a grid: the first tower's
+        return _grid(enc.towers[0])
     if hasattr(enc, "patch"):  # PixelPatchEncoder
         g = enc.image_size // enc.patch
         return (g, g)
-    raise ValueError(f"model_flops: cannot tell the patch grid of {type(enc).__name__}")
+    return None
+
+
+def _video_tokens(model: Any, frames: int, audio: bool) -> tuple[int, tuple[int, int]]:
+    """(video tokens, patch grid) by arithmetic: no encoder runs (under FSDP a forward would be a collective)."""
+    grid = _grid(model.vision_encoder)
+    if grid is None:  # an unknown encoder: ask the model, which encodes one blank frame
+        return (model.video_tokens(frames, audio) if frames else 0), (0, 0)
+    return int(model.compressor.num_tokens(frames, grid, audio)), grid
 
 
 def _native_qwen(
