@@ -126,6 +126,19 @@ def shapes_work(
     return flops, tokens
 
 
+def batch_size(batch: Any) -> int:
+    """Samples in a batch: ``len(batch)``, else the rows of its first tensor field (0 if none).
+
+    Example:
+        >>> batch_size([1, 2, 3]), batch_size(object())
+        (3, 0)
+    """
+    if hasattr(batch, "__len__"):
+        return len(batch)
+    tensors = [v for v in getattr(batch, "__dict__", {}).values() if isinstance(v, torch.Tensor) and v.dim()]
+    return int(tensors[0].shape[0]) if tensors else 0
+
+
 def _audio_seconds(model: Any, batch: Any, like: torch.Tensor) -> torch.Tensor:
     """(B,) seconds of audio per sample, -1 without audio (or without an audio encoder)."""
     if batch.audio is None or getattr(model, "audio_encoder", None) is None:
@@ -180,7 +193,8 @@ class ThroughputMonitor(L.Callback):
     ) -> None:
         if self._start is None:
             return
-        self._samples += len(batch)
+        size = batch_size(batch)
+        self._samples += size
         model = getattr(pl_module, "model", None)
         shapes = batch_shapes(model, batch) if model is not None and not self._failed else None
         self._failed = self._failed or shapes is None
@@ -194,7 +208,7 @@ class ThroughputMonitor(L.Callback):
         metrics = throughput_metrics(flops, self._samples, tokens, now - self._start, self._peak)
         if self._failed:  # no FLOP model for this model or objective: samples/s only
             metrics = {"perf/samples_per_s": metrics["perf/samples_per_s"]}
-        pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch), sync_dist=False)
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=max(size, 1), sync_dist=False)
         self._reset(now)
 
     def _work(self, model: Any) -> tuple[float, int]:
