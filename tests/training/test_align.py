@@ -318,3 +318,60 @@ def test_vtc_negatives_are_all_gathered_over_two_gloo_processes(tmp_path: Path):
         expected.backward()  # the same loss in one process, the other rank's rows as constants
         assert float(got["loss"]) == pytest.approx(expected.item(), rel=1e-5)
         torch.testing.assert_close(got["grad"], local_v.grad)
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        {"compressor": True, "projector": True, "llm": False},  # bridge
+        {"compressor": True, "projector": True, "llm": "lora"},  # temporal / dialogue
+    ],
+    ids=["bridge", "lora"],
+)
+def test_sft_stages_train_every_trainable_part_and_no_frozen_one(plan):
+    from vidtempo.data.collate import VideoTextBatch
+    from vidtempo.models.interfaces import TrainableParts
+    from vidtempo.training.sft import SFTModule
+
+    model = tiny_model()
+    model.set_trainable(TrainableParts(**plan))
+    ids = torch.tensor([[5, -200, 7, 8, 9], [6, -200, 9, 10, 0]])
+    mask = (ids != 0).long()
+    video = toy_batch(audio_lengths=[8000, 0, 8000, 0])
+    batch = VideoTextBatch(input_ids=ids, attention_mask=mask, labels=ids.clamp(min=0) * mask, frames=video.frames[:2],
+                           frame_mask=video.frame_mask[:2], timestamps=video.timestamps[:2], audio=video.audio[:2],
+                           audio_lengths=video.audio_lengths[:2])  # fmt: skip
+    loss, _ = SFTModule(model, optim={"lr": 1e-3}).compute_loss(batch, "train")
+    loss.backward()
+    from vidtempo.models.compressors.t_fuseformer import is_text_path
+
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and not any(
+        is_text_path(n.removeprefix("compressor.")) for n in trainable if n.startswith("compressor.")
+    )
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+    assert [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None] == []
+
+
+def test_stage_hand_off_keeps_the_aligned_weights(tmp_path, monkeypatch):
+    """Two stages of the tiny recipe (align, then bridge with the compressor frozen): the bridge stage's final
+    compressor (text paths included) equals the align stage's, while its projector trained."""
+    from safetensors.torch import load_file
+
+    from vidtempo.config.load import load_recipe
+    from vidtempo.training.run import train
+
+    monkeypatch.setenv("VIDTEMPO_DATA", str(tmp_path / "data"))
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "damo_synth.yaml"
+    cfg = load_recipe(recipe, [f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2", "data.batch_size=4",
+                               "data.num_workers=0", "trainer.log_every_n_steps=1"])  # fmt: skip
+    cfg.data.train.num_videos, cfg.data.train.max_duration = 10, 8
+    cfg.stages = cfg.stages[:2]
+    cfg.stages[0].data.batch_size = 4
+    cfg.stages[1].trainable.compressor = False
+    train(cfg)
+    aligned = load_file(str(tmp_path / "run" / "0_align" / "final" / "model.safetensors"))
+    bridged = load_file(str(tmp_path / "run" / "1_bridge" / "final" / "model.safetensors"))
+    names = [k for k in aligned if k.startswith("compressor.")]
+    assert names and all(torch.equal(aligned[k], bridged[k]) for k in names)
+    assert any(not torch.equal(aligned[k], bridged[k]) for k in aligned if k.startswith("projector."))
