@@ -21,6 +21,8 @@ BENCHMARK_NAMES = (
     "charades_sta",
     "activitynet_grounding",
     "msrvtt_retrieval",
+    "msvd_retrieval",
+    "synth_retrieval",
     "videomme",
     "mvbench",
     "egoschema",
