@@ -85,10 +85,11 @@ def _two_step_config(recipe: Path, tmp_path: Path, overrides: tuple[str, ...] | 
     for stage in cfg.get("stages") or []:
         if "trainer" in stage:
             stage.trainer.max_steps = 2
-    for split in ("train", "val"):  # a small TempoSynth set keeps this test fast
-        node = cfg.data.get(split)
-        if node is not None and node.get("_target_") == "synth":
-            node.root, node.num_videos, node.max_duration = str(tmp_path / "synth"), 10, 8
+    for data in [cfg.data, *(st.data for st in cfg.get("stages") or [] if st.get("data"))]:
+        for split in ("train", "val"):  # a small TempoSynth set keeps this test fast (stages' own data too)
+            node = data.get(split)
+            if node is not None and node.get("_target_") == "synth":
+                node.root, node.num_videos, node.max_duration = str(tmp_path / "synth"), 10, 8
     return cfg
 
 
