@@ -70,7 +70,8 @@ def _renamed(key: str) -> str:
 def head_state(objective: Any) -> dict[str, Any]:
     """``{"<head>.<param>": tensor}`` of every per-frame head, unsharded (a collective under FSDP2: every rank
     must call it)."""
-    return {f"{name}.{k}": v for name, head in _heads(objective).items() for k, v in full_state_dict(head).items()}
+    return {f"{name}.{k}": v for name, head in _heads(objective).items()
+            for k, v in full_state_dict(head, every_rank=True).items()}  # fmt: skip
 
 
 def save_heads(objective: Any, directory: str | Path, state: dict[str, Any] | None = None) -> Path | None:

@@ -79,12 +79,24 @@ def shard_objective(module: nn.Module, mesh: Any, mp_policy: Any = None) -> list
     return extra
 
 
-def full_state_dict(model: nn.Module) -> dict[str, Any]:
-    """Unsharded state dict (a collective under FSDP2: every rank must call it); plain otherwise."""
+def full_state_dict(model: nn.Module, every_rank: bool = False) -> dict[str, Any]:
+    """Unsharded state dict; plain for an unsharded model. Under FSDP2 a collective (every rank must call it)
+    that gathers each tensor to rank 0's CPU memory one at a time: rank 0 gets the full state, the other ranks
+    an empty dict, and no rank ever holds a full copy on its device. ``every_rank``: every rank gets the full
+    state (for small modules every rank needs, e.g. auxiliary heads handed to the next stage)."""
     state = model.state_dict()
     if not any(hasattr(v, "full_tensor") for v in state.values()):
         return state
-    return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
+    if every_rank:
+        return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    gathered = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if gathered:  # rank 0: keep every key the plain state dict has (tied weights share one tensor)
+        for key, value in state.items():
+            if key not in gathered and not hasattr(value, "full_tensor"):
+                gathered[key] = value
+    return gathered
 
 
 BLOCK_NAMES = ("DecoderLayer", "EncoderLayer", "VisionBlock", "Dinov2Layer", "Block")  # class-name endings
