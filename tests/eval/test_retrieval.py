@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,17 @@ from vidtempo.eval.retrieval import group_pairs, load_msrvtt, load_msvd, query_r
 from vidtempo.eval.runner import run_eval
 
 ROOT = Path(__file__).resolve().parents[2]
-MSRVTT_1KA = ROOT.parent / "shared" / "data" / "annotations" / "msrvtt" / "MSRVTT_JSFUSION_test.csv"
+
+
+def msrvtt_1ka() -> Path:
+    """The real MSR-VTT 1k-A test CSV under the workplace's shared/ folder (``VIDTEMPO_SHARED``); the test is
+    skipped where it is absent, as the other real-annotation tests are."""
+    shared = Path(os.environ.get("VIDTEMPO_SHARED", ROOT.parent / "shared"))
+    path = shared / "data" / "annotations" / "msrvtt" / "MSRVTT_JSFUSION_test.csv"
+    if not path.is_file():
+        pytest.skip(f"shared annotations not found at {path} (set VIDTEMPO_SHARED)")
+    return path
+
 COMP = {"_target_": "t_fuseformer", "in_dim": 32, "width": 16, "num_heads": 2, "depth": 1, "visual_queries": 6,
         "audio_queries": 2, "fusion_tokens": 4, "num_queries": 4, "local_grid": [2, 2], "dropout": 0.0,
         "qformer": {"preset": "tiny", "initializer_range": 0.2}, "embed_dim": 16}  # fmt: skip
@@ -49,7 +60,7 @@ def msrvtt_few(tmp_path_factory) -> tuple[Path, Path]:
     from vidtempo.data.testing import make_test_video
 
     root = tmp_path_factory.mktemp("msrvtt")
-    with MSRVTT_1KA.open(newline="") as f:
+    with msrvtt_1ka().open(newline="") as f:
         rows = list(csv.DictReader(f))[:5]
     for n, row in enumerate(rows):
         make_test_video(root / f"{row['video_id']}.mp4", duration=1.5 + 0.5 * n, fps=4, size=(32, 32),
@@ -63,7 +74,7 @@ def msrvtt_few(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_the_real_msrvtt_1ka_csv_parses_into_a_diagonal_task():
-    pairs = load_msrvtt(BenchmarkSource(str(MSRVTT_1KA), "/videos"))
+    pairs = load_msrvtt(BenchmarkSource(str(msrvtt_1ka()), "/videos"))
     assert len(pairs.videos) == len(pairs.texts) == 1000 and pairs.text_to_video == list(range(1000))
     assert (
         pairs.videos[0] == "/videos/video9770.mp4"
@@ -157,8 +168,8 @@ def test_a_model_without_alignment_heads_is_refused(checkpoint, tmp_path, tokeni
         EvalError, match="alignment head.*VideoLLM only generates text.*compressor TFuseformerCompressor"
     ):
         run_eval(
-            recipe, tmp_path / "c", "msrvtt_retrieval", annotations=str(MSRVTT_1KA), out_dir=tmp_path / "o"
+            recipe, tmp_path / "c", "msrvtt_retrieval", annotations=str(msrvtt_1ka()), out_dir=tmp_path / "o"
         )
     with pytest.raises(EvalError, match="rerank_k: expected an integer"):
-        run_eval(recipe, checkpoint, "msrvtt_retrieval", annotations=str(MSRVTT_1KA), out_dir=tmp_path / "o",
+        run_eval(recipe, checkpoint, "msrvtt_retrieval", annotations=str(msrvtt_1ka()), out_dir=tmp_path / "o",
                  overrides=["+eval.benchmarks.msrvtt_retrieval.rerank_k=-1"])  # fmt: skip
