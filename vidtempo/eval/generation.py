@@ -23,6 +23,7 @@ from vidtempo.eval.generation_log import GenerationLog, item_row, permutation_me
 from vidtempo.eval.likelihood import likelihood_rows
 from vidtempo.eval.settings import EvalSettings
 from vidtempo.models.interfaces import VideoModel
+from vidtempo.utils.progress import progress_bar
 
 
 def generate_texts(model: VideoModel, tokenizer: Any, batch: Any, max_new_tokens: int) -> list[str]:
@@ -61,29 +62,6 @@ class Job:
 
     condition: str
     items: list[EvalItem]
-
-
-def progress_bar(enabled: bool) -> Any:
-    """A rich progress bar (disabled: no output)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
 
 
 def run_generation(

@@ -135,9 +135,9 @@ def answer_pairs(
     questions = [dataclasses.replace(s, messages=s.messages[:-1]) for s in samples]
     passes = [(k, int(m)) for m in settings.magnitudes for k in settings.perturbations]
     counts: Counter[str] = Counter(passes_done=len(status["passes"]))
-    from vidtempo.prefgen.pairs import progress_bar
+    from vidtempo.prefgen.pairs import prefgen_progress
 
-    with progress_bar(progress) as bar:
+    with prefgen_progress(progress) as bar:
         task = bar.add_task("answer pairs", total=len(passes) + 1, completed=len(status["passes"]), note="")
         if settings.chosen == "self":
             chosen = generate(questions, None)

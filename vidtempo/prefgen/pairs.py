@@ -49,6 +49,7 @@ import numpy as np
 from vidtempo.data.perturb import PERTURBATIONS, perturb_indices, rng_for
 from vidtempo.prefgen.captions import CaptionSettings
 from vidtempo.prefgen.select import Selection, SelectSettings
+from vidtempo.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -432,21 +433,9 @@ def video_ids(paths: Sequence[Path]) -> list[str]:
             for p in paths]  # fmt: skip
 
 
-def progress_bar(enabled: bool) -> Any:
+def prefgen_progress(enabled: bool) -> Any:
     """The prefgen progress bar (tasks take a ``note`` field); disabled = silent."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    note = TextColumn("{task.fields[note]}")
-    columns = (TextColumn("[bold]prefgen"), BarColumn(), MofNCompleteColumn(), note, TimeElapsedColumn(),
-               TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
-    return Progress(*columns, disable=not enabled)
+    return progress_bar(enabled, title="prefgen")
 
 
 def run_prefgen(
@@ -482,7 +471,7 @@ def run_prefgen(
     counts: Counter[str] = Counter()
     todo = [(p, v) for p, v in zip(paths, ids) if v not in writer.done]
     counts["skipped_finished"] = len(paths) - len(todo)
-    with progress_bar(progress) as bar:
+    with prefgen_progress(progress) as bar:
         task = bar.add_task("prefgen", total=len(paths), completed=len(paths) - len(todo), note="")
         for path, vid in todo:
             torch.manual_seed(int(rng_for(settings.pairs.seed, vid, "torch").integers(2**31)))
@@ -512,6 +501,6 @@ def run_prefgen(
 __all__ = [
     "CAPTION_INSTRUCTIONS", "DOMAINS", "PairSettings", "PairWriter", "PrefgenError", "PrefgenSettings",
     "VideoResult",
-    "build_pairs", "find_videos", "pair_filter_reason", "progress_bar", "rng_for", "run_prefgen", "video_ids", "video_units",
+    "build_pairs", "find_videos", "pair_filter_reason", "prefgen_progress", "rng_for", "run_prefgen", "video_ids", "video_units",
     "write_perturbed_video",
 ]  # fmt: skip

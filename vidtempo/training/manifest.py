@@ -68,7 +68,7 @@ def check_manifest(out: Path, settings: dict[str, Any], started: dict[str, bool]
     except (OSError, json.JSONDecodeError) as err:
         raise RecipeError(f"{path} is unreadable ({err}); move it away to start the run afresh", recipe=recipe,
                           key="output_dir") from err  # fmt: skip
-    changes = [f"{k}" for k in flat_diff(saved.get("global"), settings["global"])]
+    changes = flat_diff(saved.get("global"), settings["global"])
     for name, stage in settings["stages"].items():
         if started.get(name) and name in (saved.get("stages") or {}):
             changes += [f"stage {name}: {d}" for d in flat_diff(saved["stages"][name], stage)]
