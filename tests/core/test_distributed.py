@@ -88,6 +88,36 @@ def test_lora_merged_under_fsdp2_gives_the_weights_of_one_process(video_dir: Pat
 
 
 @pytest.mark.distributed
+def test_lora_under_fsdp2_saves_the_adapter_only_like_one_process(video_dir: Path, tmp_path: Path):
+    """An unmerged LoRA stage on a pretrained LLM: ``final/`` holds the adapter and the non-LLM weights, never
+    the frozen base LLM (which is not even gathered), plus peft's ``adapter/`` written from the gathered
+    factors; the same files as one process, and the checkpoint reloads onto the base weights."""
+    from vidtempo.models.checkpoint import load_pretrained
+    from vidtempo.models.llms.presets import tiny_llm
+
+    torch.manual_seed(0)
+    base = tmp_path / "base_llm"
+    tiny_llm().model.save_pretrained(base)
+    stages = (f"model:\n  llm: {{_target_: hf_causal_lm, name_or_path: {base}}}\n  trainable: {{llm: lora}}\n"
+              "  lora: {r: 4, alpha: 8, dropout: 0.0}\nstages:\n  - {name: sft}\n")
+    recipe = write_recipe(video_dir, tmp_path, stages)
+    finals = {}
+    for name, args in (("one", ()), ("two", ("trainer.devices=2", "trainer.strategy=fsdp", "data.batch_size=1"))):
+        finals[name] = run_train(recipe, tmp_path / name, *args).parent.parent / "0_sft" / "final"
+    one, two = (load_file(str(finals[n] / "model.safetensors")) for n in ("one", "two"))
+    assert one.keys() == two.keys() and not [k for k in two if k.startswith("llm.") and "lora_" not in k]
+    assert any(two[k].abs().max() > 0 for k in two if "lora_B" in k)  # the adapters moved
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    peft_one, peft_two = (load_file(str(finals[n] / "adapter" / "adapter_model.safetensors")) for n in ("one", "two"))
+    assert peft_one.keys() == peft_two.keys() and peft_two
+    for key in peft_one:
+        torch.testing.assert_close(peft_two[key], peft_one[key], rtol=1e-4, atol=1e-5, msg=key)
+    model, _, config = load_pretrained(finals["two"])
+    assert config["adapter_only"] and model.has_lora
+
+
+@pytest.mark.distributed
 def test_fsdp2_on_two_cpu_processes_matches_one_process(video_dir: Path, tmp_path: Path):
     # with grouped batches: Lightning cannot re-wrap that batch sampler (it stopped with a TypeError), the
     # datamodule shards it. Every clip here is a different video, so the grouped batches are the plain ones.

@@ -199,3 +199,15 @@ def test_return_hidden_gives_the_final_states_aligned_with_the_logits(tokenizer)
     # the logits are the LM head applied to exactly these states
     head = model.llm.model.get_output_embeddings()
     torch.testing.assert_close(head(full.last_hidden_state), full.logits)
+
+
+def test_a_stage_cannot_silently_change_the_settings_of_an_adapter_the_model_already_has():
+    from vidtempo.models.lora import LoraSettings
+    from vidtempo.training.run import _stage_lora
+
+    model = build_video_llm(node(trainable={"llm": "lora"}))  # default adapter (r 8, dropout 0.05) at build
+    assert _stage_lora(model, {}, "stages.1.lora") == LoraSettings()  # the same settings: accepted
+    with pytest.raises(ValueError, match=r"stages.1.lora: the model already has a LoRA adapter"):
+        _stage_lora(model, {"r": 4, "alpha": 8, "dropout": 0.0}, "stages.1.lora")
+    fresh = build_video_llm(node())  # no adapter yet: the stage's settings are the ones it gets
+    assert _stage_lora(fresh, {"r": 4}, "lora") == LoraSettings(r=4)

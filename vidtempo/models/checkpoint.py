@@ -37,8 +37,16 @@ ADAPTER_DIR = "adapter"
 COMPRESSOR_TOKENIZER_DIR = "compressor_tokenizer"
 
 
-def _is_llm_base(key: str) -> bool:
+def is_llm_base(key: str) -> bool:
+    """A weight of the base LLM (not a LoRA factor): left out of an adapter-only checkpoint."""
     return key.startswith("llm.") and "lora_" not in key
+
+
+def saves_adapter_only(model: VideoModel) -> bool:
+    """Whether :func:`save_pretrained` stores only the adapter by default: the LLM has LoRA, a source to reload
+    its base weights from, and base weights that were neither trained nor merged."""
+    source = getattr(model.llm, "name_or_path", None)
+    return bool(model.has_lora and source and not getattr(model, "base_modified", False))
 
 
 def save_pretrained(
@@ -58,13 +66,13 @@ def save_pretrained(
     out.mkdir(parents=True, exist_ok=True)
     base_source = getattr(model.llm, "name_or_path", None)
     if adapter_only is None:
-        adapter_only = bool(model.has_lora and base_source and not getattr(model, "base_modified", False))
+        adapter_only = saves_adapter_only(model)
     if adapter_only and not base_source:
         raise ValueError("adapter_only needs an LLM with a name_or_path to reload its base weights from")
     tensors, aliases = {}, {}
     seen: dict[int, str] = {}
     for key, value in (state_dict if state_dict is not None else model.state_dict()).items():
-        if adapter_only and _is_llm_base(key):
+        if adapter_only and is_llm_base(key):
             continue
         ptr = value.data_ptr()
         if ptr in seen and value.numel():  # tied weights: store once, record the alias
@@ -73,8 +81,8 @@ def save_pretrained(
         seen[ptr] = key
         tensors[key] = value.detach().contiguous().cpu()
     save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
-    if model.has_lora and state_dict is None:  # peft's own adapter format (unsharded models only)
-        model.llm.model.save_pretrained(str(out / ADAPTER_DIR))
+    if model.has_lora:  # peft's own adapter format too (from the gathered weights when sharded)
+        _save_peft_adapter(model, out / ADAPTER_DIR, state_dict)
     config = {
         "format_version": 1,
         "vidtempo_version": __version__,
@@ -91,6 +99,18 @@ def save_pretrained(
     if text_tokenizer is not None and hasattr(text_tokenizer, "save_pretrained"):
         text_tokenizer.save_pretrained(str(out / COMPRESSOR_TOKENIZER_DIR))
     return out
+
+
+def _save_peft_adapter(model: VideoModel, directory: Path, state_dict: dict[str, Any] | None) -> None:
+    """``adapter/`` as peft writes it; ``state_dict`` (keys of the whole model, e.g. gathered from FSDP2
+    shards) supplies the LoRA factors when the model's own parameters are sharded."""
+    peft_model = model.llm.model
+    if state_dict is None:
+        peft_model.save_pretrained(str(directory))
+        return
+    prefix = next(name for name, module in model.named_modules() if module is peft_model) + "."
+    own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix) and "lora_" in k}
+    peft_model.save_pretrained(str(directory), state_dict=own)
 
 
 def restore_compressor_tokenizer(model: VideoModel, directory: str | Path) -> bool:
@@ -207,7 +227,7 @@ def load_pretrained(
     weights = {"llm": config["llm_base"]} if config["adapter_only"] else None
     model = build_video_llm(config["model"], weights=weights)
     missing, unexpected = load_weights_into(model, directory, config)
-    bad_missing = [k for k in missing if not (config["adapter_only"] and _is_llm_base(k))]
+    bad_missing = [k for k in missing if not (config["adapter_only"] and is_llm_base(k))]
     if bad_missing or unexpected:
         raise ValueError(
             f"checkpoint {directory} does not match its model config: missing {bad_missing[:5]}, "

@@ -21,7 +21,14 @@ from omegaconf import DictConfig
 from vidtempo.config.load import recipe_path, resolve_recipe, save_recipe, to_yaml
 from vidtempo.data.overlong import length_settings
 from vidtempo.models.build import build_video_llm
-from vidtempo.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_weights_into, save_pretrained
+from vidtempo.models.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    is_llm_base,
+    load_weights_into,
+    save_pretrained,
+    saves_adapter_only,
+)
 from vidtempo.models.interfaces import TrainableParts, VideoModel
 from vidtempo.models.lora import LoraSettings
 from vidtempo.training.build import (
@@ -96,7 +103,7 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
         if i:  # each later stage starts from its own seed: a resumed run draws what an uninterrupted one drew
             L.seed_everything(seed + i, workers=True)
         if stage.get("lora"):
-            model.lora = LoraSettings(**stage["lora"])  # used by the adapter this stage creates
+            model.lora = _stage_lora(model, stage["lora"], f"stages.{i}.lora" if plain.get("stages") else "lora")
         model.set_trainable(TrainableParts(**stage["trainable"]))
         final = sdir / "final"
         if is_complete(final, legacy=LEGACY_LAST_FILE):
@@ -111,6 +118,17 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
         if stage.get("merge_lora_after") and model.has_lora:
             model.merge_lora()  # the next stage starts a fresh adapter on the merged weights
     return final
+
+
+def _stage_lora(model: VideoModel, settings: dict[str, Any], key: str) -> LoraSettings:
+    """The settings of the adapter a stage creates. A model that already carries an adapter (from
+    ``model.trainable`` or an earlier, unmerged stage) keeps it, so different settings would be ignored: refused."""
+    wanted = LoraSettings(**settings)
+    current = model.lora or LoraSettings()
+    if model.has_lora and wanted != current:
+        raise ValueError(f"{key}: the model already has a LoRA adapter ({current}), so these settings would be "
+                         "ignored; set them under model.lora, or merge the earlier adapter (merge_lora_after)")
+    return wanted
 
 
 def stage_started(stage_dir: Path) -> bool:
@@ -140,12 +158,14 @@ def _train_stage(stage: dict[str, Any], sdir: Path, model: VideoModel, tokenizer
         raise RunInterrupted(f"interrupted at step {trainer.global_step} of stage {stage['name']}; checkpoint "
                              f"saved in {sdir / 'checkpoints'}. Re-run the same command to resume")  # fmt: skip
     module.skips.check_final()  # a run whose data mostly failed to decode must not produce a final/
-    state = full_state_dict(model)  # collective when sharded: every rank takes part
+    adapter_only = saves_adapter_only(model)  # then the frozen base LLM is never gathered
+    state = full_state_dict(model, keep=(lambda k: not is_llm_base(k)) if adapter_only else None)  # collective
     trained = head_state(module)
     if trainer.is_global_zero:
         info = {"stage": stage["name"], "global_step": trainer.global_step}
         with atomic_dir(sdir / "final", info=info) as tmp:
             save_pretrained(model, tmp, model_config=plain["model"], tokenizer=tokenizer, state_dict=state,
+                            adapter_only=adapter_only,
                             extra={"stage": stage["name"], "recipe": recipe})  # fmt: skip
             save_heads(module, tmp, trained)
             save_recipe(cfg, tmp)

@@ -9,6 +9,7 @@ all-gather and compute, fp32 gradient reduction). ``ddp`` works everywhere (gloo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -79,16 +80,22 @@ def shard_objective(module: nn.Module, mesh: Any, mp_policy: Any = None) -> list
     return extra
 
 
-def full_state_dict(model: nn.Module, every_rank: bool = False) -> dict[str, Any]:
+def full_state_dict(model: nn.Module, every_rank: bool = False,
+                    keep: Callable[[str], bool] | None = None) -> dict[str, Any]:
     """Unsharded state dict; plain for an unsharded model. Under FSDP2 a collective (every rank must call it)
     that gathers each tensor to rank 0's CPU memory one at a time: rank 0 gets the full state, the other ranks
     an empty dict, and no rank ever holds a full copy on its device. ``every_rank``: every rank gets the full
-    state (for small modules every rank needs, e.g. auxiliary heads handed to the next stage)."""
+    state (for small modules every rank needs, e.g. auxiliary heads handed to the next stage). ``keep``: only
+    the keys it accepts are gathered (an adapter-only save never gathers the frozen base LLM)."""
     state = model.state_dict()
+    if keep is not None:
+        state = {k: v for k, v in state.items() if keep(k)}
     if not any(hasattr(v, "full_tensor") for v in state.values()):
         return state
     if every_rank:
         return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
+    if keep is not None:
+        return _gather_to_rank0(state)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     gathered = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -97,6 +104,20 @@ def full_state_dict(model: nn.Module, every_rank: bool = False) -> dict[str, Any
             if key not in gathered and not hasattr(value, "full_tensor"):
                 gathered[key] = value
     return gathered
+
+
+def _gather_to_rank0(state: dict[str, Any]) -> dict[str, Any]:
+    """Each DTensor all-gathered in turn (every rank calls, same key order), kept on rank 0's CPU only."""
+    import torch.distributed as dist
+
+    rank0 = dist.get_rank() == 0
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        full = value.full_tensor() if hasattr(value, "full_tensor") else value
+        if rank0:
+            out[key] = full.detach().cpu()
+        del full
+    return out
 
 
 BLOCK_NAMES = ("DecoderLayer", "EncoderLayer", "VisionBlock", "Dinov2Layer", "Block")  # class-name endings
