@@ -313,3 +313,25 @@ def test_a_copied_recipe_whose_val_interval_exceeds_a_small_epoch_validates_once
     assert (final / "COMPLETE").is_file()
     assert "trainer.val_check_interval=20 is more than the 2 training batches" in caplog.text
     assert any(r.get("val/loss") for r in csv_rows(final.parent))  # it did validate
+
+
+def test_metrics_csv_appends_each_save_and_drops_a_row_cut_short_by_a_crash(tmp_path):
+    from vidtempo.training.csv_log import ResumableCSVLogger
+
+    path = tmp_path / "logs" / "metrics.csv"
+    logger = ResumableCSVLogger(tmp_path, name="logs", version="")
+    logger.log_metrics({"train/loss": 2.0}, step=0)
+    logger.save()
+    inode = path.stat().st_ino
+    logger.log_metrics({"train/loss": 1.5}, step=1)
+    logger.save()
+    assert path.stat().st_ino == inode  # appended in place, not rewritten
+    logger.log_metrics({"train/loss": 1.25, "val/loss": 3.0}, step=2)
+    logger.save()  # a new column: the whole file rewritten with it
+    assert path.read_text().split() == ["step,train/loss,val/loss", "0,2.0,", "1,1.5,", "2,1.25,3.0"]
+    with open(path, "a") as f:
+        f.write("3,1.1")  # killed in the middle of an append: no newline
+    resumed = ResumableCSVLogger(tmp_path, name="logs", version="")
+    resumed.log_metrics({"train/loss": 1.0}, step=3)
+    resumed.save()
+    assert path.read_text().split() == ["step,train/loss,val/loss", "0,2.0,", "1,1.5,", "2,1.25,3.0", "3,1.0,"]
