@@ -193,6 +193,11 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
         "msrvtt": ("vidtempo.data.datasets:MSRVTTDataset", "MSR-VTT retrieval pairs (CSV)"),
         "multiple_choice": ("vidtempo.data.datasets:MultipleChoiceDataset", "A-E multiple-choice QA"),
         "preference": ("vidtempo.data.datasets:PreferenceDataset", "chosen/rejected preference pairs"),
+        "swift_preference": (
+            "vidtempo.data.swift:SwiftPreferenceDataset",
+            "ms-swift DPO records (rejected_response; TEMPLE's per-magnitude files)",
+        ),
+        "mixture": ("vidtempo.data.mixture:MixtureDataset", "several datasets drawn in proportion to weights"),
         "synth": ("vidtempo.synth.dataset:SynthConversations", "TempoSynth conversations (generated on first use)"),
         "synth_captions": ("vidtempo.synth.captions:SynthCaptions", "TempoSynth (video, caption) pairs (align)"),
         "synth_preference": (

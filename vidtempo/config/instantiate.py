@@ -36,6 +36,7 @@ KEY_TO_KIND = {
     "objective": "objective",
     "module": "objective",
     "dataset": "dataset",
+    "datasets": "dataset",  # the children of a dataset mixture (``_target_: mixture``)
     "train": "dataset",
     "val": "dataset",
     "test": "dataset",

@@ -210,10 +210,17 @@ class ConversationDataset(AnnotationDataset[ConversationSample]):
 
     Records: ``{"id"?, "video"?, "audio"?, "start"?, "end"?, "conversations": [{"from": "human"|"gpt"|"system",
     "value": ...}]}`` or ``{"messages": [{"role", "content"}], "videos": [path]}``. ``<image>`` becomes
-    ``<video>``. A record without a video is a text-only sample (``video=None``), and one without an assistant
-    turn has nothing to train on (a prompt for generation), unless ``require_video`` / ``require_answer``:
-    then such a record fails the load with one line naming the file and the record id. An empty file or an
-    empty list fails too (``allow_empty`` lets it through).
+    ``<video>``. A LLaVA image record (``"image": "x.jpg"``, or ``"images": [path]`` in the messages form) is a
+    1-frame video: its ``video`` is the image path and ``meta["media"]`` is ``"image"`` (``load_clip`` decodes
+    an image suffix as one frame). A record without a video is a text-only sample (``video=None``), and one
+    without an assistant turn has nothing to train on (a prompt for generation), unless ``require_video`` /
+    ``require_answer``: then such a record fails the load with one line naming the file and the record id. An
+    empty file or an empty list fails too (``allow_empty`` lets it through).
+
+    ``answer_time_format`` (a codec name of ``vidtempo.data.timestamps.CODECS``) rewrites the time values of
+    every turn in that codec's format (``vidtempo.data.answer_times``): VTimeLLM placeholders (``"From <s0> to
+    <e0>."`` with ``meta.token``; ``meta.split`` gives the clip bounds) and intervals written in seconds. A record
+    with placeholders and no ``answer_time_format`` fails the load rather than train on ``<s0>`` literally.
 
     Example:
         >>> ds = ConversationDataset("train.jsonl", video_root="/data/videos")  # doctest: +SKIP
@@ -223,11 +230,12 @@ class ConversationDataset(AnnotationDataset[ConversationSample]):
 
     def __init__(
         self, path: str | Path, video_root: str | Path = "", *, require_video: bool = False,
-        require_answer: bool = False, allow_empty: bool = False,
+        require_answer: bool = False, allow_empty: bool = False, answer_time_format: str | None = None,
     ) -> None:  # fmt: skip
         super().__init__(path, video_root)
         records = record_list(self.path, load_records(self.path), allow_empty)
         self.require_video, self.require_answer = require_video, require_answer
+        self.time_codec = get_codec(answer_time_format) if answer_time_format else None
         self.samples = [self._checked(self._parse(rec, i), i) for i, rec in enumerate(records)]
 
     def _checked(self, sample: ConversationSample, i: int) -> ConversationSample:
@@ -243,24 +251,24 @@ class ConversationDataset(AnnotationDataset[ConversationSample]):
     def _parse(self, rec: Any, i: int) -> ConversationSample:
         if isinstance(rec, dict) and "messages" in rec:
             messages = normalise_messages(rec["messages"], self.path, i, "messages")
-            videos = rec.get("videos") or ([rec["video"]] if rec.get("video") else [])
-            if not isinstance(videos, list) or len(videos) > 1 or not all(isinstance(v, str) for v in videos):
-                raise _fail(self.path, i, "videos", f"expected a list of at most one path, got {videos!r}")
-            video = videos[0] if videos else None
         else:
             messages = normalise_messages(_require(rec, "conversations", list, self.path, i), self.path, i,
                                           "conversations")
-            video = rec.get("video")
-            if video is not None and not isinstance(video, str):
-                raise _fail(self.path, i, "video", f"expected a path string, got {type(video).__name__}")
+        video, media = media_path(rec, self.path, i)
         audio = rec.get("audio")
         if audio is not None and not isinstance(audio, str):
             raise _fail(self.path, i, "audio", f"expected a path string or null, got {type(audio).__name__}")
         start = _float(rec["start"], self.path, i, "start") if rec.get("start") is not None else None
         end = _float(rec["end"], self.path, i, "end") if rec.get("end") is not None else None
+        meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
+        split = meta.get("split")
+        if start is None and end is None and isinstance(split, list) and len(split) == 2:  # VTimeLLM clip bounds
+            start, end = _float(split[0], self.path, i, "meta.split[0]"), _float(split[1], self.path, i, "meta.split[1]")
         if start is not None and end is not None and start >= end:
             raise _fail(self.path, i, "start", f"start={start} must be < end={end}")
-        extra = {k: v for k, v in rec.items() if k not in ("conversations", "messages", "videos", "video", "audio")}
+        messages = self._times(messages, rec, meta, i)
+        skip = ("conversations", "messages", "videos", "video", "images", "image", "audio")
+        extra = {k: v for k, v in rec.items() if k not in skip}
         return ConversationSample(
             video=resolve_path(self.video_root, video) if video else None,
             messages=messages,
@@ -268,11 +276,59 @@ class ConversationDataset(AnnotationDataset[ConversationSample]):
             start=start,
             end=end,
             id=str(rec.get("id", i)),
-            meta={"source": str(self.path), **extra},
+            meta={"source": str(self.path), **extra, **({"media": media} if video and media == "image" else {})},
         )
+
+    def _times(self, messages: list[dict[str, str]], rec: Any, meta: dict[str, Any], i: int) -> list[dict[str, str]]:
+        """Time values of the user and assistant turns in ``answer_time_format`` (``vidtempo.data.answer_times``)."""
+        from vidtempo.data.answer_times import TimeValueError, has_time_placeholders, render_times
+
+        values = meta.get("token") if isinstance(meta.get("token"), dict) else None
+        where = f"{i} (id '{rec.get('id', i)}')"
+        if self.time_codec is None:
+            if any(has_time_placeholders(m["content"], values) for m in messages):
+                raise _fail(self.path, where, "conversations", "time placeholders such as <s0> with no "
+                            "answer_time_format: set it (seconds, relative, ...) so they become times")  # fmt: skip
+            return messages
+        raw = meta.get("duration", rec.get("duration"))
+        duration = _float(raw, self.path, where, "meta.duration") if raw is not None else None
+        out = []
+        for n, m in enumerate(messages):
+            try:
+                text = m["content"] if m["role"] == "system" else render_times(m["content"], self.time_codec,
+                                                                                  duration, values)  # fmt: skip
+            except (TimeValueError, ValueError) as err:
+                field = "meta.duration" if duration is None and "duration" in str(err) else f"turn {n}"
+                raise _fail(self.path, where, field, str(err)) from err
+            out.append({**m, "content": text})
+        return out
 
     def conversation(self, index: int) -> ConversationSample:
         return self.samples[index]
+
+
+def media_path(rec: Any, path: Path, i: int) -> tuple[str | None, str]:
+    """(the record's one video or image path or None, ``"video"`` or ``"image"``).
+
+    Reads ``video`` / ``videos`` and LLaVA's ``image`` / ms-swift's ``images`` (a string or a list of one path);
+    a record with both a video and an image, or several of either, is an error naming the field.
+    """
+    if not isinstance(rec, dict):
+        raise _fail(path, i, None, f"expected a JSON object, got {type(rec).__name__}")
+    found = []
+    for key, media in (("video", "video"), ("videos", "video"), ("image", "image"), ("images", "image")):
+        value = rec.get(key)
+        if value is None or value == [] or value == "":
+            continue
+        items = value if isinstance(value, list) else [value]
+        if len(items) != 1 or not isinstance(items[0], str) or not items[0]:
+            raise _fail(path, i, key, f"expected one path (a string or a list of one), got {value!r}; a record "
+                        "holds at most one video or image")  # fmt: skip
+        found.append((key, items[0], media))
+    if len(found) > 1:
+        raise _fail(path, i, found[1][0], f"a record holds one video or image, got '{found[0][0]}' and "
+                    f"'{found[1][0]}'")  # fmt: skip
+    return (found[0][1], found[0][2]) if found else (None, "video")
 
 
 class _GroundingDataset(AnnotationDataset[GroundingSample]):

@@ -73,6 +73,11 @@ class TimestampCodec(ABC):
         """Prompt text telling the model when the sampled frames were taken ("" = this format has none)."""
         return ""
 
+    def render_time(self, t: float, duration: float | None = None) -> str:
+        """One time point in this format, as it appears inside :meth:`render`'s interval (for time
+        placeholders in text, ``vidtempo.data.answer_times``); by default the seconds with one decimal."""
+        return f"{t:.1f}"
+
 
 def _clip(value: float, duration: float | None) -> float:
     return value if duration is None else min(max(value, 0.0), float(duration))
@@ -100,6 +105,9 @@ class SecondsCodec(TimestampCodec):
 
     def render(self, start: float, end: float, duration: float | None = None) -> str:
         return f"{self._fmt(start)} - {self._fmt(end)} seconds"
+
+    def render_time(self, t: float, duration: float | None = None) -> str:
+        return self._fmt(t)
 
     def parse_all(self, text: str, duration: float | None = None) -> list[tuple[float, float]]:
         return [(_clip(float(a), duration), _clip(float(b), duration)) for a, b in _SECONDS_RE.findall(text)]
@@ -130,6 +138,11 @@ class RelativeIndexCodec(TimestampCodec):
         if duration is None:
             raise ValueError("the relative codec needs the video duration to render")
         return f"from {self.to_index(start, duration):02d} to {self.to_index(end, duration):02d}"
+
+    def render_time(self, t: float, duration: float | None = None) -> str:
+        if duration is None:
+            raise ValueError("the relative codec needs the video duration to render")
+        return f"{self.to_index(t, duration):02d}"
 
     def parse_all(self, text: str, duration: float | None = None) -> list[tuple[float, float]]:
         if duration is None:
@@ -167,6 +180,9 @@ class FrameTimeCodec(TimestampCodec):
 
     def render(self, start: float, end: float, duration: float | None = None) -> str:
         return f"from {start:.{self.decimals}f}s to {end:.{self.decimals}f}s"
+
+    def render_time(self, t: float, duration: float | None = None) -> str:
+        return f"{t:.{self.decimals}f}s"
 
     def parse_all(self, text: str, duration: float | None = None) -> list[tuple[float, float]]:
         text = _FRAME_LABEL_RE.sub(" ", text)  # labels are not intervals

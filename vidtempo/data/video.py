@@ -493,7 +493,14 @@ def load_clip(
         VideoDecodeError: missing file, unreadable container, zero decodable frames, ``start >= end``,
             a clip that starts after the video ends, or frames that cannot be decoded.
         ImportError: the backend's package or native library is missing.
+
+    A still image (a suffix in :data:`IMAGE_SUFFIXES`: ``.jpg``, ``.png``, ...) is one frame at time 0.0 whatever the
+    sampling arguments ask for.
     """
+    if is_image(path):
+        if start is not None or end is not None:
+            raise VideoDecodeError(path, f"an image has no time span (start={start}, end={end})")
+        return load_image_clip(path, size=size)
     with open_video(path, backend, threads=threads) as decoder:
         meta = decoder.meta
         try:
@@ -511,5 +518,67 @@ def load_clip(
         end=plan.end,
         video_duration=meta.duration,
         native_fps=meta.fps,
+        path=str(path),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- still images
+# LLaVA image records (``"image": "x.jpg"``) train as 1-frame clips. The clip holds exactly one frame at time 0.0
+# whatever ``num_frames`` / ``fps`` ask for (an image is one moment; repeating it only adds identical tokens),
+# resized as video frames are (``size``: None native, int short side, (H, W) exact; bilinear).
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def is_image(path: str | Path) -> bool:
+    """Whether ``path`` names a still image by its suffix (case-insensitive; a ``.gif`` is read as a video).
+
+    Example:
+        >>> is_image("coco/0001.JPG"), is_image("clip.mp4")
+        (True, False)
+    """
+    return Path(str(path)).suffix.lower() in IMAGE_SUFFIXES
+
+
+def load_image_clip(path: str | Path, *, size: Size = None) -> Clip:
+    """One RGB frame of an image file as a :class:`Clip` (T = 1, timestamp 0.0, duration 0.0).
+
+    Raises:
+        VideoDecodeError: the file is missing or is not a readable image (the collator then skips the sample
+            and counts it against ``data.max_skip_fraction``, as for an undecodable video).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from PIL import Image
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.png"
+        >>> Image.new("RGB", (64, 48), (255, 0, 0)).save(path)
+        >>> clip = load_clip(path, num_frames=8, size=(32, 32))
+        >>> tuple(clip.frames.shape), clip.timestamps.tolist(), clip.frames[0, 0, 0].tolist()
+        ((1, 32, 32, 3), [0.0], [255, 0, 0])
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoDecodeError(path, "image file not found")
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+        target = output_size(size, rgb.height, rgb.width)
+        if target is not None and target != (rgb.height, rgb.width):
+            rgb = rgb.resize((target[1], target[0]), Image.Resampling.BILINEAR)
+        frame = np.array(rgb, dtype=np.uint8)  # (H, W, 3)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise VideoDecodeError(path, f"not a readable image ({type(err).__name__}: {err})") from err
+    return Clip(
+        frames=torch.from_numpy(frame)[None],  # (1, H, W, 3)
+        timestamps=torch.zeros(1, dtype=torch.float64),
+        duration=0.0,
+        fps=0.0,
+        indices=torch.zeros(1, dtype=torch.int64),
+        start=0.0,
+        end=0.0,
+        video_duration=0.0,
+        native_fps=0.0,
         path=str(path),
     )
