@@ -110,6 +110,10 @@ def test_messages_form_images_and_bad_image_fields(tmp_path):
     both = {**_llava_image_record(0, "a.jpg"), "video": "a.mp4"}
     with pytest.raises(AnnotationError, match=r"b.json: record 0: field 'image': a record holds one video or image"):
         ConversationDataset(_write(tmp_path / "b.json", [both]))
+    lost = {k: v for k, v in _llava_image_record(0, "a.jpg").items() if k != "image"}
+    lost["picture"] = "a.jpg"  # a misspelt key: the placeholder has nothing to show, so the load fails
+    with pytest.raises(AnnotationError, match=r"d.json: record 0 \(id 'img0'\): field 'video': the text has a "):
+        ConversationDataset(_write(tmp_path / "d.json", [lost]))
     multi = _llava_image_record(0, ["a.jpg", "b.jpg"])
     with pytest.raises(AnnotationError, match=r"c.json: record 0: field 'image': expected one path"):
         ConversationDataset(_write(tmp_path / "c.json", [multi]))

@@ -255,6 +255,10 @@ class ConversationDataset(AnnotationDataset[ConversationSample]):
             messages = normalise_messages(_require(rec, "conversations", list, self.path, i), self.path, i,
                                           "conversations")
         video, media = media_path(rec, self.path, i)
+        if video is None and any(VIDEO_PLACEHOLDER in m["content"] for m in messages):
+            raise _fail(self.path, f"{i} (id '{rec.get('id', i)}')", "video", "the text has a <video>/<image> "
+                        "placeholder but the record names no media; expected 'video', 'videos', 'image' or "
+                        "'images' (without one the sample would train as text)")  # fmt: skip
         audio = rec.get("audio")
         if audio is not None and not isinstance(audio, str):
             raise _fail(self.path, i, "audio", f"expected a path string or null, got {type(audio).__name__}")
