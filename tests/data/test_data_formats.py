@@ -182,6 +182,14 @@ def test_mixture_of_real_annotation_sets_draws_in_proportion_and_reproducibly(an
     assert [other[i].id for i in range(2000)] != ids
 
 
+def test_validate_names_a_bad_mixture_child_by_its_key(tmp_path, capsys):
+    recipe = tmp_path / "mix.yaml"
+    recipe.write_text(format_recipe("mixture").replace("_target_: charades_sta", "_target_: charades_stb"))
+    assert main(["validate", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "key 'data.train.datasets.2._target_': unknown dataset 'charades_stb'. Did you mean 'charades_sta'" in err
+
+
 def test_a_mixture_resumes_mid_epoch_like_any_dataset():
     mix = MixtureDataset([[f"a{i}" for i in range(30)], [f"b{i}" for i in range(5)]], weights=[2, 1], length=24)
 
