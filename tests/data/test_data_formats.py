@@ -290,8 +290,9 @@ def _vtimellm_record() -> dict:
     ("codec", "question", "answer"),
     [
         ("relative", "What happens from 91 to 98?", "From 00 to 17, a woman counts money."),
-        ("seconds", "What happens from 49.4 to 53.2?", "From 0.0 to 9.4, a woman counts money."),
-        ("frame_time", "What happens from 49.4s to 53.2s?", "From 0.0s to 9.4s, a woman counts money."),
+        # meta.token counts from the split's start (129.8 s); the absolute codecs write times in the file
+        ("seconds", "What happens from 179.2 to 183.0?", "From 129.8 to 139.2, a woman counts money."),
+        ("frame_time", "What happens from 179.2s to 183.0s?", "From 129.8s to 139.2s, a woman counts money."),
     ],
 )
 def test_vtimellm_placeholders_render_through_each_codec(tmp_path, codec, question, answer):

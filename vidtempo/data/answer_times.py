@@ -9,7 +9,8 @@ writes answers in the same format; system turns are left alone):
   ``"From <s0> to <e0>."``. Each placeholder that is a key of ``meta.token`` becomes that one time in the
   codec's point form (:meth:`~vidtempo.data.timestamps.TimestampCodec.render_time`): ``relative`` -> ``"00"``,
   ``"17"``; ``seconds`` -> ``"0.0"``, ``"9.4"``. A ``<s1>`` / ``<e1>``-style placeholder missing from the map is
-  an error.
+  an error. VTimeLLM's ``meta.token`` times count from the start of its clip (``meta.split``); the dataset adds
+  that start, so every time reaching :func:`render_times` is a time in the video file.
 * **Intervals written in seconds** (Charades-STA / ActivityNet style): ``[from|between] START[unit]
   (to|-|–|and|until) END unit``, where the unit after END is required (``s``, ``sec``, ``secs``, ``second``,
   ``seconds``) so that ``"2 to 3 people"`` is not read as time. The whole phrase becomes the codec's
@@ -50,19 +51,30 @@ class TimeValueError(ValueError):
 
 
 def render_times(
-    text: str, codec: TimestampCodec, duration: float | None, values: Mapping[str, float] | None = None
-) -> str:
+    text: str, codec: TimestampCodec, duration: float | None, values: Mapping[str, float] | None = None,
+    start: float = 0.0,
+) -> str:  # fmt: skip
     """``text`` with its time placeholders and seconds intervals written in ``codec``'s format (module doc).
+
+    Every time (in the text and in ``values``) is in seconds from the start of the video file, like the frame
+    timestamps the model sees. ``start`` and ``duration`` are the clip's start and length (0 and the video's
+    length for a whole video): a clip-relative codec (``relative``) writes ``(t - start) / duration``, the others
+    ``t``.
 
     Raises:
         TimeValueError: a ``<sN>`` / ``<eN>`` placeholder has no value in ``values``, or the codec needs the
             duration and ``duration`` is None.
     """
+    shift = start if codec.clip_relative else 0.0
+
+    def interval(m: re.Match) -> str:
+        return codec.render(float(m.group(1)) - shift, float(m.group(2)) - shift, duration)
+
     # intervals first, on the text as written: a rendered placeholder is never read again as an interval
-    text = INTERVAL_RE.sub(lambda m: codec.render(float(m.group(1)), float(m.group(2)), duration), text)
+    text = INTERVAL_RE.sub(interval, text)
     for name, value in (values or {}).items():
         if name in text:
-            text = text.replace(name, codec.render_time(float(value), duration))
+            text = text.replace(name, codec.render_time(float(value) - shift, duration))
     left = PLACEHOLDER_RE.findall(text)
     if left:
         raise TimeValueError(f"placeholder {left[0]} has no time in meta.token (keys: {sorted(values or {})})")

@@ -270,7 +270,7 @@ class ConversationDataset(AnnotationDataset[ConversationSample]):
             start, end = _float(split[0], self.path, i, "meta.split[0]"), _float(split[1], self.path, i, "meta.split[1]")
         if start is not None and end is not None and start >= end:
             raise _fail(self.path, i, "start", f"start={start} must be < end={end}")
-        messages = self._times(messages, rec, meta, i)
+        messages = self._times(messages, rec, meta, i, start, end)
         skip = ("conversations", "messages", "videos", "video", "images", "image", "audio")
         extra = {k: v for k, v in rec.items() if k not in skip}
         return ConversationSample(
@@ -283,12 +283,16 @@ class ConversationDataset(AnnotationDataset[ConversationSample]):
             meta={"source": str(self.path), **extra, **({"media": media} if video and media == "image" else {})},
         )
 
-    def _times(self, messages: list[dict[str, str]], rec: Any, meta: dict[str, Any], i: int) -> list[dict[str, str]]:
+    def _times(
+        self, messages: list[dict[str, str]], rec: Any, meta: dict[str, Any], i: int, start: float | None,
+        end: float | None,
+    ) -> list[dict[str, str]]:  # fmt: skip
         """Time values of the user and assistant turns in ``answer_time_format`` (``vidtempo.data.answer_times``)."""
         from vidtempo.data.answer_times import TimeValueError, has_time_placeholders, render_times
 
         values = meta.get("token") if isinstance(meta.get("token"), dict) else None
         where = f"{i} (id '{rec.get('id', i)}')"
+        origin = start or 0.0  # meta.token times count from the clip's start (VTimeLLM); the video's frames do not
         if self.time_codec is None:
             if any(has_time_placeholders(m["content"], values) for m in messages):
                 raise _fail(self.path, where, "conversations", "time placeholders such as <s0> with no "
@@ -296,11 +300,14 @@ class ConversationDataset(AnnotationDataset[ConversationSample]):
             return messages
         raw = meta.get("duration", rec.get("duration"))
         duration = _float(raw, self.path, where, "meta.duration") if raw is not None else None
+        if start is not None and end is not None:
+            duration = end - start  # the clip's span (VTimeLLM: meta.duration is the split's length)
+        shifted = {k: _float(v, self.path, where, f"meta.token.{k}") + origin for k, v in (values or {}).items()}
         out = []
         for n, m in enumerate(messages):
             try:
                 text = m["content"] if m["role"] == "system" else render_times(m["content"], self.time_codec,
-                                                                                  duration, values)  # fmt: skip
+                                                                                  duration, shifted, origin)  # fmt: skip
             except (TimeValueError, ValueError) as err:
                 field = "meta.duration" if duration is None and "duration" in str(err) else f"turn {n}"
                 raise _fail(self.path, where, field, str(err)) from err

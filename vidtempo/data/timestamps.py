@@ -44,6 +44,7 @@ class TimestampCodec(ABC):
     """Renders intervals into text and parses them back (subclass for a new format)."""
 
     name: str = ""
+    clip_relative: bool = False  # times are written as a fraction of the clip's span (render's duration)
 
     @abstractmethod
     def render(self, start: float, end: float, duration: float | None = None) -> str:
@@ -126,6 +127,7 @@ class RelativeIndexCodec(TimestampCodec):
     """
 
     name = "relative"
+    clip_relative = True
 
     @staticmethod
     def to_index(t: float, duration: float) -> int:
