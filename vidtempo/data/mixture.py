@@ -63,7 +63,7 @@ class MixtureDataset(Dataset):
         weights: one positive number per child (normalised); None = proportional to the children's sizes.
         length: draws per epoch; None = every child at least once through at its weight (module doc).
         seed: decides which items and in what order (use ``${seed}`` for the recipe's seed).
-        names: a name per child for :meth:`report` and ``meta["mixture"]`` (default ``"0"``, ``"1"``, ...).
+        names: a name per child for :meth:`report` and :meth:`source` (default ``"0"``, ``"1"``, ...).
     """
 
     def __init__(
