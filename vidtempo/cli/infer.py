@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
-    parser.add_argument("recipe", help="recipe YAML (its data.collator settings decide frame sampling)")
+    parser.add_argument("recipe", help="recipe YAML (its data.collator, overlaid with eval.collator, decides frame "
+                        "sampling, as in eval and serve)")
     parser.add_argument("overrides", nargs="*", help="key=value, +key=value or ~key")
     parser.add_argument("--checkpoint", required=True, help="a stage's final/ directory (e.g. runs/NAME/0_sft/final)")
     parser.add_argument("--video", required=True, help="video file")
@@ -63,37 +64,20 @@ def answer_with_trace(
     max_new_tokens: int = 64,
     lvcot: Any = None,
 ) -> tuple[str, Any]:
-    """(greedy answer, ``LVCoTResult`` or None): see :func:`answer`."""
-    import torch
-
+    """(greedy answer, ``LVCoTResult`` or None): see :func:`answer`. The answer comes from
+    :class:`vidtempo.inference.answer.Answerer`, the code ``vidtempo serve`` answers with."""
     from vidtempo.cli.checkpoint_files import check_checkpoint
-    from vidtempo.data.collate import VideoCollator
     from vidtempo.data.samples import ConversationSample
-    from vidtempo.models.checkpoint import load_pretrained
+    from vidtempo.inference.answer import load_answerer
 
     check_checkpoint(checkpoint)
-    model, tokenizer, _ = load_pretrained(checkpoint)
-    if tokenizer is None:
-        raise FileNotFoundError(f"{checkpoint} has no tokenizer files")
-    check_audio(model, collator_settings, checkpoint)
-    model.eval()
-    collate = VideoCollator(tokenizer, **{**collator_settings, "generation": True})
+    answerer = load_answerer(checkpoint, collator_settings)
+    check_audio(answerer.model, collator_settings, checkpoint)
     sample = ConversationSample(video=video, messages=[{"role": "user", "content": prompt}], id="infer")
-    trace = None
-    if lvcot is not None:
-        from vidtempo.inference.lvcot import run_lvcot
-
-        (trace,) = run_lvcot(model, tokenizer, collate, [sample], lvcot)
-        if trace.skipped:
-            raise FileNotFoundError(f"cannot decode {video}: {trace.skipped}")
-        sample.messages = trace.messages
-    batch = collate([sample])
-    if batch.skipped:
-        raise FileNotFoundError(f"cannot decode {video}: {batch.skipped[0].reason}")
-    with torch.no_grad():
-        new = model.generate(**batch.model_inputs(with_labels=False), max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
-    return tokenizer.decode(new[0], skip_special_tokens=True).strip(), trace
+    (out,) = answerer.answer([sample], max_new_tokens, lvcot=lvcot)
+    if out.error is not None:
+        raise FileNotFoundError(out.error)
+    return out.text, out.trace
 
 
 def check_audio(model: Any, collator_settings: dict, checkpoint: str) -> None:
@@ -153,8 +137,10 @@ def run(args: argparse.Namespace) -> int:
     except LVCoTError as err:
         print(f"vidtempo infer: error: {err}", file=sys.stderr)
         return 2
+    from vidtempo.data.video_prompt import inference_collator_settings
+
     cfg = OmegaConf.to_container(resolve_recipe(load_recipe(args.recipe, args.overrides)))
-    collator = dict((cfg.get("data") or {}).get("collator") or {})
+    collator = inference_collator_settings(cfg)  # data.collator + eval.collator, as eval and serve read it
     text, trace = answer_with_trace(args.checkpoint, collator, args.video, args.prompt, args.max_new_tokens, lvcot)
     _print_trace(trace)
     print(text)

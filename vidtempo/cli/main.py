@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("vidtempo.cli.config_cmds", "list registered component aliases"),
     "inspect": ("vidtempo.cli.inspect", "parameter counts and tokens per video, offline (meta device)"),
     "infer": ("vidtempo.cli.infer", "generate an answer for one video with a checkpoint"),
+    "serve": ("vidtempo.cli.serve", "OpenAI-compatible HTTP server for a checkpoint (chat completions with video)"),
     "dpo": ("vidtempo.cli.dpo", "preference optimisation (DPO / TEMPO curriculum), pre- or post-SFT"),
     "prefgen": ("vidtempo.cli.prefgen", "self-generated TEMPO preference pairs (select, self-caption, perturb); resumable"),
     "eval": ("vidtempo.cli.eval", "evaluate a checkpoint on a benchmark (report.json + generations.jsonl, resumable)"),
@@ -39,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-LOADS_CHECKPOINTS = ("infer", "eval", "prefgen")  # commands that build a model from a checkpoint's vidtempo.json
+LOADS_CHECKPOINTS = ("infer", "eval", "prefgen", "serve")  # commands that build a model from a checkpoint's vidtempo.json
 
 
 class UserError(Exception):

@@ -29,6 +29,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from vidtempo.data.video_prompt import inference_collator_settings
 from vidtempo.eval.benchmarks import (
     BenchmarkSource,
     EvalError,
@@ -115,12 +116,10 @@ class EvalSettings:
         unknown = sorted(set(section) - EVAL_KEYS)
         if unknown:
             raise EvalError(f"eval: unknown key(s) {unknown}; valid: {', '.join(sorted(EVAL_KEYS))}")
-        data = _mapping(cfg.get("data"), "data")
-        collator = {
-            **_mapping(data.get("collator"), "data.collator"),
-            **_mapping(section.get("collator"), "eval.collator"),
-            "generation": True,
-        }
+        try:  # the settings infer and serve use too (vidtempo.data.video_prompt)
+            collator = inference_collator_settings(cfg)
+        except ValueError as err:
+            raise EvalError(str(err)) from err
         prompts = default_prompts()
         for name, template in _mapping(section.get("prompts"), "eval.prompts").items():
             prompts[name] = check_template(template, name)
