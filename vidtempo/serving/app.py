@@ -116,7 +116,8 @@ def create_app(service: Service) -> FastAPI:
     async def health() -> JSONResponse:
         alive = service.batcher.alive
         return JSONResponse({"status": "ok" if alive else "worker stopped", "model": service.model_id,
-                             "waiting": service.batcher.waiting}, status_code=200 if alive else 503)  # fmt: skip
+                             "waiting": service.batcher.waiting, **service.batcher.stats},
+                            status_code=200 if alive else 503)  # fmt: skip
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -94,7 +94,7 @@ class Batcher:
         self.answerer, self.max_batch, self.max_wait_s = answerer, max_batch, max_wait_s
         self._queue: queue.Queue[Job | None] = queue.Queue(max_queue)
         self._thread = threading.Thread(target=self._loop, name="vidtempo-model", daemon=True)
-        self.batches: list[int] = []  # size of every group run (for tests and /health)
+        self.stats = {"batches": 0, "answered": 0, "largest_batch": 0}  # generate calls so far (GET /health)
 
     def start(self) -> Batcher:
         self._thread.start()
@@ -192,7 +192,9 @@ class Batcher:
             for job in jobs:
                 _emit(job, ("error", _as_request_error(err)))
             return
-        self.batches.append(len(jobs))
+        self.stats["batches"] += 1
+        self.stats["answered"] += len(jobs)
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(jobs))
         for job, answer in zip(jobs, answers):
             if answer.error is None:
                 _emit(job, ("done", answer))
