@@ -4,8 +4,8 @@ Example:
     >>> c = completion("chatcmpl-1", "m", 0, "2.0 - 3.5 seconds", "stop", usage(40, 6))
     >>> c["choices"][0]["message"]["content"], c["usage"]["total_tokens"]
     ('2.0 - 3.5 seconds', 46)
-    >>> sse(chunk("chatcmpl-1", "m", 0, {"content": "2.0"}))[:30]
-    'data: {"id": "chatcmpl-1", "obj'
+    >>> sse(chunk("chatcmpl-1", "m", 0, {"content": "2.0"})).startswith('data: {"id": "chatcmpl-1", "object": "chat.completion.chunk"')
+    True
 """
 
 from __future__ import annotations
