@@ -34,7 +34,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vidtempo.data.overlong import OverlongError
@@ -70,7 +70,6 @@ class Job:
     lvcot: LVCoTSettings | None = None
     param: str = "messages"
     text: IncrementalText | None = None
-    submitted: float = field(default_factory=time.monotonic)
 
     def key(self) -> tuple:
         """Jobs with equal keys can share one batch."""

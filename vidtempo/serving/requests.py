@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from vidtempo.data.samples import VIDEO_PLACEHOLDER
@@ -99,7 +99,6 @@ class ChatRequest:
     fps: float | None = None
     max_frames: int | None = None
     lvcot: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _int(value: Any, param: str, low: int, high: int) -> int:
