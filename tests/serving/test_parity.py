@@ -115,12 +115,15 @@ def test_train_eval_infer_serve_see_the_same_frames_timestamps_and_ids(kind, hel
     service = build_service(parse(build_parser(), ["serve", str(recipe), "--checkpoint", str(ckpt)]))
     with helpers.serving(service) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-        reply = client.chat.completions.create(model=service.model_id, max_tokens=2, messages=[{"role": "user", "content": [
+        ask = {"model": service.model_id, "max_tokens": 2, "messages": [{"role": "user", "content": [
             {"type": "video_url", "video_url": {"url": str(video)}},  # the part stands where <video> does
-            {"type": "text", "text": prompt.removeprefix("<video>\n")}]}])  # fmt: skip
-    assert reply.choices[0].message.content is not None
-    assert len(calls.generate) == 3, [c["ids"] for c in calls.generate]
-    paths = dict(zip(("eval", "infer", "serve"), calls.generate))
+            {"type": "text", "text": prompt.removeprefix("<video>\n")}]}]}  # fmt: skip
+        reply = client.chat.completions.create(**ask)
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**ask, stream=True)
+                           if c.choices)  # fmt: skip
+    assert streamed == reply.choices[0].message.content is not None
+    assert len(calls.generate) == 4, [c["ids"] for c in calls.generate]
+    paths = dict(zip(("eval", "infer", "serve", "serve stream"), calls.generate))
 
     reference = paths["eval"]
     assert len(reference["timestamps"]) >= 8 and reference["timestamps"].diff().gt(0).all()
@@ -141,7 +144,7 @@ def test_train_eval_infer_serve_see_the_same_frames_timestamps_and_ids(kind, hel
     assert train.queries[0] == reference["query"]
 
     if kind == "qwen":  # the model's own expansion: video pad ids, seconds per temporal patch, MRoPE positions
-        assert len(calls.prepared) == 3
+        assert len(calls.prepared) == 4
         ref = calls.prepared[0]
         times = reference["timestamps"]  # 2 frames per temporal patch: 2 x the mean spacing, in seconds
         assert ref["second_per_grid_ts"] == pytest.approx([2 * float(times[-1] - times[0]) / (len(times) - 1)])
@@ -155,3 +158,18 @@ def test_train_eval_infer_serve_see_the_same_frames_timestamps_and_ids(kind, hel
         assert trained["ids"][:m] == ref["ids"] and trained["grid"] == ref["grid"]
         assert trained["second_per_grid_ts"] == ref["second_per_grid_ts"]
         assert torch.equal(trained["positions"][:, :m], ref["positions"])
+
+    if kind == "pool":  # eval.collator overrides data.collator in all three inference paths alike
+        calls.generate.clear()
+        override = ["+eval.collator.num_frames=5"]
+        run_eval(recipe, ckpt, "charades_sta", overrides=override, annotations=str(ann), video_root=str(tmp_path),
+                 out_dir=tmp_path / "eval5", progress=False)  # fmt: skip
+        assert main(["infer", str(recipe), *override, "--checkpoint", str(ckpt), "--video", str(video),
+                     "--prompt", prompt, "--max-new-tokens", "2"]) == 0  # fmt: skip
+        service = build_service(parse(build_parser(), ["serve", str(recipe), *override, "--checkpoint", str(ckpt)]))
+        with helpers.serving(service) as url:
+            OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0).chat.completions.create(**ask)
+        assert [len(c["timestamps"]) for c in calls.generate] == [5, 5, 5]
+        for got in calls.generate[1:]:
+            assert torch.equal(got["frames"], calls.generate[0]["frames"]) and got["ids"] == calls.generate[0]["ids"]
+            assert torch.equal(got["timestamps"], calls.generate[0]["timestamps"])
