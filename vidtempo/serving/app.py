@@ -189,7 +189,11 @@ async def _stream(service: Service, req: ChatRequest, job: Job, events: Any, rid
             break
         answer: Answer = value[0]
         assert job.text is not None
-        rest = job.text.finish(answer.text)
+        try:
+            rest = job.text.finish(answer.text)
+        except ValueError as err:  # a tokenizer whose text changed behind the deltas: say so, do not end silently
+            yield sse(RequestError(str(err), status=500, code="stream_mismatch").body())
+            break
         if rest:
             yield sse(chunk(rid, model, created, {"content": rest}))
         yield sse(chunk(rid, model, created, {}, answer.finish_reason))
