@@ -37,10 +37,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("vidtempo.cli.cache", "precompute frozen-encoder features for a recipe's data (feature cache)"),
     "demo": ("vidtempo.cli.demo", "generate TempoSynth, train a tiny video LLM on CPU, evaluate with controls"),
     "data": ("vidtempo.cli.data", "data tools (synth: generate the TempoSynth benchmark)"),
+    "export": ("vidtempo.cli.export", "a native Qwen2.5-VL checkpoint as a plain Hugging Face directory (LoRA merged)"),
 }
 
 
-LOADS_CHECKPOINTS = ("infer", "eval", "prefgen", "serve")  # commands that build a model from a checkpoint's vidtempo.json
+LOADS_CHECKPOINTS = ("infer", "eval", "prefgen", "serve", "export")  # commands that build a model from a checkpoint's vidtempo.json
 
 
 class UserError(Exception):
