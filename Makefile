@@ -16,11 +16,11 @@ TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
 EXTRAS ?= dev
 else
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= dev,decord
+EXTRAS ?= dev,decord,torchcodec
 endif
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo bench lint format clean-runs
+.PHONY: install system-deps test test-all demo bench lint format clean-runs
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet $(TORCH_SPEC)
 	$(PIP) install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
+
+# FFmpeg shared libraries for torchcodec (root, Debian/Ubuntu; a no-op when present). CI runs it (.ci/run).
+system-deps:
+	bash .ci/system-deps.sh
 
 test: install
 	$(PY) -m pytest -q --durations=15

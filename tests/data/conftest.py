@@ -25,7 +25,11 @@ def spec() -> SimpleNamespace:
 
 
 def backend_or_skip(name: str) -> str:
-    """Skip the test when ``name``'s package or native library cannot be loaded (reason in the skip)."""
+    """Skip the test when ``name``'s package or native library cannot be loaded (reason in the skip).
+
+    With ``VIDTEMPO_REQUIRE_TORCHCODEC=1`` (set by ``.ci/run``) an unusable torchcodec fails the test instead:
+    CI installs it and its FFmpeg libraries (``make system-deps``), so a skip there would hide a broken set-up.
+    """
     if name == "decord":
         pytest.importorskip("decord", reason="decord not installed")
     if name == "torchcodec":
@@ -34,6 +38,9 @@ def backend_or_skip(name: str) -> str:
         try:
             _import_torchcodec()
         except ImportError as err:
+            if os.environ.get("VIDTEMPO_REQUIRE_TORCHCODEC") == "1":
+                pytest.fail(f"VIDTEMPO_REQUIRE_TORCHCODEC=1 but torchcodec is unusable: {err}; run `make "
+                            "system-deps` (as root) and `make install`")  # fmt: skip
             pytest.skip(f"torchcodec unusable here: {err}")
     return name
 
@@ -41,6 +48,12 @@ def backend_or_skip(name: str) -> str:
 @pytest.fixture(params=["pyav", "decord", "torchcodec"])
 def backend(request: pytest.FixtureRequest) -> str:
     return backend_or_skip(request.param)
+
+
+@pytest.fixture
+def torchcodec_backend() -> str:
+    """``"torchcodec"``, or a skip (a failure under ``VIDTEMPO_REQUIRE_TORCHCODEC=1``) when it is unusable."""
+    return backend_or_skip("torchcodec")
 
 
 @pytest.fixture(scope="session")

@@ -352,12 +352,22 @@ class DecordDecoder(VideoDecoder):
 
 
 class TorchCodecDecoder(VideoDecoder):
-    """torchcodec ``VideoDecoder`` backend (CPU). Needs ``pip install torchcodec`` and FFmpeg shared libraries.
+    """torchcodec ``VideoDecoder`` backend (CPU). Needs ``pip install torchcodec`` (the ``torchcodec`` extra) and
+    FFmpeg's shared libraries (``make system-deps``; docs/data.md).
 
-    Raises ``ImportError`` naming the missing package or library when torchcodec cannot be loaded.
+    ``seek_mode="exact"``: one packet scan on open (like PyAV's keyframe scan) gives exact frame counts and
+    pts; frames are then decoded by seeking per target. Native-size frames equal PyAV's; a resize is bilinear
+    with antialiasing in torch (within a few levels of PyAV's swscale resize). Raises ``ImportError`` naming
+    the missing package or library when torchcodec cannot be loaded.
 
     Example:
-        >>> dec = TorchCodecDecoder("clip.mp4")  # doctest: +SKIP
+        >>> import tempfile, pathlib
+        >>> from vidtempo.data.testing import make_test_video
+        >>> p = make_test_video(pathlib.Path(tempfile.mkdtemp()) / "v.mp4", duration=1.0, audio=False)
+        >>> with TorchCodecDecoder(p) as dec:  # doctest: +SKIP
+        ...     frames, times = dec.get_frames(np.array([0, 7]), (24, 32))
+        >>> frames.shape, times.tolist()  # doctest: +SKIP
+        ((2, 24, 32, 3), [0.0, 0.875])
     """
 
     name = "torchcodec"
@@ -365,43 +375,38 @@ class TorchCodecDecoder(VideoDecoder):
     def __init__(self, path: str | Path, *, threads: int = 0) -> None:
         tc = _import_torchcodec()
         super().__init__(path, threads=threads)
-        self._tc = tc
-        self._decoders: dict[tuple[int, int] | None, Any] = {}
-        dec = self._decoder(None)
-        md = dec.metadata
+        try:
+            self._dec: Any = tc.decoders.VideoDecoder(
+                str(self.path), dimension_order="NHWC", num_ffmpeg_threads=self.threads, seek_mode="exact"
+            )
+        except (RuntimeError, ValueError) as err:
+            raise self._fail(f"cannot open container: {err}") from err
+        md = self._dec.metadata
         n = int(md.num_frames or 0)
         if n == 0:
             raise self._fail("zero decodable frames")
         fps = float(md.average_fps or 0)
+        if fps <= 0:
+            raise self._fail("frame rate unknown")
         begin = float(md.begin_stream_seconds or 0.0)
         end = float(md.end_stream_seconds or md.duration_seconds or n / fps)
         self._t0 = begin
         self.meta = VideoMeta(end - begin, fps, n, int(md.width), int(md.height))
 
-    def _decoder(self, size: tuple[int, int] | None) -> Any:
-        if size not in self._decoders:
-            try:
-                dec = self._tc.decoders.VideoDecoder(
-                    str(self.path), dimension_order="NHWC", num_ffmpeg_threads=self.threads, seek_mode="exact"
-                )
-            except (RuntimeError, ValueError) as err:
-                raise self._fail(f"cannot open container: {err}") from err
-            self._decoders[size] = dec
-        return self._decoders[size]
-
     def get_frames(self, indices: np.ndarray, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
-        dec = self._decoder(None)
+        if self._dec is None:
+            raise self._fail("decoder is closed")
         try:
-            batch = dec.get_frames_at(indices=[int(i) for i in indices])
+            batch = self._dec.get_frames_at(indices=[int(i) for i in indices])
         except (RuntimeError, IndexError) as err:
             raise self._fail(f"decoding failed: {err}") from err
         frames = batch.data  # (T, H, W, 3) uint8
-        if size is not None:
+        if size is not None and tuple(frames.shape[1:3]) != tuple(size):
             frames = _resize(frames, size)
         return frames.numpy(), batch.pts_seconds.double().numpy() - self._t0
 
     def close(self) -> None:
-        self._decoders = {}
+        self._dec = None
 
 
 def _import_torchcodec() -> Any:
@@ -409,20 +414,25 @@ def _import_torchcodec() -> Any:
         import torchcodec.decoders  # noqa: F401
     except ImportError as err:
         raise ImportError(
-            "the 'torchcodec' video backend needs the 'torchcodec' package (pip install torchcodec) and the "
-            f"FFmpeg shared libraries (libavcodec 4-7) it links against: {err}"
+            "the 'torchcodec' video backend needs the 'torchcodec' package (pip install torchcodec, or the "
+            f"'torchcodec' extra) and FFmpeg's shared libraries (`make system-deps`; docs/data.md): {err}"
         ) from err
     except (OSError, RuntimeError) as err:  # package present, native library missing
-        raise ImportError(f"torchcodec is installed but cannot load its native libraries: {err}") from err
+        raise ImportError(
+            "torchcodec is installed but cannot load FFmpeg's shared libraries (libavcodec, libavformat, "
+            "libavutil, libavdevice, libavfilter, libswscale, libswresample of FFmpeg 4 or newer): run `make "
+            f"system-deps` as root, or see docs/data.md for an install without root ({' '.join(str(err).split())[:300]})"
+        ) from err
     import torchcodec
 
     return torchcodec
 
 
 def _resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, h, w, 3) uint8, bilinear."""
+    """(T, H, W, 3) uint8 -> (T, h, w, 3) uint8, bilinear with antialiasing (without it a downscale aliases:
+    up to 60-90 levels away from PyAV's swscale resize of the same frame, instead of a few)."""
     x = frames.permute(0, 3, 1, 2).float()  # (T, 3, H, W)
-    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
