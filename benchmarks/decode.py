@@ -1,14 +1,18 @@
-"""Decoding benchmark: sample-then-decode (every backend) vs decode-everything-then-index.
+"""Decoding benchmark: 24 sampled frames per backend (PyAV, decord, torchcodec) vs decode-everything-then-index.
 
-Usage: ``python benchmarks/decode.py [--workdir DIR] [--repeats 3]`` (``make bench``).
+Usage: ``python benchmarks/decode.py [--workdir DIR] [--repeats 5]`` (``make bench`` runs it with 3 repeats).
 
-1. Speed: 24 uniform frames from a 60 s 640x360 H.264 video (25 fps, keyframe every 2 s), per backend, and
-   the naive baseline in the same run (PyAV decodes every frame to RGB, keeps them all, then indexes).
-2. Memory: peak RSS growth (``VmHWM`` after minus before the call, each in a fresh subprocess) for
-   60 s vs 600 s videos. The naive baseline is measured on 60 s only: on 600 s it would hold 15,000 RGB
-   frames (about 10 GB).
+Every measurement is one call of ``load_clip(path, num_frames=24, backend=...)`` in a fresh subprocess (after
+the imports and a warm-up decode of a 1 s clip, so library loading is not counted): its wall time (file open
+and index scan included) and its peak RSS growth (``VmHWM`` after minus before the call). Two H.264 videos,
+640x360, 25 fps, keyframe every 2 s: 60 s (1,500 frames) and 600 s (15,000 frames). Repeats are interleaved
+(every backend and video once per round) so load spikes of a shared machine hit all alike; the table gives the
+median and the min-max spread, and each backend's median time as a ratio to PyAV's (the default backend) in
+the same run. The naive baseline (PyAV decodes every frame to RGB, keeps them all, then indexes) runs on the
+60 s video only: on 600 s it would hold 15,000 RGB frames (about 10 GB).
 
 The test videos are written once into ``--workdir`` (default: a temp folder) with vidtempo.data.testing.
+Ends with ``RESULT case=<video> method=<backend> ...`` lines.
 """
 
 from __future__ import annotations
@@ -101,35 +105,52 @@ def child_rss(path: str, method: str) -> None:
     from vidtempo.data.testing import make_test_video
     from vidtempo.data.video import load_clip
 
-    warm = Path(tempfile.mkdtemp()) / "warm.mp4"  # load codec libraries before the baseline reading
-    make_test_video(warm, duration=1.0, fps=8, audio=False, beeps=())
-    load_clip(warm, num_frames=2, backend="pyav" if method == "naive" else method)
+    with tempfile.TemporaryDirectory() as tmp:  # load codec libraries before the baseline reading
+        warm = make_test_video(Path(tmp) / "warm.mp4", duration=1.0, fps=8, audio=False, beeps=())
+        load_clip(warm, num_frames=2, backend="pyav" if method == "naive" else method)
     before = peak_rss_kib()
     t0 = time.perf_counter()
-    run_once(Path(path), method)
+    got = run_once(Path(path), method)
     seconds = time.perf_counter() - t0
+    if got != NUM_FRAMES:
+        raise RuntimeError(f"{method}: {got} frames instead of {NUM_FRAMES}")
     after = peak_rss_kib()
     print(json.dumps({"rss_growth_mib": (after - before) / 1024, "seconds": seconds}))
 
 
-def measure_rss(path: Path, method: str) -> dict:
+def measure(path: Path, method: str) -> dict:
+    """One call of ``method`` on ``path`` in a fresh subprocess: {"seconds", "rss_growth_mib"}."""
     out = subprocess.run(
         [sys.executable, __file__, "--rss-child", str(path), method],
-        capture_output=True, text=True, check=True,
-    )
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if out.returncode:
+        raise RuntimeError(f"{method} on {path.name} failed: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def speed(path: Path, methods: list[str], repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {m: [] for m in methods}
-    for m in methods:  # warm-up: library loads and page cache
-        run_once(path, m)
-    for _ in range(repeats):  # interleaved so load spikes hit every method alike
-        for m in methods:
-            t0 = time.perf_counter()
-            assert run_once(path, m) == NUM_FRAMES
-            times[m].append(time.perf_counter() - t0)
-    return {m: statistics.median(v) for m, v in times.items()}
+def versions() -> str:
+    import av
+    import torch
+
+    parts = [f"torch {torch.__version__}", f"PyAV {av.__version__} (bundled FFmpeg)"]
+    try:
+        import decord
+
+        parts.append(f"decord {decord.__version__}")
+    except ImportError:
+        pass
+    try:
+        import torchcodec
+
+        parts.append(f"torchcodec {torchcodec.__version__} (system FFmpeg)")
+    except ImportError:
+        pass
+    return ", ".join(parts)
+
+
+def spread(values: list[float], fmt: str = "{:.3f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
 def main() -> None:
@@ -143,8 +164,8 @@ def main() -> None:
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    short, long = make_video(args.workdir, 60), make_video(args.workdir, 600)
+          f"load average {os.getloadavg()[0]:.1f}; {versions()}")  # fmt: skip
+    videos = {"60s": make_video(args.workdir, 60), "600s": make_video(args.workdir, 600)}
     methods = []
     for m in ("pyav", "decord", "torchcodec"):
         reason = available(m)
@@ -152,25 +173,28 @@ def main() -> None:
             print(f"  {m}: skipped ({reason})")
         else:
             methods.append(m)
-    medians = speed(short, [*methods, "naive"], args.repeats)
-    base = medians["naive"]
-    print(f"\n24 uniform frames from 60 s {SIZE[0]}x{SIZE[1]} H.264 ({FPS} fps, keyframe every 2 s), "
-          f"median of {args.repeats}:")
-    print(f"{'method':<24}{'seconds':>9}{'frames/s':>10}{'vs naive':>10}")
-    for m in [*methods, "naive"]:
-        name = "naive (PyAV decode-all)" if m == "naive" else m
-        print(f"{name:<24}{medians[m]:>9.3f}{NUM_FRAMES / medians[m]:>10.1f}{base / medians[m]:>9.1f}x")
-    print("\npeak RSS growth of one call (fresh subprocess each), MiB (call seconds in brackets):")
-    print(f"{'method':<24}{'60 s video':>18}{'600 s video':>18}")
-    for m in [*methods, "naive"]:
-        cells = []
-        for path in (short, long):
-            if m == "naive" and path == long:
-                cells.append("not run (~10 GB)")
-                continue
-            r = measure_rss(path, m)
-            cells.append(f"{r['rss_growth_mib']:.1f} ({r['seconds']:.2f} s)")
-        print(f"{m:<24}{cells[0]:>18}{cells[1]:>18}")
+    cases = [(v, m) for v in videos for m in methods] + [("60s", "naive")]
+    runs: dict[tuple[str, str], list[dict]] = {c: [] for c in cases}
+    for r in range(args.repeats):
+        for video, method in cases:
+            runs[(video, method)].append(measure(videos[video], method))
+        print(f"  round {r + 1}/{args.repeats} done (load average {os.getloadavg()[0]:.1f})", flush=True)
+    print(f"\n24 uniform frames, one call per fresh subprocess, {args.repeats} interleaved rounds: median (min-max)")
+    print(f"{'video':<6}{'method':<24}{'seconds':>22}{'x PyAV time':>13}{'peak RSS growth MiB':>26}")
+    lines = []
+    for video, method in cases:
+        secs = [x["seconds"] for x in runs[(video, method)]]
+        rss = [x["rss_growth_mib"] for x in runs[(video, method)]]
+        base = statistics.median(x["seconds"] for x in runs[(video, "pyav")]) if "pyav" in methods else float("nan")
+        ratio = statistics.median(secs) / base
+        name = "naive (PyAV decode-all)" if method == "naive" else method
+        print(f"{video:<6}{name:<24}{spread(secs):>22}{ratio:>12.2f}x{spread(rss, '{:.1f}'):>26}")
+        lines.append(f"RESULT case=decode_{video} method={method} frames={NUM_FRAMES} repeats={args.repeats} "
+                     f"seconds_median={statistics.median(secs):.4f} seconds_min={min(secs):.4f} "
+                     f"seconds_max={max(secs):.4f} vs_pyav={ratio:.3f} rss_mib_median={statistics.median(rss):.1f} "
+                     f"rss_mib_min={min(rss):.1f} rss_mib_max={max(rss):.1f}")  # fmt: skip
+    print("naive on 600s: not run (would hold ~10 GB of RGB frames)\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
