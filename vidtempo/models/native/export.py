@@ -158,7 +158,7 @@ def export_hf(model: Qwen25VLVideoModel, tokenizer: Any, out: str | Path, *, dty
         gen.pad_token_id = tokenizer.pad_token_id
     out = Path(out)
     with atomic_dir(out, info=info) as tmp:
-        hf.save_pretrained(str(tmp))
+        hf.save_pretrained(str(tmp), max_shard_size="5GB")  # the released checkpoints' shard size
         processor.save_pretrained(str(tmp))
         (tmp / "config.json").write_text(
             json.dumps(hf_config_dict(hf.config), indent=2, sort_keys=True) + "\n"
