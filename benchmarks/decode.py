@@ -2,9 +2,11 @@
 
 Usage: ``python benchmarks/decode.py [--workdir DIR] [--repeats 5]`` (``make bench`` runs it with 3 repeats).
 
-Every measurement is one call of ``load_clip(path, num_frames=24, backend=...)`` in a fresh subprocess (after
-the imports and a warm-up decode of a 1 s clip, so library loading is not counted): its wall time (file open
-and index scan included) and its peak RSS growth (``VmHWM`` after minus before the call). Two H.264 videos,
+Every measurement is one call of ``load_clip(path, num_frames=24, backend=...)``: its wall time (file open and
+index scan included) and its peak RSS growth (``VmHWM`` after the call minus before it, the peak mark reset to
+the current RSS first through ``/proc/self/clear_refs``). Each backend runs in a fresh subprocess per round
+(imports and a warm-up decode of a 1 s clip first, so library loading is not counted), which decodes the 60 s
+video, then the 600 s one. Two H.264 videos,
 640x360, 25 fps, keyframe every 2 s: 60 s (1,500 frames) and 600 s (15,000 frames). Repeats are interleaved
 (every backend and video once per round) so load spikes of a shared machine hit all alike; the table gives the
 median and the min-max spread, and each backend's median time as a ratio to PyAV's (the default backend) in
@@ -100,33 +102,47 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def child_rss(path: str, method: str) -> None:
-    """Subprocess body: print peak-RSS growth (MiB) of one decode, after imports and a warm-up."""
+def reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS (``/proc/self/clear_refs`` = 5, Linux >= 4.0); False if not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def child_rss(method: str, paths: list[str]) -> None:
+    """Subprocess body: after imports and a warm-up, one call of ``method`` per path; prints one JSON line per
+    path with the call's seconds and peak-RSS growth (MiB; the peak mark reset before each call)."""
     from vidtempo.data.testing import make_test_video
     from vidtempo.data.video import load_clip
 
     with tempfile.TemporaryDirectory() as tmp:  # load codec libraries before the baseline reading
         warm = make_test_video(Path(tmp) / "warm.mp4", duration=1.0, fps=8, audio=False, beeps=())
         load_clip(warm, num_frames=2, backend="pyav" if method == "naive" else method)
-    before = peak_rss_kib()
-    t0 = time.perf_counter()
-    got = run_once(Path(path), method)
-    seconds = time.perf_counter() - t0
-    if got != NUM_FRAMES:
-        raise RuntimeError(f"{method}: {got} frames instead of {NUM_FRAMES}")
-    after = peak_rss_kib()
-    print(json.dumps({"rss_growth_mib": (after - before) / 1024, "seconds": seconds}))
+    for path in paths:
+        reset = reset_peak_rss()
+        before = peak_rss_kib()
+        t0 = time.perf_counter()
+        got = run_once(Path(path), method)
+        seconds = time.perf_counter() - t0
+        after = peak_rss_kib()
+        if got != NUM_FRAMES:
+            raise RuntimeError(f"{method}: {got} frames instead of {NUM_FRAMES}")
+        print(json.dumps({"path": path, "rss_growth_mib": (after - before) / 1024, "seconds": seconds,
+                          "peak_reset": reset}))  # fmt: skip
 
 
-def measure(path: Path, method: str) -> dict:
-    """One call of ``method`` on ``path`` in a fresh subprocess: {"seconds", "rss_growth_mib"}."""
+def measure(method: str, paths: list[Path]) -> dict[Path, dict]:
+    """One fresh subprocess for ``method``, one call per path: {path: {"seconds", "rss_growth_mib"}}."""
     out = subprocess.run(
-        [sys.executable, __file__, "--rss-child", str(path), method],
+        [sys.executable, __file__, "--rss-child", method, *map(str, paths)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if out.returncode:
-        raise RuntimeError(f"{method} on {path.name} failed: {out.stderr.strip().splitlines()[-1:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{method} failed: {out.stderr.strip().splitlines()[-1:]}")
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return {Path(r["path"]): r for r in rows}
 
 
 def versions() -> str:
@@ -157,10 +173,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vidtempo_bench")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rss-child", nargs=2, metavar=("PATH", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--rss-child", nargs="+", metavar="METHOD PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
-        child_rss(*args.rss_child)
+        child_rss(args.rss_child[0], args.rss_child[1:])
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -176,10 +192,14 @@ def main() -> None:
     cases = [(v, m) for v in videos for m in methods] + [("60s", "naive")]
     runs: dict[tuple[str, str], list[dict]] = {c: [] for c in cases}
     for r in range(args.repeats):
-        for video, method in cases:
-            runs[(video, method)].append(measure(videos[video], method))
+        for method in [*methods, "naive"]:
+            names = [v for v, m in cases if m == method]
+            got = measure(method, [videos[v] for v in names])
+            for v in names:
+                runs[(v, method)].append(got[videos[v]])
         print(f"  round {r + 1}/{args.repeats} done (load average {os.getloadavg()[0]:.1f})", flush=True)
-    print(f"\n24 uniform frames, one call per fresh subprocess, {args.repeats} interleaved rounds: median (min-max)")
+    print(f"\n24 uniform frames, one fresh subprocess per backend and round (60 s then 600 s), "
+          f"{args.repeats} interleaved rounds: median (min-max)")
     print(f"{'video':<6}{'method':<24}{'seconds':>22}{'x PyAV time':>13}{'peak RSS growth MiB':>26}")
     lines = []
     for video, method in cases:

@@ -110,8 +110,6 @@ def test_transformers_logits_equal_vidtempo_logits(exported, video_dir):
 def test_exported_processor_and_chat_template_reproduce_vidtempo_inputs(exported, video_dir):
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from vidtempo.data.video import open_video
-
     ckpt, hf_dir = exported
     model, tok = _vidtempo(ckpt)
     batch = _batch(tok, video_dir, 1)
@@ -122,11 +120,9 @@ def test_exported_processor_and_chat_template_reproduce_vidtempo_inputs(exported
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     frames = (batch.frames[0] * 255).round().to(torch.uint8)  # (T, 3, 56, 56): the decoded frames
     times = batch.timestamps[0].tolist()
-    with open_video(video_dir / "v0.mp4") as dec:  # the processor's sampled fps = frames / video duration
-        native = dec.meta
-    meta = {"fps": native.fps, "total_num_frames": native.num_frames,
-            "frames_indices": [round(t * native.fps) for t in times]}  # fmt: skip
-    theirs_inputs = processor(text=[text], videos=[frames], video_metadata=[meta], return_tensors="pt")
+    theirs_inputs = processor(text=[text], videos=[frames], return_tensors="pt")
+    step = (times[-1] - times[0]) / (len(times) - 1)  # as docs/export.md: MRoPE time = 2 x mean frame spacing
+    theirs_inputs["second_per_grid_ts"] = torch.tensor([2 * step])
     assert torch.equal(theirs_inputs["input_ids"], ours_inputs["input_ids"])
     assert torch.equal(theirs_inputs["video_grid_thw"], ours_inputs["video_grid_thw"])
     torch.testing.assert_close(
