@@ -64,7 +64,8 @@ def test_export_directory_is_a_plain_hf_model(exported):
     _, hf_dir = exported
     names = {p.name for p in hf_dir.iterdir()}
     assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "chat_template.jinja", "processor_config.json"} <= names  # fmt: skip
+            "chat_template.jinja", "processor_config.json", "preprocessor_config.json",
+            "video_preprocessor_config.json"} <= names  # fmt: skip
     config = json.loads((hf_dir / "config.json").read_text())
     assert (
         config["architectures"] == ["Qwen2_5_VLForConditionalGeneration"]
@@ -80,6 +81,8 @@ def test_export_directory_is_a_plain_hf_model(exported):
         "model.embed_tokens.weight",
         "visual.merger.mlp.0.weight",
     } <= keys  # released layout
+    legacy = json.loads((hf_dir / "video_preprocessor_config.json").read_text())
+    assert (legacy["min_pixels"], legacy["max_pixels"]) == (784, 3136)  # the model's per-frame bounds
     marker = json.loads((hf_dir / "COMPLETE").read_text())
     assert marker["lora_merged"] is True
 
@@ -139,6 +142,23 @@ def test_exported_processor_and_chat_template_reproduce_vidtempo_inputs(exported
         :, theirs_inputs["input_ids"].shape[1] :
     ]
     assert torch.equal(new, model.generate(**args, max_new_tokens=3))
+
+
+def test_export_dtype_bfloat16(tmp_path):
+    from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
+
+    from vidtempo.models.native.export import export_hf
+    from vidtempo.models.native.qwen2_5_vl import Qwen25VLVideoModel, tiny_qwen2_5_vl
+
+    torch.manual_seed(0)
+    model = Qwen25VLVideoModel(llm=tiny_qwen2_5_vl(), min_pixels=784)
+    ref = {k: v.to(torch.bfloat16) for k, v in model.hf.state_dict().items()}
+    export_hf(model, tiny_qwen2_5_vl_tokenizer(), tmp_path / "bf16", dtype="bfloat16")
+    assert AutoConfig.from_pretrained(tmp_path / "bf16").dtype == torch.bfloat16
+    loaded = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "bf16", dtype="auto").state_dict()
+    assert all(v.dtype == torch.bfloat16 and torch.equal(v, ref[k]) for k, v in loaded.items())
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        export_hf(model, tiny_qwen2_5_vl_tokenizer(), tmp_path / "x", dtype="int8")
 
 
 def test_export_refuses_other_models_missing_dirs_and_occupied_out(tmp_path, capsys):

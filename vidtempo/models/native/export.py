@@ -8,8 +8,9 @@ The directory holds what ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` 
   readers built against older transformers), ``generation_config.json``;
 * ``model.safetensors`` (sharded above 5 GB) with the released checkpoints' key names (``model.layers.*``,
   ``visual.*``, ``lm_head.*``), the adapter folded into the base weights;
-* the tokenizer, a ``preprocessor_config.json`` / ``video_preprocessor_config.json`` with the model's pixel
-  bounds (``min_pixels`` / ``max_pixels``, the clip budget as ``cap_pixels_per_frame``), and a chat template
+* the tokenizer, the processor (``processor_config.json``, and the older ``preprocessor_config.json`` /
+  ``video_preprocessor_config.json``) with the model's pixel bounds (``min_pixels`` / ``max_pixels``, the clip
+  budget as ``cap_pixels_per_frame``), and a chat template
   (:func:`export_chat_template`) that renders OpenAI-style content parts exactly as vidtempo's training
   prompts (``<video>`` + newline + question).
 
@@ -119,6 +120,20 @@ def build_processor(model: Qwen25VLVideoModel, tokenizer: Any) -> Any:
                                video_processor=video_processor, chat_template=template)  # fmt: skip
 
 
+def write_legacy_processor_files(directory: Path) -> None:
+    """``preprocessor_config.json`` / ``video_preprocessor_config.json`` beside transformers 5's nested
+    ``processor_config.json``: the files (with ``min_pixels`` / ``max_pixels``) the released Qwen2.5-VL has and
+    readers built against older transformers look for. transformers 5 reads either layout the same way."""
+    nested = json.loads((directory / "processor_config.json").read_text())
+    for key, name in (("image_processor", "preprocessor_config.json"),
+                      ("video_processor", "video_preprocessor_config.json")):  # fmt: skip
+        entry = dict(nested[key])
+        size = entry.get("size") or {}
+        entry.update(processor_class=nested.get("processor_class", "Qwen2_5_VLProcessor"),
+                     min_pixels=size.get("shortest_edge"), max_pixels=size.get("longest_edge"))  # fmt: skip
+        (directory / name).write_text(json.dumps(entry, indent=2, sort_keys=True) + "\n")
+
+
 def check_vision_tokens(model: Qwen25VLVideoModel, tokenizer: Any) -> None:
     """The tokenizer's vision special tokens carry the ids the model config names (else the export would
     serve a model whose video placeholders point at other embeddings)."""
@@ -160,6 +175,7 @@ def export_hf(model: Qwen25VLVideoModel, tokenizer: Any, out: str | Path, *, dty
     with atomic_dir(out, info=info) as tmp:
         hf.save_pretrained(str(tmp), max_shard_size="5GB")  # the released checkpoints' shard size
         processor.save_pretrained(str(tmp))
+        write_legacy_processor_files(tmp)
         (tmp / "config.json").write_text(
             json.dumps(hf_config_dict(hf.config), indent=2, sort_keys=True) + "\n"
         )
