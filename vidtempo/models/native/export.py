@@ -19,8 +19,10 @@ Example:
     >>> from vidtempo.models.native.qwen2_5_vl import Qwen25VLVideoModel, tiny_qwen2_5_vl, tiny_qwen2_5_vl_tokenizer
     >>> model = Qwen25VLVideoModel(llm=tiny_qwen2_5_vl(), min_pixels=784)
     >>> out = export_hf(model, tiny_qwen2_5_vl_tokenizer(), pathlib.Path(tempfile.mkdtemp()) / "hf")
-    >>> sorted(p.name for p in out.iterdir() if p.suffix == ".json")[:3]
-    ['config.json', 'generation_config.json', 'processor_config.json']
+    >>> from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    >>> hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(out)
+    >>> type(AutoProcessor.from_pretrained(out)).__name__, hf.config.video_token_id
+    ('Qwen2_5_VLProcessor', 516)
 """
 
 from __future__ import annotations
