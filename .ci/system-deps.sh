@@ -56,7 +56,11 @@ for lib in "${LIBS[@]}"; do
     packages+=("$pkg")
 done
 echo "system-deps: apt-get install ${packages[*]}"
-apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+if ! apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null; then
+    echo "system-deps: install failed; refreshing the package lists (apt-get update) and trying once more"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
 missing=$(missing_libs | tr '\n' ' ')
 if [ -n "${missing// /}" ]; then
     echo "system-deps: still missing after the install: ${missing% }" >&2
