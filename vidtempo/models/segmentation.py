@@ -77,6 +77,27 @@ class Segmentation:
         return [(ts[s], ts[e - 1]) for s, e in self.chunks]
 
 
+@dataclass
+class ChunkMasks:
+    """Scenes and chunks of a batch as masks (:meth:`SceneSegmenter.chunk_masks`). B videos, T frames.
+
+    Attributes:
+        lengths: (B,) valid frames per video (a right-padded prefix of each row).
+        valid: (B, T) bool, the valid frames.
+        scene_start: (B, T) bool, the first frame of every scene.
+        chunk_start: (B, T) bool, the first frame of every chunk (every scene start is one).
+        cut_mask: (B, T-1) bool, True = cut after frame t.
+        similarities: (B, T-1) float32 cosine similarity of each frame with the next.
+    """
+
+    lengths: torch.Tensor
+    valid: torch.Tensor
+    scene_start: torch.Tensor
+    chunk_start: torch.Tensor
+    cut_mask: torch.Tensor
+    similarities: torch.Tensor
+
+
 def consecutive_similarity(flat: torch.Tensor, *, block: int = 64) -> torch.Tensor:
     """Cosine similarity of every frame with the next one.
 
@@ -198,6 +219,26 @@ class SceneSegmenter:
         frame_mask: torch.Tensor | None = None,
     ) -> list[Segmentation]:
         """Batched: feats (B, T, P, D), timestamps (B, T), frame_mask (B, T) -> one result per video."""
+        masks = self.chunk_masks(feats, timestamps, frame_mask)
+        lengths = masks.lengths.tolist()
+        return [self._one(b, lengths[b], masks.similarities[b], masks.cut_mask[b], timestamps)
+                for b in range(feats.shape[0])]  # fmt: skip
+
+    def chunk_masks(
+        self,
+        feats: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+    ) -> ChunkMasks:
+        """The whole batch's scenes and chunks as (B, T) masks, on the features' device, with no per-video
+        loop and no host transfer (what ``tdc`` reads; :meth:`segment_batch` turns it into lists).
+
+        Example:
+            >>> feats = torch.cat([torch.ones(1, 5, 4, 3), -torch.ones(1, 7, 4, 3)], dim=1)  # (B=1, T=12, P, D)
+            >>> m = SceneSegmenter(max_segments=1, chunk_size=4).chunk_masks(feats)
+            >>> m.chunk_start[0].nonzero().flatten().tolist()  # chunks (0, 4), (4, 5), (5, 9), (9, 12)
+            [0, 4, 5, 9]
+        """
         if feats.dim() != 4:
             raise ValueError(f"feats must be (B, T, P, D), got shape {tuple(feats.shape)}")
         batch, frames = feats.shape[:2]
@@ -211,7 +252,12 @@ class SceneSegmenter:
             lengths[:, None] - 1
         )  # (B, T-1)
         cut_mask = self._cut_mask(sims, pair_valid, lengths)  # (B, T-1): True = cut after frame t
-        return [self._one(b, int(lengths[b]), sims[b], cut_mask[b], timestamps) for b in range(batch)]
+        index = torch.arange(frames, device=feats.device)[None, :]  # (1, T)
+        valid = index < lengths[:, None]  # (B, T)
+        scene_start = valid & torch.cat([torch.ones_like(valid[:, :1]), cut_mask], dim=1)  # (B, T)
+        last_start = torch.where(scene_start, index, torch.zeros_like(index)).cummax(dim=1).values  # (B, T)
+        chunk_start = valid & ((index - last_start) % self.chunk_size == 0)
+        return ChunkMasks(lengths, valid, scene_start, chunk_start, cut_mask, sims)
 
     def _cut_mask(self, sims: torch.Tensor, pair_valid: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Vectorised cut selection. sims, pair_valid (B, T-1); lengths (B,) -> (B, T-1) bool cut mask."""

@@ -38,6 +38,7 @@ from vidtempo.models.interfaces import (
 )
 from vidtempo.models.lora import LoraSettings, apply_lora
 from vidtempo.models.projectors import MLPProjector
+from vidtempo.models.splicing import splice_rows, video_span_tensors
 
 __all__ = ["IGNORE_INDEX", "PARTS", "VIDEO_TOKEN_INDEX", "TrainableParts", "VideoLLM", "VideoLLMOutput",
            "clip_rows", "video_spans"]  # fmt: skip
@@ -258,41 +259,9 @@ class VideoLLM(VideoModel):
         """
         embed = self.llm.get_input_embeddings()
         text = embed(input_ids.clamp(min=0))  # (B, L, H); placeholder ids embedded as 0, replaced below
-        rows, row_labels, n_video = [], [], []
-        for i in range(input_ids.shape[0]):
-            keep = attention_mask[i].bool()
-            ids, emb = input_ids[i][keep], text[i][keep]
-            lab = labels[i][keep] if labels is not None else None
-            where = (ids == VIDEO_TOKEN_INDEX).nonzero().flatten()
-            if len(where) > 1:
-                raise ValueError(f"sample {i} has {len(where)} video placeholders; one video per sample is supported")
-            vid = video.tokens[i][video.mask[i]].to(emb.dtype) if video is not None else emb[:0]
-            if len(where) == 0:
-                if video is not None and len(vid):
-                    raise ValueError(f"sample {i} has video frames but no video placeholder in its prompt")
-                rows.append(emb)
-                row_labels.append(lab)
-                n_video.append(0)
-                continue
-            p = int(where[0])
-            rows.append(torch.cat([emb[:p], vid, emb[p + 1 :]]))
-            if lab is not None:
-                row_labels.append(torch.cat([lab[:p], lab.new_full((len(vid),), IGNORE_INDEX), lab[p + 1 :]]))
-            n_video.append(len(vid))
-        self._check_length(rows)
-        return _pad_rows(rows, row_labels if labels is not None else None, padding_side) + (
-            torch.tensor(n_video, device=input_ids.device),
-        )
-
-    def _check_length(self, rows: list[torch.Tensor]) -> None:
-        if self.max_length is None:
-            return
-        for i, row in enumerate(rows):
-            if len(row) > self.max_length:
-                raise ValueError(
-                    f"sample {i}: {len(row)} tokens after inserting the video exceed max_length={self.max_length}; "
-                    "sample fewer frames, use a stronger compressor or raise model.max_length"
-                )
+        out = splice_rows(text, input_ids, attention_mask, video.tokens if video is not None else None,
+                          video.mask if video is not None else None, labels, padding_side, self.max_length)  # fmt: skip
+        return out.embeds, out.mask, out.labels, out.num_video
 
     # ----------------------------------------------------------------- forward / generate
     def forward(
@@ -361,27 +330,5 @@ def video_spans(
         >>> video_spans(ids, torch.tensor([[1, 1, 1, 1], [0, 1, 1, 0]]), torch.tensor([5, 2]))
         [(2, 5), (0, 2)]
     """
-    spans = []
-    for i in range(input_ids.shape[0]):
-        kept = input_ids[i][attention_mask[i].bool()]
-        where = (kept == VIDEO_TOKEN_INDEX).nonzero().flatten()
-        n = int(num_video_tokens[i])
-        spans.append((int(where[0]), n) if len(where) and n else (0, 0))
-    return spans
-
-
-def _pad_rows(
-    rows: list[torch.Tensor], labels: list[torch.Tensor] | None, side: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    longest = max(len(r) for r in rows)
-    hidden = rows[0].shape[-1]
-    embeds = rows[0].new_zeros(len(rows), longest, hidden)
-    mask = torch.zeros(len(rows), longest, dtype=torch.long, device=rows[0].device)
-    out_labels = None if labels is None else torch.full_like(mask, IGNORE_INDEX)
-    for i, row in enumerate(rows):
-        sl = slice(0, len(row)) if side == "right" else slice(longest - len(row), longest)
-        embeds[i, sl] = row
-        mask[i, sl] = 1
-        if labels is not None and out_labels is not None:
-            out_labels[i, sl] = labels[i]
-    return embeds, mask, out_labels
+    starts, lengths = video_span_tensors(input_ids, attention_mask, num_video_tokens)
+    return [(int(s), int(n)) for s, n in zip(starts.tolist(), lengths.tolist())]

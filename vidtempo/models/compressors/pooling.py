@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from vidtempo.models.compressors.audio_windows import pool_audio_per_frame
+from vidtempo.models.compressors.audio_windows import pool_audio_batch
 from vidtempo.models.interfaces import CompressorInput, TokenCompressor, VideoTokens
 from vidtempo.models.time_embedding import sinusoidal_time_embedding
 
@@ -107,13 +107,8 @@ class SpatialPoolCompressor(TokenCompressor):
         if audio.feats.shape[-1] != self.audio_dim:
             raise ValueError(f"SpatialPoolCompressor: audio_dim={self.audio_dim} but the audio features are "
                              f"{audio.feats.shape[-1]}-d")  # fmt: skip
-        b, t = inputs.frame_mask.shape
-        out = audio.feats.new_zeros(b, t, audio.feats.shape[-1])
-        for i in range(b):
-            valid = inputs.frame_mask[i]
-            pooled = pool_audio_per_frame(audio.feats[i], audio.times[i], audio.mask[i],
-                                          inputs.timestamps[i][valid], 1, self.audio_window)  # fmt: skip
-            out[i, valid] = pooled[:, 0]
+        out = pool_audio_batch(audio.feats, audio.times, audio.mask, inputs.timestamps, inputs.frame_mask, 1,
+                               self.audio_window)[:, :, 0]  # (B, T, Da), zeros at padded frames  # fmt: skip
         return self.audio_proj(out)  # (B, T, D)
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidtempo.models.compressors.audio_windows import pool_audio_per_frame
+from vidtempo.models.compressors.audio_windows import pool_audio_batch, pool_audio_per_frame  # noqa: F401 (re-exported)
 from vidtempo.models.compressors.qformer import QFormer, build_qformer_tokenizer
 from vidtempo.models.interfaces import AudioFeatures, CompressorInput, TokenCompressor, VideoTokens
-from vidtempo.models.segmentation import SceneSegmenter, Segmentation
+from vidtempo.models.segmentation import ChunkMasks, SceneSegmenter
 from vidtempo.models.time_embedding import sinusoidal_time_embedding
 
 QUERY_TYPES = ("avg_pool", "learned")
@@ -229,17 +230,14 @@ class TDCCompressor(TokenCompressor):
         """Compress (B, T, P, D) features to (B, N, H) tokens; ``info`` reports chunks and trimmed tokens."""
         feats, frame_mask = inputs.feats, inputs.frame_mask.bool()  # (B, T, P, D), (B, T)
         self._check_inputs(inputs)
-        b, t, _, _ = feats.shape
-        segs = self.segmenter.segment_batch(feats.detach(), inputs.timestamps, frame_mask)
-        offsets = [0]
-        for seg in segs:
-            offsets.append(offsets[-1] + seg.num_frames)
-        vis = self._visual_tokens(feats[frame_mask], inputs.grid)  # (M, n_v, H), M valid frames in order
+        b = feats.shape[0]
+        masks = self.segmenter.chunk_masks(feats.detach(), inputs.timestamps, frame_mask)
+        plan = _plan(masks, self.add_static)
+        vis = self._visual_tokens(feats[masks.valid], inputs.grid)  # (M, n_v, H), M valid frames in order
         frame_tok = vis
         if inputs.audio is not None:
-            aud = self._audio_tokens(inputs.audio, inputs.timestamps, segs)  # (M, a, H)
+            aud = self._audio_tokens(inputs.audio, inputs.timestamps, masks.valid)  # (M, a, H)
             frame_tok = torch.cat([vis, aud.to(vis.dtype)], dim=1)  # (M, n_v + a, H)
-        plan = _plan(segs, offsets, self.add_static)
         static = frame_tok[plan.static_frames]  # (S, n_s, H)
         context = self._compress(vis, frame_tok, plan, inputs.query, b)  # (Nd, K, H)
         bank = torch.cat(
@@ -251,7 +249,7 @@ class TDCCompressor(TokenCompressor):
             ]
         )  # (S*n_s + Nd*K + 2, H): every token any video emits, plus <Sep> and a zero padding row
         index, mask, info = self._layout(plan, static.shape[1], bank.shape[0])
-        tokens = bank[index.to(bank.device)]  # (B, N, H)
+        tokens = bank[index]  # (B, N, H)
         if self.time_scale is not None:
             tokens = tokens + self._time_embedding(inputs.timestamps, info["token_frames"], mask, tokens)
         return VideoTokens(tokens=tokens, mask=mask.to(feats.device), info=info)
@@ -301,21 +299,16 @@ class TDCCompressor(TokenCompressor):
         nl = self.newline.to(x.dtype).expand(m, h, 1, hid)
         return torch.cat([rows, nl], dim=2).reshape(m, h * (w + 1), hid)  # (M, h*(w+1), H)
 
-    def _audio_tokens(
-        self, audio: AudioFeatures, timestamps: torch.Tensor, segs: list[Segmentation]
-    ) -> torch.Tensor:
+    def _audio_tokens(self, audio: AudioFeatures, timestamps: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """(M, a, H): each valid frame's audio window pooled to ``audio_tokens_per_frame`` and projected."""
         assert self.audio_proj is not None
         if audio.feats.shape[-1] != self.audio_dim:
             raise ValueError(f"TDCCompressor: audio_dim={self.audio_dim} but the audio features are "
                              f"{audio.feats.shape[-1]}-d")  # fmt: skip
-        pooled = [
-            pool_audio_per_frame(audio.feats[i], audio.times[i], audio.mask[i], timestamps[i, : seg.num_frames],
-                                 self.audio_tokens_per_frame, self.audio_window)
-            for i, seg in enumerate(segs)
-        ]  # fmt: skip
+        pooled = pool_audio_batch(audio.feats, audio.times, audio.mask, timestamps, valid,
+                                  self.audio_tokens_per_frame, self.audio_window)[valid]  # (M, a, Da)  # fmt: skip
         dtype = self.audio_proj.weight.dtype
-        return self.audio_proj(torch.cat(pooled).to(dtype))  # (M, a, Da) -> (M, a, H)
+        return self.audio_proj(pooled.to(dtype))  # (M, a, Da) -> (M, a, H)
 
     def _queries(self, vis: torch.Tensor, plan: _Plan) -> torch.Tensor:
         """(C, K, Hq) queries per chunk: pooled static-frame visual tokens (newlines included) or learned."""
@@ -335,9 +328,7 @@ class TDCCompressor(TokenCompressor):
             return vis.new_zeros(0, self.num_queries, vis.shape[-1])
         queries = self._queries(vis, plan)  # (C, K, Hq)
         ids, text_mask = self._tokenize(query, batch, vis.device)
-        dyn_frames = torch.tensor(plan.dyn_frames, device=vis.device)
-        dyn_chunks = torch.tensor(plan.dyn_chunks, device=vis.device)
-        dyn_videos = torch.tensor(plan.dyn_videos, device=vis.device)
+        dyn_frames, dyn_chunks, dyn_videos = plan.dyn_frames, plan.dyn_chunks, plan.dyn_videos
         step = self.qformer_batch or n_dyn
         outs = []
         for s in range(0, n_dyn, step):  # one call unless qformer_batch limits memory
@@ -376,43 +367,58 @@ class TDCCompressor(TokenCompressor):
     def _layout(
         self, plan: _Plan, n_static: int, bank_rows: int
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """Token indices into the bank per video (chunk order, budget guard applied), right-padded.
+        """Token indices into the bank per video (chunk order, budget guard applied), right-padded; vectorised
+        over the batch (one host transfer, for the longest row and the counts in ``info``).
 
-        Returns (B, N) long indices, (B, N) bool mask and the info dict.
+        Every valid frame has F slots (its tokens then ``<Sep>``; a static frame n_s + 1, a compressed one
+        K + 1); the slots of a row in (frame, slot) order are the video's tokens in chunk order. The budget
+        guard keeps a chunk's first ``size - per`` tokens and then the row's first ``max_tokens`` of those
+        (:func:`_guarded_sizes`). Returns (B, N) long indices, (B, N) bool mask and the info dict.
         """
         k = self.num_queries
-        ctx_base, sep, pad = plan.num_static * n_static, bank_rows - 2, bank_rows - 1
-        rows, row_frames, trimmed = [], [], []
-        for v, video in enumerate(plan.video_chunks):
-            chunks, frames = [], []  # token indices into the bank, and the (local) frame of each token
-            for c in video:
-                parts, owner = [], []
-                if self.add_static:
-                    s = plan.chunk_static[c]
-                    parts += [torch.arange(s * n_static, (s + 1) * n_static), torch.tensor([sep])]
-                    owner.append(torch.full((n_static + 1,), plan.static_frames[s] - plan.offsets[v]))
-                for d in plan.chunk_dyn[c]:
-                    parts += [torch.arange(ctx_base + d * k, ctx_base + (d + 1) * k), torch.tensor([sep])]
-                    owner.append(torch.full((k + 1,), plan.dyn_frames[d] - plan.offsets[v]))
-                chunks.append(torch.cat(parts))
-                frames.append(torch.cat(owner))
-            kept, kept_frames = _guard(chunks, self.max_tokens), _guard(frames, self.max_tokens)
-            row = torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long)
-            trimmed.append(sum(len(c) for c in chunks) - len(row))
-            rows.append(row)
-            row_frames.append(torch.cat(kept_frames) if kept_frames else torch.zeros(0, dtype=torch.long))
-        longest = max((len(r) for r in rows), default=0)
-        index = torch.full((len(rows), longest), pad, dtype=torch.long)
-        token_frames = torch.full((len(rows), longest), -1, dtype=torch.long)
-        mask = torch.zeros(len(rows), longest, dtype=torch.bool)
-        for i, row in enumerate(rows):
-            index[i, : len(row)] = row
-            token_frames[i, : len(row)] = row_frames[i]
-            mask[i, : len(row)] = True
-        chunks_per_video = [len(video) for video in plan.video_chunks]
-        info = {"trimmed": sum(trimmed), "chunks": sum(chunks_per_video), "trimmed_per_video": trimmed,
-                "chunks_per_video": chunks_per_video, "token_frames": token_frames}  # fmt: skip
-        return index, mask, info
+        sep, pad = bank_rows - 2, bank_rows - 1
+        is_static, is_dyn, chunk_start = plan.is_static, plan.is_dyn, plan.chunk_start  # (B, T) each
+        b, t = is_static.shape
+        device = is_static.device
+        n_slots = max(n_static + 1 if self.add_static else 0, k + 1)
+        j = torch.arange(n_slots, device=device)  # (F,)
+        srank = (is_static.flatten().long().cumsum(0) - 1).view(b, t)[..., None]  # (B, T, 1) row of the bank
+        drank = (is_dyn.flatten().long().cumsum(0) - 1).view(b, t)[..., None]
+        static_idx = torch.where(j < n_static, srank * n_static + j, sep)
+        dyn_idx = torch.where(j < k, plan.num_static * n_static + drank * k + j, sep)
+        index = torch.where(is_static[..., None], static_idx, dyn_idx)  # (B, T, F)
+        slot = (is_static[..., None] & (j <= n_static)) | (is_dyn[..., None] & (j <= k))  # (B, T, F)
+        frame_of = torch.arange(t, device=device).view(1, t, 1).expand(b, t, n_slots)  # each slot's frame
+        keep = slot
+        if self.max_tokens is not None:
+            ntok = slot.sum(-1)  # (B, T) tokens per frame
+            frames = torch.arange(t, device=device)[None]
+            owner = torch.where(chunk_start, frames, torch.zeros_like(frames)).cummax(1).values  # (B, T) chunk's start
+            size_at_start = torch.zeros_like(ntok).scatter_add(1, owner, ntok)  # (B, T) chunk sizes at their start
+            size = torch.gather(size_at_start, 1, owner)  # (B, T) the size of each frame's chunk
+            before = ntok.cumsum(1) - ntok  # (B, T) tokens of the row before the frame
+            in_chunk = (before - torch.gather(before, 1, owner))[..., None] + j  # (B, T, F) rank in the chunk
+            total, chunks = ntok.sum(1), chunk_start.sum(1)  # (B,)
+            excess = (total - self.max_tokens).clamp(min=0)
+            per = torch.div(excess + chunks.clamp(min=1) - 1, chunks.clamp(min=1), rounding_mode="floor")  # (B,)
+            keep = slot & (in_chunk < (size - per[:, None])[..., None])
+            rank = keep.flatten(1).long().cumsum(1).view(b, t, n_slots) - 1
+            keep = keep & (rank < self.max_tokens)
+        flat_keep = keep.flatten(1)  # (B, T*F)
+        kept = flat_keep.sum(1)  # (B,)
+        trimmed = slot.flatten(1).sum(1) - kept
+        chunks_per_video = chunk_start.sum(1)
+        counts = torch.cat([kept.max().view(1) if b else kept.new_zeros(1), trimmed, chunks_per_video]).tolist()
+        longest, trimmed_list, chunk_list = int(counts[0]), counts[1 : 1 + b], counts[1 + b :]
+        dest = torch.where(flat_keep, flat_keep.long().cumsum(1) - 1, longest)  # (B, T*F); longest = dropped
+        out_index = torch.full((b, longest + 1), pad, dtype=torch.long, device=device)
+        out_index = out_index.scatter(1, dest, index.flatten(1))[:, :longest]
+        token_frames = torch.full((b, longest + 1), -1, dtype=torch.long, device=device)
+        token_frames = token_frames.scatter(1, dest, frame_of.reshape(b, -1))[:, :longest]
+        mask = torch.arange(longest, device=device)[None] < kept[:, None]  # (B, N)
+        info = {"trimmed": sum(trimmed_list), "chunks": sum(chunk_list), "trimmed_per_video": trimmed_list,
+                "chunks_per_video": chunk_list, "token_frames": token_frames}  # fmt: skip
+        return out_index, mask, info
 
     # ------------------------------------------------------------------------------------------ weights
     def load_pretrained(self, local_dir: str | Path) -> TDCCompressor:
@@ -430,52 +436,44 @@ class TDCCompressor(TokenCompressor):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+@dataclass
 class _Plan:
-    """Which valid frames (global index over the batch) are static / compressed, per chunk and video."""
+    """Which valid frames (global index over the batch, row-major) are static / compressed, as tensors.
 
-    def __init__(self) -> None:
-        self.static_frames: list[int] = []  # global frame index of each static frame
-        self.chunk_first: list[int] = []  # global index of each chunk's first frame (query source)
-        self.chunk_static: list[int] = []  # index into static_frames per chunk (-1 without static frames)
-        self.chunk_dyn: list[list[int]] = []  # indices into dyn_frames per chunk
-        self.dyn_frames: list[int] = []
-        self.dyn_chunks: list[int] = []
-        self.dyn_videos: list[int] = []
-        self.video_chunks: list[list[int]] = []
-        self.offsets: list[int] = []  # global index of each video's first valid frame
+    Attributes:
+        is_static, is_dyn, chunk_start: (B, T) bool masks of the static, compressed and chunk-first frames.
+        static_frames: (S,) global index of each static frame (the bank's static rows, in order).
+        chunk_first: (C,) global index of each chunk's first frame (query source).
+        dyn_frames, dyn_chunks, dyn_videos: (Nd,) each compressed frame's global index, chunk and video.
+    """
+
+    is_static: torch.Tensor
+    is_dyn: torch.Tensor
+    chunk_start: torch.Tensor
+    static_frames: torch.Tensor
+    chunk_first: torch.Tensor
+    dyn_frames: torch.Tensor
+    dyn_chunks: torch.Tensor
+    dyn_videos: torch.Tensor
 
     @property
     def num_static(self) -> int:
-        return len(self.static_frames)
+        return int(self.static_frames.shape[0])
 
 
-def _plan(segs: list[Segmentation], offsets: list[int], add_static: bool) -> _Plan:
-    plan = _Plan()
-    plan.offsets = list(offsets)
-    for v, seg in enumerate(segs):
-        plan.video_chunks.append([])
-        for start, end in seg.chunks:
-            c = len(plan.chunk_first)
-            plan.video_chunks[v].append(c)
-            first = offsets[v] + start
-            plan.chunk_first.append(first)
-            plan.chunk_static.append(len(plan.static_frames) if add_static else -1)
-            if add_static:
-                plan.static_frames.append(first)
-            plan.chunk_dyn.append([])
-            for f in range(start + 1 if add_static else start, end):
-                plan.chunk_dyn[c].append(len(plan.dyn_frames))
-                plan.dyn_frames.append(offsets[v] + f)
-                plan.dyn_chunks.append(c)
-                plan.dyn_videos.append(v)
-    return plan
-
-
-def _guard(chunks: list[torch.Tensor], max_tokens: int | None) -> list[torch.Tensor]:
-    """Budget guard (TDC): if over ``max_tokens``, drop ceil(excess / n_chunks) tokens from the end of every
-    chunk, then hard-truncate the total to ``max_tokens``."""
-    sizes = _guarded_sizes([len(c) for c in chunks], max_tokens)
-    return [c[:n] for c, n in zip(chunks, sizes)]
+def _plan(masks: ChunkMasks, add_static: bool) -> _Plan:
+    """The batch's static / compressed frames from the segmenter's masks (no per-video loop)."""
+    valid, chunk_start = masks.valid, masks.chunk_start  # (B, T)
+    is_static = chunk_start if add_static else torch.zeros_like(chunk_start)
+    is_dyn = valid & ~is_static
+    global_index = (valid.flatten().long().cumsum(0) - 1).view(valid.shape)  # (B, T) index among valid frames
+    chunk_id = (chunk_start.flatten().long().cumsum(0) - 1).view(valid.shape)  # (B, T) the frame's chunk
+    rows = torch.arange(valid.shape[0], device=valid.device)[:, None].expand_as(valid)
+    dyn = is_dyn.nonzero(as_tuple=True)
+    first = global_index[chunk_start]  # (C,)
+    return _Plan(is_static=is_static, is_dyn=is_dyn, chunk_start=chunk_start,
+                 static_frames=first if add_static else first[:0], chunk_first=first,
+                 dyn_frames=global_index[dyn], dyn_chunks=chunk_id[dyn], dyn_videos=rows[dyn])  # fmt: skip
 
 
 def _guarded_sizes(sizes: list[int], max_tokens: int | None) -> list[int]:

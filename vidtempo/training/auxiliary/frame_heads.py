@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from vidtempo.models.interfaces import VideoModel, VideoModelOutput
-from vidtempo.models.video_llm import video_spans
+from vidtempo.models.splicing import video_span_tensors
 from vidtempo.training.auxiliary.base import AuxLoss
 
 
@@ -126,25 +126,49 @@ class FrameSaliencyLoss(nn.Module):
         """
         if frame_targets.ndim == 2:
             frame_targets = frame_targets.unsqueeze(-1)
-        logits, targets = [], []
-        spans = video_spans(input_ids, attention_mask, num_video_tokens)
-        for i, span in enumerate(spans):
-            row = frame_targets[i][frame_mask[i]][:, self._columns(frame_targets.shape[-1])]  # (T_i, S)
-            if span[1] == 0 or torch.isnan(row).all():
-                continue
-            owners = token_frames[i][token_frames[i] >= 0] if token_frames is not None else None
-            scores, has_tokens = self.frame_scores(hidden[i], span, int(frame_mask[i].sum()), owners)
-            scores = scores[:, : row.shape[1]]  # a (B, T) target: slot 0 only
-            known = ~torch.isnan(row) & has_tokens.to(row.device)[:, None]
-            logits.append(scores[known])
-            targets.append(row[known])
-        if not logits:
-            return self.head.weight.sum() * 0.0
-        bce = nn.functional.binary_cross_entropy_with_logits
+        device = hidden.device
+        targets = frame_targets[..., self._columns(frame_targets.shape[-1])].to(device)  # (B, T, S)
+        frame_mask = frame_mask.to(device).bool()
+        b, t = frame_mask.shape
+        starts, n = video_span_tensors(input_ids, attention_mask, num_video_tokens)  # (B,), (B,)
+        starts, n = starts.to(device), n.to(device)
+        has_target = ~torch.isnan(targets) & frame_mask[..., None]  # (B, T, S)
+        active = (n > 0) & has_target.flatten(1).any(1)  # (B,) rows this loss reads
+        if token_frames is not None:
+            frame_of = token_frames.to(device).long()  # (B, J): each video token's frame, -1 = padding
+            bad = active & ((frame_of >= 0).sum(1) != n)
+            problem = "token_frames does not give one frame per video token"
+        else:
+            frames = frame_mask.sum(1)  # (B,)
+            per = torch.div(n, frames.clamp(min=1), rounding_mode="floor").clamp(min=1)  # (B,) tokens per frame
+            frame_of = torch.arange(hidden.shape[1], device=device)[None] // per[:, None]  # (B, J = L')
+            bad = active & ((frames == 0) | (n % frames.clamp(min=1) != 0))
+            problem = ("the saliency loss needs the same number of video tokens per frame; use a compressor with "
+                       "a fixed number of tokens per frame (e.g. pool) or one that reports info['token_frames'] "
+                       "(e.g. tdc)")  # fmt: skip
+        first_bad = int(torch.where(bad.any(), bad.long().argmax(), -1))  # the one host transfer
+        if first_bad >= 0:
+            raise ValueError(f"sample {first_bad}: {int(n[first_bad])} video tokens for "
+                             f"{int(frame_mask[first_bad].sum())} frames: {problem}")  # fmt: skip
+        j = torch.arange(frame_of.shape[1], device=device)[None]  # (1, J)
+        valid = (j < n[:, None]) & active[:, None] & (frame_of >= 0) & (frame_of < t)  # (B, J)
+        pos = (starts[:, None] + j).clamp(max=hidden.shape[1] - 1)  # (B, J) columns in the spliced sequence
+        per_token = self.head(hidden)  # (B, L', slots)
+        per_token = torch.gather(per_token, 1, pos[..., None].expand(-1, -1, per_token.shape[-1]))  # (B, J, slots)
+        dest = torch.where(valid, frame_of, torch.full_like(frame_of, t))  # (B, J): frame t = dropped
+        sums = per_token.new_zeros(b, t + 1, per_token.shape[-1])
+        sums = sums.scatter_add(1, dest[..., None].expand_as(per_token), per_token * valid[..., None])
+        counts = torch.zeros(b, t + 1, device=device).scatter_add(1, dest, valid.float())[:, :t]  # (B, T)
+        scores = (sums[:, :t] / counts.clamp(min=1)[..., None].to(sums.dtype))[..., : targets.shape[-1]]
+        known = has_target & (counts > 0)[..., None] & active[:, None, None]  # (B, T, S)
+        bce = nn.functional.binary_cross_entropy_with_logits(scores.float(), targets.nan_to_num(0.0).float(),
+                                                             reduction="none")  # fmt: skip
+        bce = torch.where(known, bce, torch.zeros_like(bce))
         if self.reduction == "entry":
-            return bce(torch.cat(logits).float(), torch.cat(targets).to(hidden.device).float())
-        per_sample = [bce(x.float(), y.to(hidden.device).float()) for x, y in zip(logits, targets)]
-        return torch.stack(per_sample).mean()
+            return bce.sum() / known.sum().clamp(min=1)
+        per_row = bce.flatten(1).sum(1) / known.flatten(1).sum(1).clamp(min=1)  # (B,)
+        rows = known.flatten(1).any(1)
+        return (per_row * rows).sum() / rows.sum().clamp(min=1)
 
 
 def slot_indices(slots: int | Sequence[int]) -> list[int]:
