@@ -242,6 +242,10 @@ def _provides(model: VideoModel, capability: str) -> bool:
                 sound = VideoInputs(**{**video.__dict__, "audio": torch.randn(2, 8000) * 0.1,
                                        "audio_lengths": torch.tensor([8000, 0])})  # fmt: skip
                 return not torch.allclose(model(ids, mask, video=sound).logits, out.logits)
+            if capability == "packing":  # both samples in one row: the unpacked loss
+                labels = ids.clamp(min=0)
+                packed = model(ids, mask, labels=labels, video=video, packing=4096)
+                return abs(float(packed.loss) - float(model(ids, mask, labels=labels, video=video).loss)) < 1e-5
             if capability == "embed_frames":
                 return model.embed_frames(video.frames[0]).shape[0] == 4
             if capability == "embed_video":

@@ -69,6 +69,8 @@ class VideoTextBatch:
         features: (B, T, P, D) cached encoder features (then ``frames`` is None) and their patch ``grid``.
         targets: per-frame training targets by name, each (B, T, C) float (1.0 / 0.0, NaN = unknown), from
             the collator's target builders (``VideoCollator(targets={...})``, ``vidtempo.data.targets``).
+        packing: with ``data.packing``, the most tokens per packed LLM row (``vidtempo.data.packing``); passed to
+            the model by :meth:`model_inputs`. None = padded rows.
     """
 
     input_ids: torch.Tensor
@@ -89,6 +91,7 @@ class VideoTextBatch:
     clip_index: torch.Tensor | None = None
     no_audio: int = 0
     past_end: list[str] = field(default_factory=list)
+    packing: int | None = None
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -109,6 +112,8 @@ class VideoTextBatch:
                                "video": self.video_inputs()}  # fmt: skip
         if with_labels:
             out["labels"] = self.labels
+        if self.packing is not None and with_labels:  # training forwards only (generate has no packing)
+            out["packing"] = self.packing
         return out
 
     def to(self, device: torch.device | str) -> VideoTextBatch:

@@ -40,6 +40,7 @@ CAPABILITIES: dict[str, str] = {
     "embed_frames": "embed_frames(pixels (N, 3, H, W)) -> (N, D) one embedding per frame (frame selection)",
     "audio": "reads VideoInputs.audio",
     "cached_features": "accepts VideoInputs.features instead of frames",
+    "packing": "forward(packing=N) runs the LLM on rows of <= N tokens, several samples per row, with the same loss",
 }
 
 
@@ -108,7 +109,8 @@ class VideoModel(nn.Module, ABC):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
         video: VideoInputs | None = None, *, return_hidden: bool = False,
     ) -> VideoModelOutput:  # fmt: skip
-        """Teacher-forced forward: input_ids (B, L) with at most one ``VIDEO_TOKEN_INDEX`` per row."""
+        """Teacher-forced forward: input_ids (B, L) with at most one ``VIDEO_TOKEN_INDEX`` per row. A model that
+        declares the ``packing`` capability also takes ``packing=N`` (rows of at most N tokens, the same loss)."""
 
     @abstractmethod
     def generate(

@@ -37,6 +37,7 @@ from vidtempo.models.interfaces import (
     VisionEncoder,
 )
 from vidtempo.models.lora import LoraSettings, apply_lora
+from vidtempo.models.packed_attention import packed_forward
 from vidtempo.models.projectors import MLPProjector
 from vidtempo.models.splicing import splice_rows, video_span_tensors
 
@@ -121,7 +122,7 @@ class VideoLLM(VideoModel):
     # ----------------------------------------------------------------- the VideoModel contract
     @property
     def capabilities(self) -> frozenset[str]:  # type: ignore[override]
-        caps = {"hidden_states", "frame_features", "token_frames", "cached_features", "embed_frames"}
+        caps = {"hidden_states", "frame_features", "token_frames", "cached_features", "embed_frames", "packing"}
         if self.audio_encoder is not None:
             caps.add("audio")
         if getattr(self.compressor, "alignment", False):  # a compressor with retrieval heads (t_fuseformer)
@@ -266,12 +267,21 @@ class VideoLLM(VideoModel):
     # ----------------------------------------------------------------- forward / generate
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
-        video: VideoInputs | None = None, *, return_hidden: bool = False,
+        video: VideoInputs | None = None, *, return_hidden: bool = False, packing: int | None = None,
     ) -> VideoModelOutput:  # fmt: skip
         """Teacher-forced forward. Shapes: input_ids (B, L); ``video`` frames (U, T, 3, H, W) or features
-        (U, T, P, D), see :class:`VideoInputs` (each clip is encoded once; ``encode_video``)."""
+        (U, T, P, D), see :class:`VideoInputs` (each clip is encoded once; ``encode_video``). ``packing=N``
+        runs the LLM on rows of at most N tokens holding several samples each (``vidtempo.models.packed_attention``;
+        the same loss, outputs in the unpacked layout)."""
         tokens = self.encode_video(video) if video is not None else None
         embeds, mask, spliced_labels, n_video = self.splice(input_ids, attention_mask, tokens, labels)
+        if packing is not None:
+            packed = packed_forward(self.llm, embeds, mask, spliced_labels, packing, return_hidden=return_hidden,
+                                    attn_implementation=getattr(self.llm.config, "_attn_implementation", None))  # fmt: skip
+            info = {**(tokens.info or {}), "packed_rows": len(packed.plan.rows)} if tokens is not None else {}
+            last = packed.hidden_states[-1] if packed.hidden_states else None
+            return VideoModelOutput(packed.loss, packed.logits, spliced_labels, mask, n_video, info, last,
+                                    packed.hidden_states)  # fmt: skip
         extra = {"output_hidden_states": True} if return_hidden else {}
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, **extra)
         logits = out.logits

@@ -21,6 +21,7 @@ from vidtempo.config.errors import RecipeError
 from vidtempo.config.instantiate import instantiate, resolve_target
 from vidtempo.data.collate import VideoCollator
 from vidtempo.data.grouping import VideoGroupedBatchSampler, clip_keys
+from vidtempo.data.packing import PackingCollator, TokenBudgetBatchSampler, describe, sample_lengths
 from vidtempo.data.resumable import EpochRandomSampler, ResumableDataLoader
 from vidtempo.models.interfaces import VideoModel
 from vidtempo.training.auxiliary.base import AuxLossError
@@ -46,11 +47,16 @@ class VideoDataModule(L.LightningDataModule):
         shuffle: bool = True,
         group_by_video: int = 0,
         seed: int = 0,
+        packing: int | None = None,
     ) -> None:
         super().__init__()
         self.train_set, self.val_set, self.collator = train, val, collator
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
         self.group_by_video, self.seed = int(group_by_video or 0), seed
+        self.packing = packing  # data.packing.max_tokens: token-budget batches of packed rows
+        self._lengths: list[int] | None = None
+        if packing is not None:
+            self.collator = PackingCollator(collator, packing)
 
     def _ranks(self) -> tuple[int, int]:
         """(world size, this rank): (1, 0) outside a distributed trainer."""
@@ -71,6 +77,8 @@ class VideoDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Resumable: a run restarted from a mid-epoch checkpoint skips the batches that epoch already trained
         (``ResumableDataLoader``), without decoding them."""
+        if self.packing is not None:
+            return self._loader(self.train_set, ResumableDataLoader, batch_sampler=self._budget_sampler())
         if self.group_by_video <= 1:
             sampler = self._sampler(self.train_set, self.shuffle)
             return self._loader(self.train_set, ResumableDataLoader, batch_size=self.batch_size, sampler=sampler)
@@ -78,6 +86,19 @@ class VideoDataModule(L.LightningDataModule):
         grouped = VideoGroupedBatchSampler(clip_keys(self.train_set), self.batch_size, self.group_by_video,
                                            shuffle=self.shuffle, seed=self.seed, num_replicas=world, rank=rank)  # fmt: skip
         return self._loader(self.train_set, ResumableDataLoader, batch_sampler=grouped)
+
+    def _budget_sampler(self) -> TokenBudgetBatchSampler:
+        """Token-budget batches (``data.packing``); the lengths are measured once (tokenising every item)."""
+        world, rank = self._ranks()
+        if self._lengths is None:
+            try:
+                self._lengths = sample_lengths(self.train_set, self.collator.collator)
+            except ValueError as err:
+                raise RecipeError(str(err), key="data.packing") from err
+        sampler = TokenBudgetBatchSampler(self._lengths, int(self.packing or 0), shuffle=self.shuffle, seed=self.seed,
+                                          num_replicas=world, rank=rank)  # fmt: skip
+        log.info(describe(self._lengths, sampler._all_batches(), int(self.packing or 0)))
+        return sampler
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
@@ -136,6 +157,7 @@ def build_datamodule(
     val = instantiate(data["val"], key=f"{prefix}.val", recipe=recipe) if data.get("val") else None
     collator_node = dict(data.get("collator") or {})
     group = int(data.get("group_by_video") or 0)
+    packing = _packing_tokens(data, collator_node, collator_class, group, recipe, prefix)
     if group > 1:
         if collator_class not in (None, VideoCollator):
             raise RecipeError(f"group_by_video needs the SFT video collator, not {collator_class.__name__}",
@@ -145,8 +167,32 @@ def build_datamodule(
     return VideoDataModule(
         train, collator, val, batch_size=int(data.get("batch_size", 1)),
         num_workers=int(data.get("num_workers", 0)), shuffle=bool(data.get("shuffle", True)),
-        group_by_video=group, seed=int(seed),
+        group_by_video=group, seed=int(seed), packing=packing,
     )  # fmt: skip
+
+
+def _packing_tokens(data: dict[str, Any], collator: dict[str, Any], collator_class: type | None, group: int,
+                    recipe: str, prefix: str) -> int | None:  # fmt: skip
+    """``data.packing.max_tokens`` after the checks that need the built pieces (None without packing): the SFT
+    video collator, no ``group_by_video``, and room for the longest sample ``data.overlong`` lets through
+    (``model.max_length``, injected into the collator settings)."""
+    node = data.get("packing")
+    if not node:
+        return None
+    key = f"{prefix}.packing"
+    if collator_class not in (None, VideoCollator):
+        raise RecipeError(f"packing needs the SFT video collator, not {collator_class.__name__}", recipe=recipe,
+                          key=key)  # fmt: skip
+    if group > 1:
+        raise RecipeError("packing fills batches by tokens; it cannot be combined with group_by_video", recipe=recipe,
+                          key=key)  # fmt: skip
+    tokens = int(node["max_tokens"])
+    longest = collator.get("max_length")
+    if longest is not None and tokens < int(longest):
+        raise RecipeError(f"max_tokens={tokens} is below model.max_length={longest}: a sample data.overlong lets "
+                          f"through (up to {longest} tokens) would not fit a packed row; raise max_tokens to at "
+                          f"least {longest} or lower model.max_length", recipe=recipe, key=f"{key}.max_tokens")  # fmt: skip
+    return tokens
 
 
 def fit_val_interval(stage: dict[str, Any], datamodule: VideoDataModule) -> dict[str, Any]:
@@ -170,6 +216,9 @@ def build_objective(stage: dict[str, Any], model: VideoModel, recipe: str, prefi
     import inspect
 
     data = stage.get("data") or {}
+    if data.get("packing") and "packing" not in model.capabilities:
+        raise RecipeError(f"{type(model).__name__} does not declare the 'packing' capability (forward(packing=N))",
+                          recipe=recipe, key=f"{prefix}data.packing")  # fmt: skip
     node = stage["objective"]
     extra: dict[str, Any] = {}
     target_class = resolve_target(node, f"{prefix}objective", recipe)

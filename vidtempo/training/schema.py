@@ -40,7 +40,8 @@ DATA_TYPES: dict[str, tuple[type, float | None, float | None]] = {
     "batch_size": (int, 1, None), "num_workers": (int, 0, None), "max_skip_fraction": (float, 0.0, 1.0),
     "shuffle": (bool, None, None), "group_by_video": (int, 0, None), "overlong": (str, None, None),
 }  # fmt: skip
-DATA_KEYS = {"train", "val", "collator", *DATA_TYPES}
+DATA_KEYS = {"train", "val", "collator", "packing", *DATA_TYPES}
+PACKING_KEYS = {"max_tokens"}
 OPTIM_CHOICES = {"name": OPTIMIZERS, "scheduler": SCHEDULERS, "anneal_by": ANNEAL_BY}
 TRAINER_INJECTED = ("callbacks", "logger", "default_root_dir")  # build_trainer sets these
 STAGE_KEYS = {"name", "trainable", "optim", "data", "trainer", "objective", "checkpoint", "merge_lora_after", "lora"}
@@ -106,6 +107,18 @@ def check_data(data: Any, where: str, recipe: str) -> None:
                               key=f"{where}.{key}")  # fmt: skip
     if data.get("overlong") is not None:
         check_choice(data["overlong"], OVERLONG_POLICIES, key=f"{where}.overlong", recipe=recipe)
+    check_packing(data.get("packing"), f"{where}.packing", recipe)
+
+
+def check_packing(packing: Any, where: str, recipe: str) -> None:
+    """``data.packing``: a mapping ``{max_tokens: N}``, N an int >= 1 (null = off)."""
+    if packing is None:
+        return
+    check_keys(packing, PACKING_KEYS, where, recipe)
+    tokens = packing.get("max_tokens")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise RecipeError(f"expected an int >= 1 (LLM tokens per packed row), got {tokens!r}", recipe=recipe,
+                          key=f"{where}.max_tokens")  # fmt: skip
 
 
 def check_optim(optim: Any, where: str, recipe: str) -> None:

@@ -48,6 +48,7 @@ from vidtempo.models.interfaces import (
     VideoModelOutput,
 )
 from vidtempo.models.lora import LoraSettings
+from vidtempo.models.packed_attention import packed_forward
 
 # The Qwen2.5-VL special tokens around vision content (the public tokenizer's added tokens).
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
@@ -366,7 +367,7 @@ class Qwen25VLVideoModel(VideoModel):
         """The ``Qwen2_5_VLForConditionalGeneration`` (inside peft when LoRA is on)."""
         return _unwrap(self.llm.model)
 
-    capabilities = frozenset({"hidden_states", "embed_frames"})
+    capabilities = frozenset({"hidden_states", "embed_frames", "packing"})
 
     @property
     def hidden_size(self) -> int:
@@ -582,11 +583,21 @@ class Qwen25VLVideoModel(VideoModel):
     # ----------------------------------------------------------------- forward / generate
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
-        video: VideoInputs | None = None, *, return_hidden: bool = False,
+        video: VideoInputs | None = None, *, return_hidden: bool = False, packing: int | None = None,
     ) -> VideoModelOutput:  # fmt: skip
-        """Teacher-forced forward; input_ids (B, L) with one -200 placeholder, ``video.frames`` (U, T, 3, H, W)."""
+        """Teacher-forced forward; input_ids (B, L) with one -200 placeholder, ``video.frames`` (U, T, 3, H, W).
+        ``packing=N``: the LLM runs on rows of at most N tokens holding several samples, each with its own 3-D
+        mRoPE positions (``vidtempo.models.packed_attention``; the same loss, outputs in the unpacked layout)."""
         inputs = self.prepare_inputs(input_ids, attention_mask, labels, video)
         embeds = self._embed(inputs)  # (B, L', H)
+        if packing is not None:
+            packed = packed_forward(self.hf, embeds, inputs["attention_mask"], inputs["labels"], packing,
+                                    position_ids=inputs["position_ids"], return_hidden=return_hidden, use_cache=False,
+                                    attn_implementation=getattr(self.hf.config, "_attn_implementation", None))  # fmt: skip
+            info = {"video_grid_thw": inputs.get("video_grid_thw"), "packed_rows": len(packed.plan.rows)}
+            states = packed.hidden_states
+            return VideoModelOutput(packed.loss, packed.logits, inputs["labels"], inputs["attention_mask"],
+                                    inputs["num_video_tokens"], info, states[-1] if states else None, states)  # fmt: skip
         out = self.hf(inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
                       position_ids=inputs["position_ids"], use_cache=False,
                       **({"output_hidden_states": True} if return_hidden else {}))  # fmt: skip
