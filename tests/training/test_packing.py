@@ -136,6 +136,14 @@ def test_bad_packing_settings_name_their_key(tmp_path):
                      ({"max_token": 64}, "data.packing.max_token")):  # fmt: skip
         with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
             check_data({"packing": bad}, "data", "r.yaml")
+    from omegaconf import OmegaConf
+
+    from vidtempo.config.load import load_recipe, resolve_recipe
+    from vidtempo.training.schema import validate_recipe
+
+    cfg = load_recipe(ROOT / "recipes/tiny/sft_pool.yaml", ["+data.packing.max_tokens=512"])  # max_length 1024
+    with pytest.raises(RecipeError, match=r"key 'data.packing.max_tokens': 512 is below model.max_length=1024"):
+        validate_recipe(OmegaConf.to_container(resolve_recipe(cfg), resolve=True), "r.yaml")
     data = {"train": {"_target_": "synth", "root": str(tmp_path / "synth"), "split": "train", "num_videos": 2,
                       "max_duration": 6, "tasks": ["grounding"]},
             "collator": {"num_frames": 4, "frame_size": 32, "max_length": 256, "video_tokens": 16}}  # fmt: skip
@@ -165,3 +173,15 @@ def test_tiny_recipe_trains_packed(tmp_path):
     rows = list(csv.DictReader((final.parent / "logs" / "metrics.csv").open()))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) == 2 and all(0 < x < 20 for x in losses)
+
+
+@pytest.mark.slow
+def test_the_benchmark_smoke_run_ends_with_result_lines():
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "packing.py"), "--smoke"], capture_output=True,
+                         text=True, env=env, cwd=ROOT / "benchmarks", check=True).stdout  # fmt: skip
+    results = [line for line in out.splitlines() if line.startswith("RESULT case=")]
+    assert len(results) == 2 and all("ratio=" in line and "loss_diff=" in line for line in results)

@@ -84,13 +84,16 @@ def varlen_available(device: torch.device, attn_implementation: str | None) -> b
 
 
 def block_causal_mask(seq_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(R, L) sample id of each slot (-1 = padding) -> (R, 1, L, L) additive mask: 0 where query i may attend key
-    j (same sample, j <= i), the dtype's most negative value elsewhere. Padding slots attend to the padding before
-    them (never to a sample), so no row of the mask is empty."""
+    """(R, L) sample id of each slot (-1 = padding) -> (R, 1, L, L) mask: query i may attend key j when both are
+    in the same sample and j <= i. ``dtype=torch.bool``: True where allowed (what transformers' sdpa path reads);
+    a float dtype: an additive mask, 0 where allowed and the dtype's most negative value elsewhere (eager).
+    Padding slots attend to the padding before them (never to a sample), so no row of the mask is empty."""
     length = seq_ids.shape[1]
     same = seq_ids[:, :, None] == seq_ids[:, None, :]  # (R, L, L)
     causal = torch.ones(length, length, dtype=torch.bool, device=seq_ids.device).tril()
     allowed = same & causal
+    if dtype == torch.bool:
+        return allowed[:, None]
     mask = torch.zeros(allowed.shape, dtype=dtype, device=seq_ids.device)
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
@@ -178,7 +181,8 @@ def packed_forward(
         call.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
         out = llm(inputs_embeds=packed_embeds, attention_mask=None, position_ids=pos, **call)
     else:
-        mask = block_causal_mask(seq, packed_embeds.dtype)
+        eager = attn_implementation == "eager"  # additive float mask; sdpa and flex read a boolean one
+        mask = block_causal_mask(seq, packed_embeds.dtype if eager else torch.bool)
         out = llm(inputs_embeds=packed_embeds, attention_mask=mask, position_ids=pos, **call)
     loss = None
     if labels is not None:  # each token's target: the next token of its own sample

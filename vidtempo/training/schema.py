@@ -166,7 +166,23 @@ def validate_recipe(cfg: dict[str, Any], recipe: str) -> None:
         check_fields(stage.get("lora"), LoraSettings, f"stages.{i}.lora", recipe)
         _validate_stage_like(stage, f"stages.{i}.", recipe)
     _check_time_budgets(cfg, recipe)
+    _check_packing_budget(cfg, recipe)
     _check_objectives(cfg, recipe)
+
+
+def _check_packing_budget(cfg: dict[str, Any], recipe: str) -> None:
+    """``data.packing.max_tokens`` must hold the longest sample ``data.overlong`` lets through: at least
+    ``model.max_length`` (checked per merged stage, before anything is built)."""
+    from vidtempo.training.build import expand_stages
+
+    longest = (cfg.get("model") or {}).get("max_length")
+    for i, stage in enumerate(expand_stages(cfg)):
+        tokens = (stage["data"].get("packing") or {}).get("max_tokens")
+        if isinstance(longest, int) and isinstance(tokens, int) and tokens < longest:
+            key = f"stages.{i}.data.packing.max_tokens" if cfg.get("stages") else "data.packing.max_tokens"
+            raise RecipeError(f"{tokens} is below model.max_length={longest}: a sample data.overlong lets through "
+                              f"(up to {longest} tokens) would not fit a packed row; raise it to at least {longest} "
+                              "or lower model.max_length", recipe=recipe, key=key)  # fmt: skip
 
 
 def _check_objectives(cfg: dict[str, Any], recipe: str) -> None:
