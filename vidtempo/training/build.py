@@ -90,11 +90,8 @@ class VideoDataModule(L.LightningDataModule):
     def _budget_sampler(self) -> TokenBudgetBatchSampler:
         """Token-budget batches (``data.packing``); the lengths are measured once (tokenising every item)."""
         world, rank = self._ranks()
-        if self._lengths is None:
-            try:
-                self._lengths = sample_lengths(self.train_set, self.collator.collator)
-            except ValueError as err:
-                raise RecipeError(str(err), key="data.packing") from err
+        if self._lengths is None:  # an over-long item under data.overlong: error stops here, naming its record
+            self._lengths = sample_lengths(self.train_set, self.collator.collator)
         sampler = TokenBudgetBatchSampler(self._lengths, int(self.packing or 0), shuffle=self.shuffle, seed=self.seed,
                                           num_replicas=world, rank=rank)  # fmt: skip
         log.info(describe(self._lengths, sampler._all_batches(), int(self.packing or 0)))
