@@ -185,3 +185,21 @@ def test_the_benchmark_smoke_run_ends_with_result_lines():
                          text=True, env=env, cwd=ROOT / "benchmarks", check=True).stdout  # fmt: skip
     results = [line for line in out.splitlines() if line.startswith("RESULT case=")]
     assert len(results) == 2 and all("ratio=" in line and "loss_diff=" in line for line in results)
+
+
+def test_a_model_without_the_packing_capability_is_refused_naming_the_key():
+    from vidtempo.models.video_llm import VideoLLM
+    from vidtempo.training.build import build_objective
+
+    class UnpackedVideoLLM(VideoLLM):  # a user's model that does not take forward(packing=N)
+        @property
+        def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+            return super().capabilities - {"packing"}
+
+    model = _pool_model()
+    model.__class__ = UnpackedVideoLLM
+    stage = {"objective": {"_target_": "sft"}, "optim": {}, "data": {"packing": {"max_tokens": 512}}}
+    with pytest.raises(RecipeError, match=r"key 'data.packing'.*UnpackedVideoLLM does not declare the 'packing'"):
+        build_objective(stage, model, "r.yaml", "")
+    stage["data"] = {}
+    assert build_objective(stage, model, "r.yaml", "") is not None
