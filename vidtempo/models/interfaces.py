@@ -63,7 +63,7 @@ class VideoModelOutput:
 
     Attributes:
         loss: mean next-token CE over non-ignored labels (None without labels).
-        logits: (B, L', V).
+        logits: (B, L', V); None when the forward was asked for the loss only (``loss_head``).
         labels: (B, L') with video positions set to IGNORE_INDEX.
         attention_mask: (B, L').
         num_video_tokens: (B,) video tokens inserted per sample.
@@ -74,7 +74,7 @@ class VideoModelOutput:
     """
 
     loss: torch.Tensor | None
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     labels: torch.Tensor | None
     attention_mask: torch.Tensor
     num_video_tokens: torch.Tensor

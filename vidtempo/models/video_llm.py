@@ -36,6 +36,7 @@ from vidtempo.models.interfaces import (
     VideoTokens,
     VisionEncoder,
 )
+from vidtempo.models.label_head import LabelHead, causal_lm_label_forward
 from vidtempo.models.lora import LoraSettings, apply_lora
 from vidtempo.models.packed_attention import packed_forward
 from vidtempo.models.projectors import MLPProjector
@@ -268,11 +269,13 @@ class VideoLLM(VideoModel):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
         video: VideoInputs | None = None, *, return_hidden: bool = False, packing: int | None = None,
+        loss_head: LabelHead | None = None,
     ) -> VideoModelOutput:  # fmt: skip
         """Teacher-forced forward. Shapes: input_ids (B, L); ``video`` frames (U, T, 3, H, W) or features
         (U, T, P, D), see :class:`VideoInputs` (each clip is encoded once; ``encode_video``). ``packing=N``
         runs the LLM on rows of at most N tokens holding several samples each (``vidtempo.models.packed_attention``;
-        the same loss, outputs in the unpacked layout)."""
+        the same loss, outputs in the unpacked layout). With ``loss_head`` (and labels, unpacked) the loss comes
+        from the label positions only and ``logits`` is None (``vidtempo.models.label_head``)."""
         tokens = self.encode_video(video) if video is not None else None
         embeds, mask, spliced_labels, n_video = self.splice(input_ids, attention_mask, tokens, labels)
         if packing is not None:
@@ -282,6 +285,12 @@ class VideoLLM(VideoModel):
             last = packed.hidden_states[-1] if packed.hidden_states else None
             return VideoModelOutput(packed.loss, packed.logits, spliced_labels, mask, n_video, info, last,
                                     packed.hidden_states)  # fmt: skip
+        if loss_head is not None and spliced_labels is not None:
+            loss, states = causal_lm_label_forward(self.llm.model, embeds, mask, spliced_labels, loss_head,
+                                                   return_hidden)  # fmt: skip
+            info = dict(tokens.info or {}) if tokens is not None else {}
+            return VideoModelOutput(loss, None, spliced_labels, mask, n_video, info,
+                                    states[-1] if states else None, states)  # fmt: skip
         extra = {"output_hidden_states": True} if return_hidden else {}
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, **extra)
         logits = out.logits

@@ -41,6 +41,8 @@ from torch import nn
 from vidtempo.data.collate import VideoTextBatch
 from vidtempo.data.preference_collate import PreferenceBatch, PreferenceCollator
 from vidtempo.models.interfaces import VideoModel
+from vidtempo.models.label_head import LabelHead
+from vidtempo.models.prefix_share import SHARING, PairLayout, call_with_hooks, score_pairs, supports_pairs
 from vidtempo.training.losses import DPOLoss, DPOLossOutput, rpo_nll, sequence_logps
 from vidtempo.training.objective import Objective
 from vidtempo.training.optim import OptimSettings
@@ -90,6 +92,11 @@ class Reference(ABC):
     def logps(self, policy: VideoModel, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen (B,), rejected (B,)) reference log-probs, without gradient."""
 
+    def pair_logps(self, policy: VideoModel, batch: PreferenceBatch, layout: PairLayout, head: LabelHead,
+                   sharing: str) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The same in one forward per batch (``prefix_share``), given the policy's ``layout`` of the batch."""
+        return self.logps(policy, batch)
+
 
 class AdapterOffReference(Reference):
     """The policy with its LoRA adapter disabled: the base (or the merged previous stage) weights.
@@ -121,6 +128,19 @@ class AdapterOffReference(Reference):
         with peft_model.disable_adapter():
             return answer_logps(policy, batch.chosen)[0], answer_logps(policy, batch.rejected)[0]
 
+    @torch.no_grad()
+    def pair_logps(self, policy: VideoModel, batch: PreferenceBatch, layout: PairLayout, head: LabelHead,
+                   sharing: str) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Adapter off, same rows as the policy's pass: its embeddings are reused when nothing before the LLM
+        trains (no second video encoding), and the prefix is shared the same way."""
+        peft_model = find_peft_model(policy)
+        if peft_model is None:
+            raise RuntimeError("reference='adapter_off': the LoRA adapter disappeared (merged mid-stage?)")
+        with peft_model.disable_adapter():
+            scores, _ = call_with_hooks(policy, score_pairs, batch.chosen.model_inputs(),
+                                        batch.rejected.model_inputs(), head, sharing, reuse=layout)  # fmt: skip
+        return scores.chosen_logps, scores.rejected_logps
+
 
 class FrozenCopyReference(Reference):
     """A deep copy of the model taken now, frozen and in eval mode.
@@ -147,6 +167,16 @@ class FrozenCopyReference(Reference):
     def logps(self, policy: VideoModel, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         self._follow(policy)
         return answer_logps(self.model, batch.chosen)[0], answer_logps(self.model, batch.rejected)[0]
+
+    @torch.no_grad()
+    def pair_logps(self, policy: VideoModel, batch: PreferenceBatch, layout: PairLayout, head: LabelHead,
+                   sharing: str) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        self._follow(policy)
+        if supports_pairs(self.model) is not None:
+            return self.logps(policy, batch)
+        scores, _ = call_with_hooks(self.model, score_pairs, batch.chosen.model_inputs(),
+                                    batch.rejected.model_inputs(), head, sharing)  # fmt: skip
+        return scores.chosen_logps, scores.rejected_logps
 
 
 class PrecomputedReference(Reference):
@@ -188,11 +218,13 @@ class DPOStepOutput:
     policy_rejected_logps: torch.Tensor
     ref_chosen_logps: torch.Tensor
     ref_rejected_logps: torch.Tensor
+    prefix_shared: bool = False
 
     def metrics(self, prefix: str) -> dict[str, float]:
         out = self.loss.metrics(prefix)
         out[f"{prefix}logps/chosen"] = self.policy_chosen_logps.detach().mean().item()
         out[f"{prefix}logps/rejected"] = self.policy_rejected_logps.detach().mean().item()
+        out[f"{prefix}prefix_shared"] = float(self.prefix_shared)
         return out
 
 
@@ -208,6 +240,11 @@ class DPOModule(Objective):
         label_smoothing: preference-flip rate for ``sigmoid`` / ``robust``.
         rpo_alpha: weight of the NLL term on the chosen answer (TEMPLE / ms-swift 3.7: 1.0); None = off.
         reference: ``auto``, ``adapter_off``, ``frozen_copy`` or ``precomputed`` (module docstring).
+        prefix_sharing: ``auto`` (default): pairs with the same video and prompt run as one row with the
+            prefix computed once (``vidtempo.models.prefix_share``); ``off``: chosen and rejected rows as one
+            2B batch. Either way one forward per batch and each video encoded once per pair.
+        loss_head / loss_chunk_size: ``Objective``'s; ``logits`` = two forwards with full logits (the path
+            before issue 27, for comparison).
 
     Example:
         >>> import torch
@@ -228,12 +265,19 @@ class DPOModule(Objective):
         label_smoothing: float = 0.0,
         rpo_alpha: float | None = None,
         reference: str = "auto",
+        prefix_sharing: str = "auto",
+        loss_head: str = "chunked",
+        loss_chunk_size: int = 1024,
     ) -> None:
-        super().__init__(model, optim, max_skip_fraction)
+        super().__init__(model, optim, max_skip_fraction, loss_head=loss_head, loss_chunk_size=loss_chunk_size)
         self.loss_fn = DPOLoss(
             beta=beta, loss_type=loss_type, label_smoothing=label_smoothing, rpo_alpha=rpo_alpha
         )
         self.reference = build_reference(reference, model)
+        if prefix_sharing not in SHARING:
+            raise ValueError(f"DPOModule: prefix_sharing must be one of {', '.join(SHARING)}, got '{prefix_sharing}'")
+        self.prefix_sharing = prefix_sharing
+        self._reasons: set[str] = set()  # fall-back reasons already logged
 
     @classmethod
     def check_recipe(cls, stage: Any, recipe: str, prefix: str) -> None:
@@ -245,7 +289,37 @@ class DPOModule(Objective):
                               key=f"{prefix}objective.aux")  # fmt: skip
 
     def forward(self, batch: PreferenceBatch) -> DPOStepOutput:
-        """Policy + reference log-probs and the DPO loss for one batch."""
+        """Policy + reference log-probs and the DPO loss for one batch: one forward for both sides (shared
+        prefix when possible, ``prefix_share``), or two forwards with full logits (``loss_head: logits``, or a
+        model without a pair forward)."""
+        unsupported = supports_pairs(self.model)
+        if self.loss_head is None or unsupported is not None:
+            if unsupported is not None:
+                self._note(f"two forwards: {unsupported}")
+            return self._two_forwards(batch)
+        scores, layout = call_with_hooks(self.model, score_pairs, batch.chosen.model_inputs(),
+                                         batch.rejected.model_inputs(), self.loss_head, self.prefix_sharing)  # fmt: skip
+        if layout.reason is not None:
+            self._note(f"prefix not shared: {layout.reason}")
+        with _eval_mode(self.model, self.reference.name == "adapter_off"):
+            ref_chosen, ref_rejected = self.reference.pair_logps(self.model, batch, layout, self.loss_head,
+                                                                 self.prefix_sharing)  # fmt: skip
+        loss = self.loss_fn(
+            scores.chosen_logps, scores.rejected_logps, ref_chosen.to(scores.chosen_logps),
+            ref_rejected.to(scores.rejected_logps), chosen_lengths=scores.chosen_lengths,
+            rejected_lengths=scores.rejected_lengths,
+            chosen_nll=scores.chosen_nll if self.loss_fn.rpo_alpha is not None else None,
+        )  # fmt: skip
+        return DPOStepOutput(loss, scores.chosen_logps, scores.rejected_logps, ref_chosen, ref_rejected,
+                             prefix_shared=layout.shared)  # fmt: skip
+
+    def _note(self, reason: str) -> None:
+        if reason not in self._reasons:
+            self._reasons.add(reason)
+            log.info("DPO: %s", reason)
+
+    def _two_forwards(self, batch: PreferenceBatch) -> DPOStepOutput:
+        """The path before issue 27: chosen and rejected as two forwards with full (B, L, V) logits."""
         chosen_logps, chosen_logits, chosen_labels = answer_logps(self.model, batch.chosen)
         rejected_logps, _, rejected_labels = answer_logps(self.model, batch.rejected)
         with _eval_mode(self.model, self.reference.name == "adapter_off"):

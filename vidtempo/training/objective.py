@@ -36,6 +36,7 @@ from torch import nn
 
 from vidtempo.data.collate import VideoCollator
 from vidtempo.models.interfaces import VideoModel, VideoModelOutput
+from vidtempo.models.label_head import LabelHead
 from vidtempo.training.auxiliary.base import AuxLoss, bind_aux
 from vidtempo.training.optim import OptimSettings, lightning_optimizers
 from vidtempo.training.skips import SkipTracker
@@ -52,6 +53,11 @@ class Objective(L.LightningModule):
             main loss with their weights and logged as ``<stage>/<name>_loss``.
         targets: channel count of each per-frame batch target the collator makes (``data.collator.targets``;
             the trainer fills it in), which sizes the auxiliary heads.
+        loss_head: how the LM head scores the labelled tokens (``vidtempo.models.label_head``): ``chunked``
+            (default: the head only at label positions, ``loss_chunk_size`` rows at a time), ``liger`` (fused
+            linear cross-entropy of ``liger-kernel``, CUDA), ``full`` (label positions, one block) or
+            ``logits`` (the model's full (B, L, V) logits, the path before issue 27).
+        loss_chunk_size: rows per chunk of the ``chunked`` head.
     """
 
     collator_class: ClassVar[type] = VideoCollator  # the collator this objective's batches come from
@@ -63,9 +69,12 @@ class Objective(L.LightningModule):
         max_skip_fraction: float = 0.1,
         aux: Mapping[str, AuxLoss] | None = None,
         targets: Mapping[str, int] | None = None,
+        loss_head: str = "chunked",
+        loss_chunk_size: int = 1024,
     ) -> None:
         super().__init__()
         self.model = model
+        self.loss_head = None if loss_head == "logits" else LabelHead(loss_head, loss_chunk_size)
         self.optim = optim if isinstance(optim, OptimSettings) else OptimSettings(**(optim or {}))
         self.max_skip_fraction = max_skip_fraction
         self.skips = SkipTracker(max_skip_fraction)
@@ -105,6 +114,12 @@ class Objective(L.LightningModule):
     def trained_modules(self) -> dict[str, nn.Module]:
         """Modules besides the model that the optimiser trains (default: the auxiliary losses)."""
         return dict(self.aux.items())
+
+    def head_kwargs(self) -> dict[str, Any]:
+        """``{"loss_head": ...}`` for ``model.forward`` when a label head is set and the model takes one."""
+        if self.loss_head is None or not accepts_loss_head(self.model):
+            return {}
+        return {"loss_head": self.loss_head}
 
     # ------------------------------------------------------------------ auxiliary losses
     @property
@@ -169,3 +184,13 @@ class Objective(L.LightningModule):
         self.skips.load_state_dict(checkpoint.get("vidtempo_skips", {}))
         self.load_checkpoint_state({k.removeprefix("vidtempo_"): v for k, v in checkpoint.items()
                                     if k.startswith("vidtempo_") and k != "vidtempo_skips"})  # fmt: skip
+
+
+def accepts_loss_head(model: nn.Module) -> bool:
+    """Whether ``model.forward`` takes ``loss_head`` (``VideoLLM`` and the native Qwen2.5-VL do)."""
+    import inspect
+
+    try:
+        return "loss_head" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return False

@@ -47,6 +47,7 @@ from vidtempo.models.interfaces import (
     VideoModel,
     VideoModelOutput,
 )
+from vidtempo.models.label_head import LabelHead, check_plain_head, label_loss
 from vidtempo.models.lora import LoraSettings
 from vidtempo.models.packed_attention import packed_forward
 
@@ -584,10 +585,12 @@ class Qwen25VLVideoModel(VideoModel):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
         video: VideoInputs | None = None, *, return_hidden: bool = False, packing: int | None = None,
+        loss_head: LabelHead | None = None,
     ) -> VideoModelOutput:  # fmt: skip
         """Teacher-forced forward; input_ids (B, L) with one -200 placeholder, ``video.frames`` (U, T, 3, H, W).
         ``packing=N``: the LLM runs on rows of at most N tokens holding several samples, each with its own 3-D
-        mRoPE positions (``vidtempo.models.packed_attention``; the same loss, outputs in the unpacked layout)."""
+        mRoPE positions (``vidtempo.models.packed_attention``; the same loss, outputs in the unpacked layout).
+        With ``loss_head`` (and labels, unpacked) the loss comes from the label positions only; ``logits`` is None."""
         inputs = self.prepare_inputs(input_ids, attention_mask, labels, video)
         embeds = self._embed(inputs)  # (B, L', H)
         if packing is not None:
@@ -598,6 +601,8 @@ class Qwen25VLVideoModel(VideoModel):
             states = packed.hidden_states
             return VideoModelOutput(packed.loss, packed.logits, inputs["labels"], inputs["attention_mask"],
                                     inputs["num_video_tokens"], info, states[-1] if states else None, states)  # fmt: skip
+        if loss_head is not None and inputs["labels"] is not None:
+            return self._label_forward(inputs, embeds, loss_head, return_hidden)
         out = self.hf(inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
                       position_ids=inputs["position_ids"], use_cache=False,
                       **({"output_hidden_states": True} if return_hidden else {}))  # fmt: skip
@@ -610,6 +615,20 @@ class Qwen25VLVideoModel(VideoModel):
         info = {"video_grid_thw": inputs.get("video_grid_thw")}
         states = tuple(out.hidden_states) if return_hidden else None
         return VideoModelOutput(loss, logits, lab, inputs["attention_mask"], inputs["num_video_tokens"], info,
+                                states[-1] if states else None, states)  # fmt: skip
+
+    def _label_forward(self, inputs: dict[str, Any], embeds: torch.Tensor, loss_head: LabelHead,
+                       return_hidden: bool) -> VideoModelOutput:  # fmt: skip
+        """The language model, then the LM head at the labelled positions only (``label_head``)."""
+        check_plain_head(self.hf.config.text_config)
+        out = self.hf.model.language_model(
+            inputs_embeds=embeds, attention_mask=inputs["attention_mask"], position_ids=inputs["position_ids"],
+            use_cache=False, **({"output_hidden_states": True} if return_hidden else {}),
+        )  # fmt: skip
+        loss = label_loss(out.last_hidden_state, inputs["labels"], self.hf.lm_head, loss_head)
+        states = tuple(out.hidden_states) if return_hidden else None
+        return VideoModelOutput(loss, None, inputs["labels"], inputs["attention_mask"], inputs["num_video_tokens"],
+                                {"video_grid_thw": inputs.get("video_grid_thw")},
                                 states[-1] if states else None, states)  # fmt: skip
 
     def _embed(self, inputs: dict[str, Any]) -> torch.Tensor:

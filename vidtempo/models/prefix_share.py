@@ -1,0 +1,373 @@
+"""Preference pairs scored in one forward, each video encoded once, the shared prefix computed once.
+
+A DPO step scores prompt + chosen and prompt + rejected under the policy (and the reference). The plain way
+runs the two sides as two forwards: the video is encoded twice and the prefix (thousands of video tokens plus
+the prompt) runs through the LLM twice, although only the answers (tens of tokens) differ.
+
+:func:`score_pairs` does it in one forward:
+
+* **shared prefix** (output-side pairs: same video, same prompt): one row per pair,
+  ``[prefix | chosen answer | rejected answer]``, with a 4-D attention mask in which the rejected answer
+  attends to the prefix and to itself (causally) but not to the chosen answer, and position ids that restart
+  the rejected answer where the chosen one starts (``pos[P - 1] + 1 + k``: plain positions for ``VideoLLM``;
+  for the native Qwen2.5-VL the text positions after the video continue from the largest mRoPE position, the
+  same on all three axes). Every hidden state of the rejected answer then equals the one a separate forward
+  gives; the last prefix position scores the first token of both answers. The prefix costs one pass instead
+  of two, forward and backward.
+* **fallback** (the videos or prompts differ, e.g. input-side pairs, or an attention backend without custom
+  masks): chosen and rejected rows as one batch of 2B rows (one forward, standard padding mask); a video the
+  two sides share is still encoded once. The reason is logged once.
+
+The LM head runs only at the scored positions (:mod:`vidtempo.models.label_head`). The returned
+:class:`PairLayout` keeps the input embeddings, so the reference forward (adapter off) reuses them when nothing
+before the LLM trains (no video re-encoding) and shares its prefix the same way.
+
+Run it through :func:`call_with_hooks` (``DPOModule`` does) so that a model sharded with FSDP2 gathers its
+root-level parameters (embeddings, head, projector) as in its own ``forward``.
+
+Example:
+    >>> import torch
+    >>> from vidtempo.models.build import build_video_llm
+    >>> from vidtempo.models.interfaces import VIDEO_TOKEN_INDEX as V
+    >>> model = build_video_llm({"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
+    ...                          "compressor": {"_target_": "pool", "in_dim": 32}, "llm": {"_target_": "tiny"}})
+    >>> video = VideoInputs(frames=torch.rand(1, 2, 3, 32, 32))
+    >>> chosen = {"input_ids": torch.tensor([[5, V, 7, 8, 9]]), "attention_mask": torch.ones(1, 5, dtype=torch.long),
+    ...           "labels": torch.tensor([[-100, -100, -100, 8, 9]]), "video": video}
+    >>> rejected = {**chosen, "input_ids": torch.tensor([[5, V, 7, 9, 8]]), "labels": torch.tensor([[-100, -100, -100, 9, 8]])}
+    >>> scores, layout = score_pairs(model, chosen, rejected)
+    >>> layout.shared, tuple(scores.chosen_logps.shape), scores.chosen_lengths.tolist()
+    (True, (1,), [2])
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vidtempo.data.inputs import VideoInputs
+from vidtempo.models.interfaces import IGNORE_INDEX, VIDEO_TOKEN_INDEX
+from vidtempo.models.label_head import LabelHead, causal_lm_parts, label_targets, token_logps
+
+log = logging.getLogger(__name__)
+
+SHARING = ("auto", "off")
+
+
+# ------------------------------------------------------------------------------------------- results
+@dataclass
+class PairScores:
+    """Summed answer log-probs of B pairs, each (B,) float32, their token counts (B,), and the token-mean NLL
+    of every chosen-answer token of the batch (scalar; RPO's term)."""
+
+    chosen_logps: torch.Tensor
+    rejected_logps: torch.Tensor
+    chosen_lengths: torch.Tensor
+    rejected_lengths: torch.Tensor
+    chosen_nll: torch.Tensor
+
+
+@dataclass
+class PairLayout:
+    """What one forward of a pair batch runs: rows, mask, positions and the scored positions.
+
+    Attributes:
+        embeds: (R, L, H) input embeddings (R = B shared, 2B otherwise).
+        mask: (R, L) padding mask, or (R, 1, L, L) bool shared-prefix mask.
+        positions: (R, L) or (3, R, L) position ids.
+        rows / positions_scored / targets / groups: (N,) each: the hidden state ``[rows, positions_scored]``
+            scores ``targets``; ``groups`` is ``side * B + pair`` (side 0 chosen, 1 rejected).
+        pairs: B. shared: whether the prefix is shared. reason: why not (None when shared).
+        reusable: the embeddings do not depend on anything that trains or draws dropout (a reference pass of
+            the same model may reuse them).
+    """
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    rows: torch.Tensor
+    positions_scored: torch.Tensor
+    targets: torch.Tensor
+    groups: torch.Tensor
+    pairs: int
+    shared: bool
+    reason: str | None
+    reusable: bool
+
+
+# ------------------------------------------------------------------------------------------- FSDP-safe call
+def call_with_hooks(module: nn.Module, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(module, *args, **kwargs)`` run as ``module``'s forward, through ``module.__call__``: its forward
+    hooks fire (FSDP2 gathers the root's parameters before and registers its backward hooks after)."""
+    module.forward = functools.partial(fn, module)  # type: ignore[method-assign]  # instance attribute
+    try:
+        return module(*args, **kwargs)
+    finally:
+        del module.forward
+
+
+# ------------------------------------------------------------------------------------------- model adapters
+def _is_qwen(model: nn.Module) -> bool:
+    from vidtempo.models.native.qwen2_5_vl import Qwen25VLVideoModel
+
+    return isinstance(model, Qwen25VLVideoModel)
+
+
+def supports_pairs(model: nn.Module) -> str | None:
+    """None when :func:`score_pairs` can run ``model``, else why not."""
+    from vidtempo.models.llms.hf import HFCausalLM
+    from vidtempo.models.video_llm import VideoLLM
+
+    if _is_qwen(model):
+        return None
+    if isinstance(model, VideoLLM) and isinstance(model.llm, HFCausalLM):
+        return None
+    return f"{type(model).__name__} (llm {type(getattr(model, 'llm', None)).__name__}) has no pair forward"
+
+
+def _hf_config(model: nn.Module) -> Any:
+    return model.hf.config.text_config if _is_qwen(model) else model.llm.model.config
+
+
+def _attn_impl(model: nn.Module) -> str:
+    return str(getattr(_hf_config(model), "_attn_implementation", "sdpa") or "sdpa")
+
+
+def _text_embedding(model: nn.Module) -> nn.Module:
+    return model.hf.get_input_embeddings() if _is_qwen(model) else model.llm.get_input_embeddings()
+
+
+def _trunk(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(R, L, H) final-norm hidden states of the LLM on the given rows."""
+    decoder = model.hf.model.language_model if _is_qwen(model) else causal_lm_parts(model.llm.model)[0]
+    out = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
+    return out.last_hidden_state
+
+
+def _head(model: nn.Module) -> nn.Module:
+    return model.hf.lm_head if _is_qwen(model) else causal_lm_parts(model.llm.model)[1]
+
+
+def _embedding_path(model: nn.Module) -> list[nn.Module]:
+    """Modules that make the input embeddings (video path + token embedding)."""
+    if _is_qwen(model):
+        return [model.hf.model.visual, model.hf.get_input_embeddings()]
+    parts = [getattr(model, p) for p in ("vision_encoder", "audio_encoder", "compressor", "projector")]
+    return [p for p in parts if p is not None] + [model.llm.get_input_embeddings()]
+
+
+def _embeddings_reusable(model: nn.Module) -> bool:
+    """Nothing in the embedding path trains or draws dropout: a reference pass sees the same embeddings."""
+    for module in _embedding_path(model):
+        if any(p.requires_grad for p in module.parameters()):
+            return False
+        if any(m.training and isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules()):
+            return False
+    return True
+
+
+@dataclass
+class _Side:
+    """One side's spliced rows: embeds (B, L, H), mask (B, L), labels (B, L), positions (B, L) or (K, B, L)."""
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
+    labels: torch.Tensor
+    positions: torch.Tensor
+
+
+def _embed_side(model: nn.Module, side: dict[str, Any], video_state: Any = None) -> tuple[_Side, Any]:
+    """Splice one side's video into its text: (rows, the encoded video, reusable by a side with the same video)."""
+    ids, mask, labels, video = side["input_ids"], side["attention_mask"], side["labels"], side.get("video")
+    if _is_qwen(model):
+        inputs = model.prepare_inputs(ids, mask, labels, video)
+        embeds = _text_embedding(model)(inputs["input_ids"])  # (B, L', H)
+        if "pixel_values_videos" in inputs:
+            if video_state is None:
+                plan = model.trainable
+                with torch.set_grad_enabled(torch.is_grad_enabled() and bool(plan.vision_encoder or plan.projector)):
+                    feats = model.hf.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+                video_state = torch.cat(feats.pooler_output)  # (sum N, H)
+            where = (inputs["input_ids"] == model.hf.config.video_token_id).unsqueeze(-1)
+            embeds = embeds.masked_scatter(where, video_state.to(embeds.dtype))
+        return _Side(embeds, inputs["attention_mask"], inputs["labels"], inputs["position_ids"]), video_state
+    if video_state is None and video is not None:
+        video_state = model.encode_video(video)
+    embeds, out_mask, out_labels, _ = model.splice(ids, mask, video_state, labels)
+    positions = torch.arange(embeds.shape[1], device=embeds.device).expand(embeds.shape[0], -1)
+    return _Side(embeds, out_mask, out_labels, positions), video_state
+
+
+# ------------------------------------------------------------------------------------------- sharing decision
+def _same_video(chosen: VideoInputs | None, rejected: VideoInputs | None) -> bool:
+    if chosen is None or rejected is None:
+        return chosen is None and rejected is None
+    for name in ("frames", "features", "frame_mask", "timestamps", "audio", "audio_lengths", "clip_index"):
+        a, b = getattr(chosen, name), getattr(rejected, name)
+        if (a is None) != (b is None) or (a is not None and (a.shape != b.shape or not torch.equal(a, b))):
+            return False
+    return chosen.grid == rejected.grid
+
+
+def _text_prefix(chosen: dict[str, Any], rejected: dict[str, Any]) -> tuple[torch.Tensor | None, str | None]:
+    """(B,) length of the shared text prefix of each pair (prompt up to the first answer label), or a reason."""
+    ids_c, ids_r = chosen["input_ids"], rejected["input_ids"]
+    lab_c, lab_r = chosen["labels"], rejected["labels"]
+    n_c, n_r = chosen["attention_mask"].sum(1), rejected["attention_mask"].sum(1)  # right-padded rows
+    out = []
+    for b in range(ids_c.shape[0]):
+        first_c = int((lab_c[b, : n_c[b]] != IGNORE_INDEX).nonzero().flatten()[:1].sum()) or int(n_c[b])
+        first_r = int((lab_r[b, : n_r[b]] != IGNORE_INDEX).nonzero().flatten()[:1].sum()) or int(n_r[b])
+        p = min(first_c, first_r)
+        if p < 1 or p >= int(n_c[b]) or p >= int(n_r[b]) or not torch.equal(ids_c[b, :p], ids_r[b, :p]):
+            return None, f"pair {b}: chosen and rejected prompts differ"
+        if (ids_c[b, p : n_c[b]] == VIDEO_TOKEN_INDEX).any() or (ids_r[b, p : n_r[b]] == VIDEO_TOKEN_INDEX).any():
+            return None, f"pair {b}: the video placeholder lies after the prompt"
+        out.append(p)
+    return torch.tensor(out), None
+
+
+def sharing_reason(model: nn.Module, chosen: dict[str, Any], rejected: dict[str, Any],
+                   sharing: str) -> tuple[torch.Tensor | None, str | None]:  # fmt: skip
+    """(text prefix lengths, None) when the pairs can share their prefix, else (None, the reason)."""
+    if sharing == "off":
+        return None, "prefix_sharing: off"
+    impl = _attn_impl(model)
+    if impl not in ("sdpa", "eager"):
+        return None, f"attention implementation '{impl}' takes no custom 4-D mask (sdpa and eager do)"
+    if not _same_video(chosen.get("video"), rejected.get("video")):
+        return None, "chosen and rejected sides show different videos (input-side pairs)"
+    return _text_prefix(chosen, rejected)
+
+
+# ------------------------------------------------------------------------------------------- layouts
+def _shared_layout(model: nn.Module, chosen: dict[str, Any], rejected: dict[str, Any],
+                   prefix: torch.Tensor) -> PairLayout:  # fmt: skip
+    """One row per pair: [prefix | chosen answer | rejected answer] with the shared-prefix mask."""
+    side, _ = _embed_side(model, chosen)
+    device, pairs = side.embeds.device, side.embeds.shape[0]
+    n_c_text = chosen["attention_mask"].sum(1).tolist()
+    n_r_text = rejected["attention_mask"].sum(1).tolist()
+    spliced = side.mask.sum(1).tolist()
+    embed = _text_embedding(model)
+    rows, pos_rows, groups_rows, r_targets = [], [], [], []
+    for b in range(pairs):
+        p_text, n_c = int(prefix[b]), int(spliced[b])
+        prefix_len = n_c - (int(n_c_text[b]) - p_text)  # spliced prefix: the answer keeps its length
+        r_ids = rejected["input_ids"][b, p_text : int(n_r_text[b])].to(device)
+        r_lab = rejected["labels"][b, p_text : int(n_r_text[b])].to(device)
+        rows.append(torch.cat([side.embeds[b, :n_c], embed(r_ids).to(side.embeds.dtype)]))
+        start = side.positions[..., b, prefix_len - 1 : prefix_len] + 1  # (..., 1): text after the prefix
+        pos_rows.append(torch.cat([side.positions[..., b, :n_c], start + torch.arange(len(r_ids), device=device)], -1))
+        groups_rows.append(torch.cat([torch.zeros(prefix_len, dtype=torch.long, device=device),
+                                      torch.ones(n_c - prefix_len, dtype=torch.long, device=device),
+                                      torch.full((len(r_ids),), 2, dtype=torch.long, device=device)]))  # fmt: skip
+        k = (r_lab != IGNORE_INDEX).nonzero().flatten()  # answer token k is scored by the state before it
+        r_targets.append((torch.full_like(k, b), torch.where(k == 0, prefix_len - 1, n_c + k - 1), r_lab[k]))
+    length = max(len(r) for r in rows)
+    embeds = side.embeds.new_zeros(pairs, length, side.embeds.shape[-1])
+    positions = side.positions.new_zeros(*side.positions.shape[:-2], pairs, length)
+    group = torch.full((pairs, length), -1, dtype=torch.long, device=device)  # -1 = padding
+    for b, (row, pos, g) in enumerate(zip(rows, pos_rows, groups_rows)):
+        embeds[b, : len(row)], positions[..., b, : len(row)], group[b, : len(row)] = row, pos, g
+    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    keys, queries = group[:, None, :], group[:, :, None]  # (B, 1, L), (B, L, 1)
+    mask = causal & (keys >= 0) & ((keys == 0) | (keys == queries))  # (B, L, L)
+    c_rows, c_pos, c_targets = label_targets(side.labels)
+    r_rows, r_pos, r_tgt = (torch.cat(t) for t in zip(*r_targets))
+    return PairLayout(
+        embeds=embeds, mask=mask[:, None], positions=positions, rows=torch.cat([c_rows, r_rows]),
+        positions_scored=torch.cat([c_pos, r_pos]), targets=torch.cat([c_targets, r_tgt]),
+        groups=torch.cat([c_rows, r_rows + pairs]), pairs=pairs, shared=True, reason=None,
+        reusable=_embeddings_reusable(model),
+    )  # fmt: skip
+
+
+def _pad_to(x: torch.Tensor, length: int, value: float | int = 0) -> torch.Tensor:
+    """Right-pad the sequence axis (the last for ids / masks / positions, dim 1 for (B, L, H) embeds)."""
+    dim = 1 if x.dim() == 3 and x.dtype.is_floating_point else x.dim() - 1
+    missing = length - x.shape[dim]
+    if missing == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x, x.new_full(shape, value)], dim)
+
+
+def _batched_layout(model: nn.Module, chosen: dict[str, Any], rejected: dict[str, Any], reason: str) -> PairLayout:
+    """Chosen and rejected rows as one batch of 2B (standard padding mask); a shared video is encoded once."""
+    c_side, state = _embed_side(model, chosen)
+    same = _same_video(chosen.get("video"), rejected.get("video"))
+    r_side, _ = _embed_side(model, rejected, state if same else None)
+    pairs, length = c_side.embeds.shape[0], max(c_side.embeds.shape[1], r_side.embeds.shape[1])
+    embeds = torch.cat([_pad_to(c_side.embeds, length), _pad_to(r_side.embeds, length)])
+    mask = torch.cat([_pad_to(c_side.mask, length), _pad_to(r_side.mask, length)])
+    labels = torch.cat([_pad_to(c_side.labels, length, IGNORE_INDEX), _pad_to(r_side.labels, length, IGNORE_INDEX)])
+    positions = torch.cat([_pad_to(c_side.positions, length), _pad_to(r_side.positions, length)], -2)
+    rows, pos, targets = label_targets(labels)
+    return PairLayout(embeds=embeds, mask=mask, positions=positions, rows=rows, positions_scored=pos,
+                      targets=targets, groups=rows, pairs=pairs, shared=False, reason=reason,
+                      reusable=_embeddings_reusable(model))  # fmt: skip
+
+
+def _mask_for(model: nn.Module, layout: PairLayout, dtype: torch.dtype) -> torch.Tensor:
+    """The layout's mask as the attention backend takes it: bool for sdpa, additive float for eager."""
+    if layout.mask.dim() == 4 and _attn_impl(model) == "eager":
+        return torch.zeros(layout.mask.shape, dtype=dtype, device=layout.mask.device).masked_fill(
+            ~layout.mask, torch.finfo(dtype).min
+        )
+    return layout.mask
+
+
+# ------------------------------------------------------------------------------------------- scoring
+def pair_layout(model: nn.Module, chosen: dict[str, Any], rejected: dict[str, Any],
+                sharing: str = "auto") -> PairLayout:  # fmt: skip
+    """The rows of one forward over B pairs (chosen / rejected given as ``model_inputs()`` dicts)."""
+    if sharing not in SHARING:
+        raise ValueError(f"prefix_sharing must be one of {', '.join(SHARING)}, got '{sharing}'")
+    prefix, reason = sharing_reason(model, chosen, rejected, sharing)
+    if prefix is not None:
+        return _shared_layout(model, chosen, rejected, prefix)
+    assert reason is not None
+    return _batched_layout(model, chosen, rejected, reason)
+
+
+def score_layout(model: nn.Module, layout: PairLayout, head: LabelHead | None = None) -> PairScores:
+    """Run the LLM on a layout and sum the answer log-probs per pair and side."""
+    hidden = _trunk(model, layout.embeds, _mask_for(model, layout, layout.embeds.dtype), layout.positions)
+    groups = 2 * layout.pairs
+    logps = token_logps(hidden[layout.rows, layout.positions_scored], _head(model), layout.targets, head,
+                        layout.groups, groups)  # fmt: skip
+    sums = logps.new_zeros(groups).index_add(0, layout.groups, logps)  # (2B,)
+    counts = torch.bincount(layout.groups, minlength=groups)  # (2B,)
+    b = layout.pairs
+    chosen_tokens = counts[:b].sum()
+    nll = -sums[:b].sum() / chosen_tokens.clamp(min=1).to(sums.dtype)
+    return PairScores(sums[:b], sums[b:], counts[:b], counts[b:], nll)
+
+
+def score_pairs(
+    model: nn.Module,
+    chosen: dict[str, Any],
+    rejected: dict[str, Any],
+    head: LabelHead | None = None,
+    sharing: str = "auto",
+    reuse: PairLayout | None = None,
+) -> tuple[PairScores, PairLayout]:
+    """Scores of B pairs in one forward (see the module docstring); ``reuse`` = an earlier layout of the same
+    batch whose (detached) embeddings this pass takes instead of embedding again (the reference pass).
+
+    Returns:
+        ``(PairScores, PairLayout)``.
+    """
+    if reuse is not None and reuse.reusable:
+        layout = PairLayout(**{**reuse.__dict__, "embeds": reuse.embeds.detach()})
+    else:
+        layout = pair_layout(model, chosen, rejected, sharing)
+    return score_layout(model, layout, head), layout
