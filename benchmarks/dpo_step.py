@@ -61,13 +61,27 @@ PLANS: dict[str, dict[str, Any]] = {
     "full": {"vision_encoder": True, "compressor": True, "projector": True, "llm": True},
 }
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
-CONFIGS: dict[str, tuple[str, str]] = {  # name -> (model, plan)
+CONFIGS: dict[str, tuple[str, str]] = {  # name -> (model, plan); "_long": ~1,000 video tokens, short answers
+    "videollm_lora_long": ("videollm", "lora"),
+    "qwen25vl_lora_long": ("qwen25vl", "lora"),
     "videollm_lora": ("videollm", "lora"),
     "videollm_full": ("videollm", "full"),
     "qwen25vl_lora": ("qwen25vl", "lora"),
     "qwen25vl_full": ("qwen25vl", "full"),
 }
-OBJECTIVES = ("sft", "adapter_off", "frozen_copy", "precomputed")  # DPO objectives are named by reference
+DEFAULT_CONFIGS = ["videollm_lora_long", "qwen25vl_lora_long"]  # the issue-27 case
+# Long case (issue 27): 1,024 video tokens per video, answers of <= 32 tokens.
+#   videollm: FrameCNN pooled to an 8x8 grid at 64 px, 16 frames, pool stride 1 -> 16 x 64 = 1,024 tokens;
+#   qwen25vl: 32 frames of 224x224 -> 16 temporal patches x 8 x 8 merged tokens = 1,024 tokens.
+LONG_MODEL = {"videollm": {"vision_encoder": {"_target_": "frame_cnn", "out_dim": 64, "channels": [16, 32, 64],
+                                              "image_size": 64, "grid": [8, 8], "pool": "max"},
+                           "max_length": 2048},
+              "qwen25vl": {"max_pixels": 224 * 224, "max_length": 2048}}  # fmt: skip
+LONG_COLLATOR = {"videollm": {"num_frames": 16, "frame_size": 64}, "qwen25vl": {"num_frames": 32, "frame_size": 224}}
+# DPO objectives are named by reference; "/2fwd" = the path before issue 27 (two forwards, full logits)
+OBJECTIVES = ("sft", "adapter_off", "frozen_copy", "precomputed", "adapter_off/2fwd", "frozen_copy/2fwd",
+              "precomputed/2fwd")  # fmt: skip
+LONG_OBJECTIVES = ("sft", "adapter_off", "precomputed", "adapter_off/2fwd", "precomputed/2fwd")
 DPO_KW = {"beta": 0.1, "loss_type": "sigmoid", "rpo_alpha": 1.0}  # TEMPLE
 LR = 1e-4
 VIDEO = {"duration": 8.0, "fps": 8, "size": (64, 48), "cuts": (2.0, 4.0, 6.0), "audio": False}
@@ -76,10 +90,11 @@ EVENTS = ("a red circle appears in the centre", "the background turns green", "a
 PROMPT = "<video>\nDescribe the events of this video in the order they happen, with their times."
 
 
-def objectives_for(config: str) -> list[str]:
+def objectives_for(config: str, wanted: list[str] | None = None) -> list[str]:
     """SFT and every DPO reference valid for the configuration's plan (adapter_off needs LoRA)."""
     plan = CONFIGS[config][1]
-    return [o for o in OBJECTIVES if o != "adapter_off" or plan == "lora"]
+    names = wanted or list(LONG_OBJECTIVES if config.endswith("_long") else OBJECTIVES)
+    return [o for o in names if not o.startswith("adapter_off") or plan == "lora"]
 
 
 # ------------------------------------------------------------------------------------------------- inputs
@@ -104,13 +119,20 @@ def describe(order: list[int]) -> str:
     return " ".join(f"From {2 * k}.0 to {2 * k + 2}.0 seconds {EVENTS[e]}." for k, e in enumerate(order))
 
 
-def pairs_for(videos: list[Path]) -> list[Any]:
+SHORT_EVENTS = ("circle", "green", "slide", "fade")  # the long case's answers: <= 32 tokens
+
+
+def pairs_for(videos: list[Path], long: bool = False) -> list[Any]:
     """One output-side pair per video: chosen = true order, rejected = the events reversed (TEMPO)."""
     from vidtempo.data.samples import PreferenceSample
 
     true = list(range(len(EVENTS)))
-    return [PreferenceSample(video=str(v), prompt=[{"role": "user", "content": PROMPT}], chosen=describe(true),
-                             rejected=describe(true[::-1]), id=f"pair{i}") for i, v in enumerate(videos)]  # fmt: skip
+    if long:
+        chosen, rejected = ", ".join(SHORT_EVENTS), ", ".join(SHORT_EVENTS[::-1])
+    else:
+        chosen, rejected = describe(true), describe(true[::-1])
+    return [PreferenceSample(video=str(v), prompt=[{"role": "user", "content": PROMPT}], chosen=chosen,
+                             rejected=rejected, id=f"pair{i}") for i, v in enumerate(videos)]  # fmt: skip
 
 
 def load_sections(model: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -137,7 +159,11 @@ class Setup:
         c, r = self.dpo_batch.chosen, self.dpo_batch.rejected
         return {"pairs": len(self.dpo_batch), "frames": list(c.frames.shape[1:]),
                 "sft_len": int(self.sft_batch.input_ids.shape[1]),
-                "dpo_len": [int(c.input_ids.shape[1]), int(r.input_ids.shape[1])]}  # fmt: skip
+                "dpo_len": [int(c.input_ids.shape[1]), int(r.input_ids.shape[1])],
+                "video_tokens": self.video_tokens,
+                "answer_tokens": [int((c.labels != -100).sum(1).max()), int((r.labels != -100).sum(1).max())]}  # fmt: skip
+
+    video_tokens: int = 0
 
 
 def make_setup(config: str, workdir: Path, batch_size: int, device: torch.device) -> Setup:
@@ -150,16 +176,20 @@ def make_setup(config: str, workdir: Path, batch_size: int, device: torch.device
     from vidtempo.training.dpo import answer_logps
 
     model_name, plan = CONFIGS[config]
+    long = config.endswith("_long")
     tok_node, node, collator = load_sections(model_name)
     collator = {k: v for k, v in collator.items() if k != "cache_decoded"}  # one batch, decoded once
     tokenizer = instantiate(tok_node, key="tokenizer", recipe=str(RECIPES[model_name]))
     node = {**node, "trainable": PLANS[plan], "lora": LORA}
+    if long:
+        node = {**node, **LONG_MODEL[model_name]}
+        collator = {**collator, **LONG_COLLATOR[model_name]}
 
     def build_model() -> torch.nn.Module:
         torch.manual_seed(0)
         return build_video_llm(node).to(device).train()
 
-    pairs = pairs_for(make_videos(workdir, batch_size))
+    pairs = pairs_for(make_videos(workdir, batch_size), long)
     sft = VideoCollator(tokenizer, **collator)(
         [ConversationSample(video=p.video, messages=[*p.prompt, {"role": "assistant", "content": p.chosen}],
                             id=p.id) for p in pairs]  # fmt: skip
@@ -172,7 +202,10 @@ def make_setup(config: str, workdir: Path, batch_size: int, device: torch.device
         del ref
     for p, c, r in zip(pairs, chosen.tolist(), rejected.tolist()):
         p.meta.update({REF_CHOSEN_KEY: c, REF_REJECTED_KEY: r})
-    return Setup(build_model, sft.to(device), prefs(pairs).to(device), device)
+    setup = Setup(build_model, sft.to(device), prefs(pairs).to(device), device)
+    with torch.no_grad():
+        setup.video_tokens = int(build_model()(**first.chosen.model_inputs()).num_video_tokens.max())
+    return setup
 
 
 # ------------------------------------------------------------------------------------------------- steps
@@ -187,7 +220,9 @@ def make_step(objective: str, model: torch.nn.Module, setup: Setup) -> Callable[
         module: Any = SFTModule(model, settings)
         batch = setup.sft_batch
     else:
-        module = DPOModule(model, settings, reference=objective, **DPO_KW)
+        reference, _, path = objective.partition("/")
+        head = {"loss_head": "logits"} if path == "2fwd" else {}
+        module = DPOModule(model, settings, reference=reference, **DPO_KW, **head)
         batch = setup.dpo_batch
     module.train()
     optimizer, _ = build_optimizer(model, settings, total_steps=1000)
@@ -208,9 +243,10 @@ def make_step(objective: str, model: torch.nn.Module, setup: Setup) -> Callable[
     return step
 
 
-def time_config(config: str, setup: Setup, warmup: int, repeats: int) -> dict[str, list[float]]:
+def time_config(config: str, setup: Setup, warmup: int, repeats: int,
+                objectives: list[str] | None = None) -> dict[str, list[float]]:  # fmt: skip
     """Seconds of each timed step of every objective, stepped interleaved (same weights at the start)."""
-    steps = {o: make_step(o, setup.build_model(), setup) for o in objectives_for(config)}
+    steps = {o: make_step(o, setup.build_model(), setup) for o in objectives_for(config, objectives)}
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -294,34 +330,50 @@ def run(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
         total, trainable = trainable_counts(setup)
         shapes = setup.describe()
         print(f"{config}: {total:,} parameters ({trainable:,} trainable); {shapes}", flush=True)
-        times = time_config(config, setup, args.warmup, args.repeats)
+        times = time_config(config, setup, args.warmup, args.repeats, args.objectives)
         medians = {o: statistics.median(v) for o, v in times.items()}
-        mem = {o: measure_memory(config, o, args, device) for o in medians}
+        none = {"growth_mib": float("nan"), "peak_mib": float("nan"), "kind": "not measured"}
+        mem = {o: measure_memory(config, o, args, device) if args.memory else none for o in medians}
         for o, sec in medians.items():
+            per_round = [t / s for t, s in zip(times[o], times["sft"])]  # same round: same machine load
             rows.append({"config": config, "objective": o, "seconds": sec, "time_ratio": sec / medians["sft"],
-                         "fastest": min(times[o]),
+                         "ratio_median": statistics.median(per_round), "ratio_min": min(per_round),
+                         "ratio_max": max(per_round), "fastest": min(times[o]),
                          "growth_mib": mem[o]["growth_mib"], "peak_mib": mem[o]["peak_mib"],
                          "mem_ratio": mem[o]["growth_mib"] / mem["sft"]["growth_mib"], "kind": mem[o]["kind"],
                          "params": total, "trainable": trainable, **shapes})  # fmt: skip
             r = rows[-1]
-            print(f"  {o:<12} {1000 * sec:9.1f} ms (min {1000 * r['fastest']:.1f})  x{r['time_ratio']:.2f}   peak growth "
+            print(f"  {o:<17} {1000 * sec:9.1f} ms (min {1000 * r['fastest']:.1f})  x{r['time_ratio']:.2f} "
+                  f"(per round {r['ratio_min']:.2f}-{r['ratio_max']:.2f})   peak growth "
                   f"{r['growth_mib']:7.1f} MiB  x{r['mem_ratio']:.2f}   ({r['kind']} {r['peak_mib']:.0f} MiB)",
                   flush=True)  # fmt: skip
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model / plan | trainable / total params | step | reference | step time, median (min) ms | x SFT | "
-             "peak memory growth (MiB) | x SFT | peak total (MiB) |",
-             "|---|---:|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = ["| model / plan | trainable / total params | step | reference | DPO path | step time, median (min) ms | "
+             "x SFT (medians) | x SFT per round: median [min-max] | peak memory growth (MiB) | x SFT | peak total (MiB) |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
         dpo = r["objective"] != "sft"
+        reference, _, path = r["objective"].partition("/")
+        path = "-" if not dpo else ("two forwards, full logits" if path == "2fwd" else "one forward, shared prefix")
         lines.append(
             f"| {r['config']} | {r['trainable']:,} / {r['params']:,} | {'DPO' if dpo else 'SFT'} | "
-            f"{r['objective'] if dpo else '-'} | {1000 * r['seconds']:.1f} ({1000 * r['fastest']:.1f}) | {r['time_ratio']:.2f} | "
+            f"{reference if dpo else '-'} | {path} | {1000 * r['seconds']:.1f} ({1000 * r['fastest']:.1f}) | "
+            f"{r['time_ratio']:.2f} | {r['ratio_median']:.2f} [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}] | "
             f"{r['growth_mib']:.1f} | {r['mem_ratio']:.2f} | {r['peak_mib']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def result_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One ``RESULT`` line per (configuration, objective)."""
+    return [f"RESULT case={r['config']} objective={r['objective']} ms={1000 * r['seconds']:.1f} "
+            f"ratio_vs_sft={r['time_ratio']:.3f} round_ratio_median={r['ratio_median']:.3f} "
+            f"round_ratio_min={r['ratio_min']:.3f} round_ratio_max={r['ratio_max']:.3f} "
+            f"mem_growth_mib={r['growth_mib']:.1f} video_tokens={r['video_tokens']} "
+            f"answer_tokens={max(r['answer_tokens'])}" for r in rows]  # fmt: skip
 
 
 def section(rows: list[dict[str, Any]], args: argparse.Namespace, device: torch.device) -> str:
@@ -361,7 +413,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4, help="preference pairs per step")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=DEFAULT_CONFIGS)
+    parser.add_argument("--objectives", nargs="+", choices=list(OBJECTIVES), default=None,
+                        help="default: sft, adapter_off, precomputed and their /2fwd baselines (long cases), "
+                             "every objective (the others)")
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory subprocesses")
     parser.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     parser.add_argument("--mem-child", nargs=2, metavar=("CONFIG", "OBJECTIVE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -378,6 +434,7 @@ def main() -> None:
     print("\n" + text)
     if args.write:
         write_section(SECTION, text, Path(__file__).resolve().parent / "RESULTS.md")
+    print("\n".join(result_lines(rows)))
 
 
 if __name__ == "__main__":

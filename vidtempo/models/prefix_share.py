@@ -42,9 +42,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +80,8 @@ class PairLayout:
 
     Attributes:
         embeds: (R, L, H) input embeddings (R = B shared, 2B otherwise).
-        mask: (R, L) padding mask, or (R, 1, L, L) bool shared-prefix mask.
+        mask: (R, L) padding mask; shared: (B, L) segment of each position (0 prefix, 1 chosen answer,
+            2 rejected answer, -1 padding), see :func:`shared_prefix_mask`.
         positions: (R, L) or (3, R, L) position ids.
         rows / positions_scored / targets / groups: (N,) each: the hidden state ``[rows, positions_scored]``
             scores ``targets``; ``groups`` is ``side * B + pair`` (side 0 chosen, 1 rejected).
@@ -143,10 +145,11 @@ def _text_embedding(model: nn.Module) -> nn.Module:
     return model.hf.get_input_embeddings() if _is_qwen(model) else model.llm.get_input_embeddings()
 
 
-def _trunk(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """(R, L, H) final-norm hidden states of the LLM on the given rows."""
+def _trunk(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor,
+           **kwargs: Any) -> torch.Tensor:  # fmt: skip
+    """(R, L, H) final-norm hidden states of the LLM on the given rows (``kwargs`` reach the attention)."""
     decoder = model.hf.model.language_model if _is_qwen(model) else causal_lm_parts(model.llm.model)[0]
-    out = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
+    out = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False, **kwargs)
     return out.last_hidden_state
 
 
@@ -276,13 +279,10 @@ def _shared_layout(model: nn.Module, chosen: dict[str, Any], rejected: dict[str,
     group = torch.full((pairs, length), -1, dtype=torch.long, device=device)  # -1 = padding
     for b, (row, pos, g) in enumerate(zip(rows, pos_rows, groups_rows)):
         embeds[b, : len(row)], positions[..., b, : len(row)], group[b, : len(row)] = row, pos, g
-    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-    keys, queries = group[:, None, :], group[:, :, None]  # (B, 1, L), (B, L, 1)
-    mask = causal & (keys >= 0) & ((keys == 0) | (keys == queries))  # (B, L, L)
     c_rows, c_pos, c_targets = label_targets(side.labels)
     r_rows, r_pos, r_tgt = (torch.cat(t) for t in zip(*r_targets))
     return PairLayout(
-        embeds=embeds, mask=mask[:, None], positions=positions, rows=torch.cat([c_rows, r_rows]),
+        embeds=embeds, mask=group, positions=positions, rows=torch.cat([c_rows, r_rows]),
         positions_scored=torch.cat([c_pos, r_pos]), targets=torch.cat([c_targets, r_tgt]),
         groups=torch.cat([c_rows, r_rows + pairs]), pairs=pairs, shared=True, reason=None,
         reusable=_embeddings_reusable(model),
@@ -316,13 +316,86 @@ def _batched_layout(model: nn.Module, chosen: dict[str, Any], rejected: dict[str
                       reusable=_embeddings_reusable(model))  # fmt: skip
 
 
-def _mask_for(model: nn.Module, layout: PairLayout, dtype: torch.dtype) -> torch.Tensor:
-    """The layout's mask as the attention backend takes it: bool for sdpa, additive float for eager."""
-    if layout.mask.dim() == 4 and _attn_impl(model) == "eager":
-        return torch.zeros(layout.mask.shape, dtype=dtype, device=layout.mask.device).masked_fill(
-            ~layout.mask, torch.finfo(dtype).min
-        )
-    return layout.mask
+def shared_prefix_mask(group: torch.Tensor) -> torch.Tensor:
+    """(B, L) segments (0 prefix, 1 / 2 answers, -1 padding) -> (B, 1, L, L) bool: query i sees key j when
+    j <= i, j is not padding and j is in the prefix or in i's own segment. No row is fully masked (padding
+    queries see the prefix), so no NaN."""
+    length = group.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=group.device).tril()
+    keys, queries = group[:, None, :], group[:, :, None]  # (B, 1, L), (B, L, 1)
+    return (causal & (keys >= 0) & ((keys == 0) | (keys == queries)))[:, None]
+
+
+def _dense_mask(model: nn.Module, group: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The shared-prefix mask as an additive float (B, 1, L, L), made once per forward (sdpa would convert a
+    bool mask in every layer): -inf for sdpa (its own conversion), the dtype's minimum for eager."""
+    fill = torch.finfo(dtype).min if _attn_impl(model) == "eager" else float("-inf")
+    allowed = shared_prefix_mask(group)
+    return torch.zeros(allowed.shape, dtype=dtype, device=group.device).masked_fill(~allowed, fill)
+
+
+# ------------------------------------------------------------------------------------------- split attention
+SPLIT_ATTENTION = "vidtempo_shared_prefix"  # the name registered with transformers' AttentionInterface
+
+
+@dataclass
+class _Spans:
+    """Per row: prefix length P, row length R and the (R - P, R) mask of the answer queries."""
+
+    spans: list[tuple[int, int, torch.Tensor]]
+
+
+def _split_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                     **kwargs: Any) -> tuple[torch.Tensor, None]:  # fmt: skip
+    """Shared-prefix attention without a dense mask: per row, the prefix queries attend causally to the prefix
+    (the causal kernel, as in SFT), and the answer queries to the prefix plus their own answer (a small mask).
+    query (B, H, L, d), key / value (B, H_kv, L, d) -> (B, L, H, d); padding positions get zeros."""
+    spans: _Spans = kwargs["vidtempo_spans"]
+    n_rep = query.shape[1] // key.shape[1]
+    if n_rep > 1:  # grouped-query attention: each key/value head serves n_rep query heads
+        key, value = key.repeat_interleave(n_rep, dim=1), value.repeat_interleave(n_rep, dim=1)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    rows = []
+    for b, (prefix, row, answer_mask) in enumerate(spans.spans):
+        q, k, v = query[b : b + 1], key[b : b + 1, :, :row], value[b : b + 1, :, :row]
+        head = sdpa(q[:, :, :prefix], k[:, :, :prefix], v[:, :, :prefix], dropout_p=dropout, is_causal=True,
+                    scale=scaling)  # fmt: skip
+        tail = sdpa(q[:, :, prefix:row], k, v, attn_mask=answer_mask, dropout_p=dropout, scale=scaling)
+        pad = q.new_zeros(1, q.shape[1], query.shape[2] - row, q.shape[3])
+        rows.append(torch.cat([head, tail, pad], dim=2))
+    return torch.cat(rows).transpose(1, 2).contiguous(), None
+
+
+def _register_split_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(SPLIT_ATTENTION, _split_attention)
+
+
+def _spans(group: torch.Tensor) -> _Spans:
+    """Row spans of a shared layout (one host read of the segment ids per forward)."""
+    out = []
+    for g in group:
+        row = int((g >= 0).sum())
+        prefix = int((g == 0).sum())
+        seg = g[:row]
+        queries = torch.arange(prefix, row, device=g.device)[:, None]
+        keys = torch.arange(row, device=g.device)[None, :]
+        allowed = (keys <= queries) & ((seg[None, :] == 0) | (seg[None, :] == seg[prefix:row, None]))
+        out.append((prefix, row, allowed[None, None]))  # (1, 1, R - P, R)
+    return _Spans(out)
+
+
+@contextlib.contextmanager
+def _attention_impl(config: Any, name: str) -> Iterator[None]:
+    """Temporarily run ``config``'s attention layers with the registered implementation ``name``."""
+    before = config._attn_implementation_internal
+    config._attn_implementation_internal = name
+    try:
+        yield
+    finally:
+        config._attn_implementation_internal = before
 
 
 # ------------------------------------------------------------------------------------------- scoring
@@ -338,9 +411,19 @@ def pair_layout(model: nn.Module, chosen: dict[str, Any], rejected: dict[str, An
     return _batched_layout(model, chosen, rejected, reason)
 
 
-def score_layout(model: nn.Module, layout: PairLayout, head: LabelHead | None = None) -> PairScores:
-    """Run the LLM on a layout and sum the answer log-probs per pair and side."""
-    hidden = _trunk(model, layout.embeds, _mask_for(model, layout, layout.embeds.dtype), layout.positions)
+def score_layout(model: nn.Module, layout: PairLayout, head: LabelHead | None = None,
+                 attention: str = "split") -> PairScores:  # fmt: skip
+    """Run the LLM on a layout and sum the answer log-probs per pair and side. A shared layout runs its
+    attention ``split`` (the prefix with the causal kernel, the answers with a small mask; the default) or
+    through one dense (B, 1, L, L) ``mask`` (the backend's own attention; for comparison)."""
+    if not layout.shared:
+        hidden = _trunk(model, layout.embeds, layout.mask, layout.positions)
+    elif attention == "mask":
+        hidden = _trunk(model, layout.embeds, _dense_mask(model, layout.mask, layout.embeds.dtype), layout.positions)
+    else:
+        _register_split_attention()
+        with _attention_impl(_hf_config(model), SPLIT_ATTENTION):
+            hidden = _trunk(model, layout.embeds, None, layout.positions, vidtempo_spans=_spans(layout.mask))
     groups = 2 * layout.pairs
     logps = token_logps(hidden[layout.rows, layout.positions_scored], _head(model), layout.targets, head,
                         layout.groups, groups)  # fmt: skip
