@@ -12,10 +12,19 @@ twice the text of SFT plus the reference passes). Videos are real H.264 files wr
 ``vidtempo.data.testing.make_test_video`` (8 s, hard cuts every 2 s); decoding and collation are outside the
 timed step. DPO settings are TEMPLE's (sigmoid, beta 0.1, rpo_alpha 1.0).
 
-Configurations: the composed ``VideoLLM`` of ``recipes/tiny/synth_grounding.yaml`` (frame CNN, 4 tokens per
-frame, 16 frames, 4-layer 128-wide Qwen2) and the native tiny Qwen2.5-VL of ``recipes/tiny/tempo_qwen25vl.yaml``
-(8 frames of 56x56 -> 16 video tokens), each with a LoRA plan (adapters on the LLM only, everything else
-frozen: TEMPLE's DPO plan) and with full fine-tuning. ``adapter_off`` needs the LoRA plan.
+Configurations: the composed ``VideoLLM`` of ``recipes/tiny/synth_grounding.yaml`` (frame CNN, 16 frames,
+4-layer 128-wide Qwen2) and the native tiny Qwen2.5-VL of ``recipes/tiny/tempo_qwen25vl.yaml``, each with a
+LoRA plan (adapters on the LLM only, everything else frozen: TEMPLE's DPO plan) and with full fine-tuning
+(``adapter_off`` needs the LoRA plan). The default cases are issue 27's, ``*_lora_long``: about 1,000 video
+tokens per video (``VideoLLM``: the frame CNN pooled to an 8x8 grid, 16 frames -> 1,024 tokens; Qwen2.5-VL: 32
+frames of 224x224 -> 1,024 merged tokens) and answers of at most 32 tokens; the short cases (``videollm_lora``
+etc.: 16-64 video tokens, ~100-token answers) are the earlier table's.
+
+DPO objectives are named by their reference; ``<reference>/2fwd`` is the path before issue 27 (chosen and
+rejected as two forwards with full (B, L, V) logits, ``loss_head: logits``), measured in the same run as the
+default one-forward path (shared prefix, label-position LM head). Ratios to SFT are given from the medians and
+per round (each round steps every objective once, so a load spike on a shared machine hits all of them): the
+median and the spread [min-max] of the per-round ratios.
 
 * Time: the objectives of one configuration are built side by side (same seed, same weights) and stepped
   interleaved, ``--warmup`` steps each first, then ``--repeats`` rounds; the median per objective is
@@ -383,13 +392,15 @@ def section(rows: list[dict[str, Any]], args: argparse.Namespace, device: torch.
            "high-water mark reset with `/proc/self/clear_refs`; fresh subprocess per row; covers torch's "
            "allocator, which `tracemalloc` does not see)" if device.type == "cpu" else
            "`torch.cuda.max_memory_allocated` growth over the allocation before the objective was built")  # fmt: skip
-    shapes = {CONFIGS[r["config"]][0]: r for r in rows if r["objective"] == "sft"}
-    batch = "; ".join(f"`{m}`: frames {tuple(r['frames'])}, {r['sft_len']} input ids (SFT and each DPO side: "
-                      f"the reversed answer has the chosen one's length)" for m, r in shapes.items())  # fmt: skip
+    shapes = {r["config"]: r for r in rows if r["objective"] == "sft"}
+    batch = "; ".join(f"`{c}`: frames {tuple(r['frames'])}, {r['video_tokens']} video tokens, {r['sft_len']} text "
+                      f"ids for SFT, {r['dpo_len']} for the DPO sides, answers of {r['answer_tokens']} tokens "
+                      f"(chosen, rejected)" for c, r in shapes.items())  # fmt: skip
     return (
         f"{SECTION}\n\n"
         f"`python benchmarks/dpo_step.py --repeats {args.repeats} --warmup {args.warmup} --batch-size "
-        f"{args.batch_size}`; {machine}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"{args.batch_size}{'' if args.configs == DEFAULT_CONFIGS else ' --configs ' + ' '.join(args.configs)}"
+        f"{'' if args.memory else ' --no-memory'}`; {machine}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"float32, load average at the end {os.getloadavg()[0]:.1f}. One step = forward + backward + grad-norm "
         f"clip + AdamW step of `SFTModule` / `DPOModule` (sigmoid, beta 0.1, rpo_alpha 1.0) on "
         f"{args.batch_size} pairs from `PreferenceCollator` (output-side pairs, real 8 s H.264 videos with cuts) "
@@ -400,9 +411,12 @@ def section(rows: list[dict[str, Any]], args: argparse.Namespace, device: torch.
         f"`recipes/tiny/tempo_qwen25vl.yaml`; plan `lora` = LoRA r 8 on the LLM linears only (TEMPLE's DPO "
         f"plan), `full` = every part trains. Batches: {batch}. The weights are 1-4 MiB here, so the memory ratios "
         f"are activation ratios; at 7B scale a `frozen_copy` adds a whole model (8.29e9 x 2 B = 15.4 GiB in bf16, "
-        f"arithmetic, not measured), which `adapter_off` and `precomputed` avoid. DPOModule runs the chosen and "
-        f"the rejected side as two forwards (no concatenated 2B batch). The machine may be shared with other "
-        f"jobs: ratios come from one interleaved run.\n\n{table(rows)}\n"
+        f"arithmetic, not measured), which `adapter_off` and `precomputed` avoid. DPO path: 'one forward, shared "
+        f"prefix' = the default since issue 27 (`vidtempo.models.prefix_share`: one row [prefix | chosen | "
+        f"rejected] per pair, the prefix attention on the causal kernel, the LM head at the answer positions only, "
+        f"the adapter-off reference reusing the frozen video embeddings); 'two forwards, full logits' = "
+        f"`loss_head: logits`, the path before. SFT uses the label-position head too. The machine was shared "
+        f"with other jobs: ratios come from one interleaved run.\n\n{table(rows)}\n"
     )
 
 

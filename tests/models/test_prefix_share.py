@@ -153,12 +153,12 @@ def test_each_video_is_encoded_once_per_pair_policy_and_reference(name, tokenize
     counts = {}
     for path in ("logits", "chunked"):
         model = trained(MODELS[name][0])
-        calls = []
+        calls: list[int] = []
         if name == "qwen25vl":
-            model.hf.model.visual.register_forward_hook(lambda *a: calls.append(1))
+            model.hf.model.visual.register_forward_hook(lambda *a, calls=calls: calls.append(1))
         else:
             encode = model.vision_encoder.encode
-            model.vision_encoder.encode = lambda pixels: calls.append(1) or encode(pixels)
+            model.vision_encoder.encode = lambda pixels, calls=calls, encode=encode: calls.append(1) or encode(pixels)
         step(model, batch, reference="adapter_off", loss_head=path)
         counts[path] = len(calls)
     assert counts == {"logits": 4, "chunked": 1}
