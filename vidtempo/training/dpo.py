@@ -243,8 +243,11 @@ class DPOModule(Objective):
         prefix_sharing: ``auto`` (default): pairs with the same video and prompt run as one row with the
             prefix computed once (``vidtempo.models.prefix_share``); ``off``: chosen and rejected rows as one
             2B batch. Either way one forward per batch and each video encoded once per pair.
-        loss_head / loss_chunk_size: ``Objective``'s; ``logits`` = two forwards with full logits (the path
-            before issue 27, for comparison).
+        loss_head: ``chunked`` (default: the LM head at the answer positions only, ``loss_chunk_size`` rows at
+            a time), ``liger`` (liger-kernel's fused linear cross-entropy, CUDA, where installed), ``full``
+            (answer positions, one block) or ``logits`` (two forwards with full logits: the path before issue
+            27, for comparison).
+        loss_chunk_size: rows per chunk of the ``chunked`` head.
 
     Example:
         >>> import torch
@@ -269,7 +272,8 @@ class DPOModule(Objective):
         loss_head: str = "chunked",
         loss_chunk_size: int = 1024,
     ) -> None:
-        super().__init__(model, optim, max_skip_fraction, loss_head=loss_head, loss_chunk_size=loss_chunk_size)
+        super().__init__(model, optim, max_skip_fraction)
+        self.loss_head = None if loss_head == "logits" else LabelHead(loss_head, loss_chunk_size)
         self.loss_fn = DPOLoss(
             beta=beta, loss_type=loss_type, label_smoothing=label_smoothing, rpo_alpha=rpo_alpha
         )

@@ -53,12 +53,14 @@ class Objective(L.LightningModule):
             main loss with their weights and logged as ``<stage>/<name>_loss``.
         targets: channel count of each per-frame batch target the collator makes (``data.collator.targets``;
             the trainer fills it in), which sizes the auxiliary heads.
-        loss_head: how the LM head scores the labelled tokens (``vidtempo.models.label_head``): ``chunked``
-            (default: the head only at label positions, ``loss_chunk_size`` rows at a time), ``liger`` (fused
-            linear cross-entropy of ``liger-kernel``, CUDA), ``full`` (label positions, one block) or
-            ``logits`` (the model's full (B, L, V) logits, the path before issue 27).
-        loss_chunk_size: rows per chunk of the ``chunked`` head.
+
+    The class attribute :attr:`loss_head` says how the LM head scores the labelled tokens
+    (``vidtempo.models.label_head``): by default ``LabelHead()``, the head only at the label positions, 1,024
+    rows at a time (no (B, L, V) logits); None = the model's full logits. ``DPOModule`` takes it as recipe keys
+    (``loss_head``, ``loss_chunk_size``); another objective sets it on its class or instance.
     """
+
+    loss_head: LabelHead | None = LabelHead()
 
     collator_class: ClassVar[type] = VideoCollator  # the collator this objective's batches come from
 
@@ -69,12 +71,9 @@ class Objective(L.LightningModule):
         max_skip_fraction: float = 0.1,
         aux: Mapping[str, AuxLoss] | None = None,
         targets: Mapping[str, int] | None = None,
-        loss_head: str = "chunked",
-        loss_chunk_size: int = 1024,
     ) -> None:
         super().__init__()
         self.model = model
-        self.loss_head = None if loss_head == "logits" else LabelHead(loss_head, loss_chunk_size)
         self.optim = optim if isinstance(optim, OptimSettings) else OptimSettings(**(optim or {}))
         self.max_skip_fraction = max_skip_fraction
         self.skips = SkipTracker(max_skip_fraction)

@@ -21,8 +21,8 @@ class SFTModule(Objective):
 
     Arguments are :class:`~vidtempo.training.objective.Objective`'s: ``model``, ``optim``,
     ``max_skip_fraction``, ``aux`` (auxiliary losses, e.g. the per-frame heads of the TempoSynth recipes,
-    ``vidtempo.training.auxiliary``), ``targets`` and ``loss_head`` / ``loss_chunk_size`` (the LM head runs
-    only at the labelled positions, in chunks: no (B, L, V) logits). Logged per step: ``loss`` (the total), ``lm_loss`` (the
+    ``vidtempo.training.auxiliary``) and ``targets``. The LM head runs only at the labelled positions, in chunks
+    (``Objective.loss_head``): no (B, L, V) logits. Logged per step: ``loss`` (the total), ``lm_loss`` (the
     next-token loss, when auxiliary losses are on), ``video_tokens`` and, when the compressor's budget guard
     cut tokens, ``trimmed_tokens`` (per sample).
     """
