@@ -195,3 +195,20 @@ def test_split_attention_equals_the_dense_shared_prefix_mask(name, tokenizer, vi
     for field in ("chosen_logps", "rejected_logps", "chosen_nll"):
         torch.testing.assert_close(getattr(split, field), getattr(dense, field), atol=1e-5, rtol=1e-6)
     assert split.chosen_lengths.tolist() == dense.chosen_lengths.tolist()
+
+
+def test_pairs_with_different_prompts_fall_back_to_one_2b_forward():
+    """Same video, different prompts: no shared prefix (the reason names the pair), still one forward."""
+    from vidtempo.models.interfaces import VIDEO_TOKEN_INDEX as V
+    from vidtempo.models.prefix_share import score_pairs
+
+    model = trained(videollm)
+    video = VideoInputs(frames=torch.rand(1, 2, 3, 32, 32))
+    ones = torch.ones(1, 5, dtype=torch.long)
+    chosen = {"input_ids": torch.tensor([[5, V, 7, 8, 9]]), "attention_mask": ones,
+              "labels": torch.tensor([[-100, -100, -100, 8, 9]]), "video": video}  # fmt: skip
+    rejected = {"input_ids": torch.tensor([[6, V, 7, 9, 8]]), "attention_mask": ones,
+                "labels": torch.tensor([[-100, -100, -100, 9, 8]]), "video": video}  # fmt: skip
+    scores, layout = score_pairs(model, chosen, rejected)
+    assert not layout.shared and layout.reason == "pair 0: chosen and rejected prompts differ"
+    assert layout.embeds.shape[0] == 2 and scores.rejected_lengths.tolist() == [2]
