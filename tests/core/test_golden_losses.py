@@ -14,7 +14,7 @@ The refactor must leave every loss within 1e-6 and the old checkpoint loadable, 
 The DPO pin runs the DPO objective's two-forward full-logits path (``loss_head: logits``), the computation
 it was recorded with. The default path since issue 27 (one forward, shared prefix, label-position head) sums
 the same float32 terms in another order and runs attention with a shared-prefix mask, so it agrees to about
-1e-6 relative at the first step rather than bit for bit; ``test_shared_prefix_dpo_stays_on_the_pin`` (slow)
+1e-6 relative at the first step rather than bit for bit; ``test_shared_prefix_dpo_stays_on_the_pin`` (3 s, in the default suite)
 checks it against the same pin with that tolerance, and ``tests/models/test_prefix_share.py`` checks losses
 and gradients against the two-forward path to 1e-5.
 """
@@ -90,7 +90,6 @@ def test_first_losses_are_unchanged(name: str, tmp_path):
     assert first_losses(name, tmp_path) == pytest.approx(expected, abs=1e-6, rel=0)
 
 
-@pytest.mark.slow
 def test_shared_prefix_dpo_stays_on_the_pin(tmp_path):
     """The default DPO path (one forward, shared prefix, chunked label head) on the DPO pin: the first step
     (policy == reference) within 1e-5, the five steps within 1e-4 (float32 order of summation)."""
