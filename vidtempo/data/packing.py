@@ -24,6 +24,7 @@ import numpy as np
 
 from vidtempo.data.chat import VIDEO_TOKEN_INDEX
 from vidtempo.data.collate import VideoTextBatch, as_conversation
+from vidtempo.utils.bins import first_fit_decreasing
 
 KEY = "data.packing.max_tokens"
 
@@ -100,19 +101,7 @@ class TokenBudgetBatchSampler:
 
     def _fill(self, items: list[int]) -> list[list[int]]:
         """First-fit decreasing of ``items`` into bins of ``max_tokens`` (and ``max_samples``)."""
-        bins: list[list[int]] = []
-        used: list[int] = []
-        cap = self.max_samples or len(items)
-        for i in sorted(items, key=lambda i: -self.lengths[i]):
-            n = self.lengths[i]
-            slot = next((b for b, u in enumerate(used) if u + n <= self.max_tokens and len(bins[b]) < cap), None)
-            if slot is None:
-                bins.append([])
-                used.append(0)
-                slot = len(bins) - 1
-            bins[slot].append(i)
-            used[slot] += n
-        return bins
+        return first_fit_decreasing(items, self.lengths, self.max_tokens, self.max_samples)
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._all_batches()

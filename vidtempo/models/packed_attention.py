@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from vidtempo.models.interfaces import IGNORE_INDEX
+from vidtempo.utils.bins import first_fit_decreasing
 
 __all__ = ["PackPlan", "PackedOutput", "block_causal_mask", "packed_forward", "plan_rows", "varlen_available"]
 
@@ -60,21 +61,12 @@ def plan_rows(lengths: list[int], max_tokens: int | None, *, key: str = "data.pa
         return PackPlan([list(range(len(lengths)))], sum(lengths))
     if max_tokens < 1:
         raise ValueError(f"{key} must be >= 1, got {max_tokens}")
-    rows: list[list[int]] = []
-    fill: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        n = lengths[i]
+    for i, n in enumerate(lengths):
         if n > max_tokens:
             raise ValueError(f"sample {i} has {n} tokens after inserting the video, more than {key}={max_tokens}: "
                              f"raise {key} to at least model.max_length (data.overlong caps every sample there)")  # fmt: skip
-        row = next((r for r, used in enumerate(fill) if used + n <= max_tokens), None)
-        if row is None:
-            rows.append([])
-            fill.append(0)
-            row = len(rows) - 1
-        rows[row].append(i)
-        fill[row] += n
-    return PackPlan([sorted(r) for r in rows], max(fill, default=0))
+    rows = first_fit_decreasing(range(len(lengths)), lengths, max_tokens)
+    return PackPlan([sorted(r) for r in rows], max((sum(lengths[i] for i in r) for r in rows), default=0))
 
 
 def varlen_available(device: torch.device, attn_implementation: str | None) -> bool:
