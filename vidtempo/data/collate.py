@@ -21,7 +21,7 @@ import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -52,7 +52,8 @@ class VideoTextBatch:
         input_ids: (B, L) long; the video placeholder is ``VIDEO_TOKEN_INDEX``; right-padded.
         attention_mask: (B, L) long.
         labels: (B, L) long, ``IGNORE_INDEX`` except assistant turns.
-        frames: (B, T, 3, H, W) float32 in [0, 1]; padded frames are zeros. With ``clip_index``: (U, T, 3, H, W),
+        frames: (B, T, 3, H, W) uint8 0-255, normalised by the model's encoders on the device
+            (``vidtempo.data.inputs.unit_pixels``); padded frames are zeros. With ``clip_index``: (U, T, 3, H, W),
             one per distinct clip of the batch.
         frame_mask: (B, T) bool, True = real frame (always one row per sample).
         timestamps: (B, T) float32 seconds of each frame.
@@ -93,6 +94,10 @@ class VideoTextBatch:
     past_end: list[str] = field(default_factory=list)
     packing: int | None = None
 
+    # never cast by a ``bf16-true`` precision plugin (vidtempo.training.precision): spacing of bf16 at long-video
+    # magnitudes is seconds, and audio / targets are read in fp32
+    fp32_fields: ClassVar[tuple[str, ...]] = ("timestamps", "audio", "targets")
+
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
@@ -122,14 +127,24 @@ class VideoTextBatch:
         moved = copy.copy(self)
         for name, value in vars(self).items():
             if isinstance(value, torch.Tensor):
-                setattr(moved, name, value.to(device))
-        moved.targets = {k: v.to(device) for k, v in self.targets.items()}
+                setattr(moved, name, value.to(device, non_blocking=value.is_pinned()))
+        moved.targets = {k: v.to(device, non_blocking=v.is_pinned()) for k, v in self.targets.items()}
         return moved
+
+    def pin_memory(self) -> VideoTextBatch:
+        """A copy in page-locked memory (``DataLoader(pin_memory=True)`` calls it): the copy to the GPU is then
+        asynchronous (``to`` passes ``non_blocking``)."""
+        pinned = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(pinned, name, value.pin_memory())
+        pinned.targets = {k: v.pin_memory() for k, v in self.targets.items()}
+        return pinned
 
 
 @dataclass
 class DecodedVideo:
-    frames: torch.Tensor  # (T, 3, H, W) float in [0, 1]
+    frames: torch.Tensor  # (T, 3, H, W) uint8 0-255 (float (T, P, D) features from the feature cache)
     timestamps: torch.Tensor  # (T,)
     audio: torch.Tensor | None  # (S,) waveform, or (n_mels, F) log-mel when the collator's audio_mel is set
     audio_length: int | None = None  # waveform samples behind a log-mel (a waveform's own length is len(audio))
@@ -277,7 +292,7 @@ class VideoCollator:
             sample.video, num_frames=self.num_frames, fps=self.fps, max_frames=self.max_frames,
             start=sample.start, end=sample.end, size=self.frame_size, backend=self.backend,
         )  # fmt: skip
-        frames = clip.frames.permute(0, 3, 1, 2).float().div_(255.0)  # (T, 3, H, W)
+        frames = clip.frames.permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W) uint8: normalised on the device
         audio, length = self._audio_of(sample) if self.audio else (None, None)
         return DecodedVideo(frames, torch.as_tensor(clip.timestamps, dtype=torch.float32), audio, length,
                             duration=float(clip.video_duration))  # fmt: skip

@@ -18,13 +18,32 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 
+def unit_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """Frames as fp32 in [0, 1]: uint8 (0-255, what the collators hand over) is divided by 255 in fp32 on the
+    tensor's own device; a floating tensor is returned as it is.
+
+    Frames travel as uint8 (a quarter of the host-to-device bytes of fp32, never cast by a ``bf16-true``
+    precision plugin) and are normalised here, inside each encoder's forward.
+
+    Example:
+        >>> unit_pixels(torch.tensor([0, 51, 255], dtype=torch.uint8)).tolist()
+        [0.0, 0.20000000298023224, 1.0]
+    """
+    if frames.dtype == torch.uint8:
+        return frames.float().div_(255.0)
+    if not frames.is_floating_point():
+        raise ValueError(f"frames must be uint8 (0-255) or float in [0, 1], got dtype {frames.dtype}")
+    return frames
+
+
 @dataclass
 class VideoInputs:
     """The video side of a batch. B rows (samples), U distinct clips (U = B without ``clip_index``), T frames.
 
     Attributes:
-        frames: (U, T, 3, H, W) float in [0, 1] (or uint8 0-255); padded frames are zeros. None when
-            ``features`` are given instead.
+        frames: (U, T, 3, H, W) uint8 0-255 (the collators' output; normalised on the device by the encoders,
+            :func:`unit_pixels`) or float in [0, 1]; padded frames are zeros. None when ``features`` are given
+            instead.
         frame_mask: (B, T) bool, True = real frame. None = every frame is real.
         timestamps: (B, T) float32 seconds of each frame. None = 0, 1, 2, ...
         features: (U, T, P, D) cached encoder features (then ``frames`` is None) and their patch ``grid``.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -59,12 +59,21 @@ class PreferenceBatch:
     meta: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[SkipRecord] = field(default_factory=list)
 
+    fp32_fields: ClassVar[tuple[str, ...]] = ("ref_chosen_logps", "ref_rejected_logps")  # summed log-probs
+
     def __len__(self) -> int:
         return len(self.chosen)
 
+    def pin_memory(self) -> PreferenceBatch:
+        """A copy in page-locked memory (``DataLoader(pin_memory=True)``)."""
+        pin = lambda t: t.pin_memory() if isinstance(t, torch.Tensor) else t  # noqa: E731
+        return dataclasses.replace(self, chosen=self.chosen.pin_memory(), rejected=self.rejected.pin_memory(),
+                                   input_side=pin(self.input_side), ref_chosen_logps=pin(self.ref_chosen_logps),
+                                   ref_rejected_logps=pin(self.ref_rejected_logps))  # fmt: skip
+
     def to(self, device: torch.device | str) -> PreferenceBatch:
         """A copy with every tensor on ``device`` (what Lightning calls to move a batch)."""
-        move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        move = lambda t: t.to(device, non_blocking=t.is_pinned()) if isinstance(t, torch.Tensor) else t  # noqa: E731
         return PreferenceBatch(
             chosen=self.chosen.to(device), rejected=self.rejected.to(device),
             input_side=move(self.input_side), ref_chosen_logps=move(self.ref_chosen_logps),

@@ -12,27 +12,41 @@ Example:
 
 from __future__ import annotations
 
+import typing
+from contextlib import nullcontext
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vidtempo.config.errors import RecipeError
-from vidtempo.config.instantiate import instantiate
+from vidtempo.config.instantiate import instantiate, resolve_target
 
 PART_KEYS = ("vision_encoder", "audio_encoder", "compressor", "projector", "llm")
 
 
 def build_video_llm(
-    node: dict[str, Any] | DictConfig, weights: dict[str, str | None] | None = None, recipe: str | None = None
+    node: dict[str, Any] | DictConfig, weights: dict[str, str | None] | None = None, recipe: str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Any:
-    """Instantiate the parts of ``node``, load ``weights`` into them, then build the model around them."""
+    """Instantiate the parts of ``node``, load ``weights`` into them, then build the model around them.
+
+    A part named in ``weights`` whose class loads every parameter itself (``lean_load = True``: the LLMs, the
+    native Qwen2.5-VL) is built with its parameters on the meta device and filled tensor by tensor in ``dtype``
+    (``vidtempo.models.weights``): no random init, no second copy. ``dtype`` (None = fp32) is the dtype of the
+    loaded weights (``weights_dtype(trainer.precision)``: bf16 under ``bf16-true``)."""
+    from vidtempo.models.weights import empty_init, meta_parameters
+
     if isinstance(node, DictConfig):
         node = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
-    parts = {
-        key: instantiate(value, key=f"model.{key}", recipe=recipe)
-        for key, value in node.items()
-        if key in PART_KEYS and value is not None
-    }
+    loaded = set(weights or {})
+    parts = {}
+    for key, value in node.items():
+        if key not in PART_KEYS or value is None:
+            continue
+        lean = key in loaded and _lean_loadable(value, f"model.{key}", recipe)
+        with empty_init() if lean else nullcontext():
+            parts[key] = instantiate(value, key=f"model.{key}", recipe=recipe)
     for part, source in (weights or {}).items():
         if part not in parts:
             raise RecipeError(f"no model part '{part}' to load weights into; parts: {sorted(parts)}",
@@ -41,6 +55,26 @@ def build_video_llm(
         if loader is None:
             raise RecipeError(f"{type(parts[part]).__name__} has no load_pretrained()", recipe=recipe,
                               key=f"weights.{part}")  # fmt: skip
-        loader(source)
+        if getattr(parts[part], "lean_load", False):
+            loader(source, dtype=dtype)
+        else:
+            loader(source)
+        if unloaded := meta_parameters(parts[part]):
+            raise RecipeError(f"{len(unloaded)} parameters were not in the weights, e.g. {unloaded[:3]}",
+                              recipe=recipe, key=f"weights.{part}")  # fmt: skip
     rest = {k: v for k, v in node.items() if k not in parts}
     return instantiate(rest, key="model", recipe=recipe, **parts)
+
+
+def _lean_loadable(node: Any, key: str, recipe: str | None) -> bool:
+    """Whether the class a part node builds (directly, or as a builder function's return annotation) loads all
+    of its parameters in ``load_pretrained`` (``lean_load = True``)."""
+    if not isinstance(node, dict) or "_target_" not in node:
+        return False
+    target = resolve_target(node, key, recipe)
+    if not isinstance(target, type):
+        try:
+            target = typing.get_type_hints(target).get("return")
+        except Exception:  # an unresolvable annotation: build the plain way
+            return False
+    return isinstance(target, type) and bool(getattr(target, "lean_load", False))

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from vidtempo.data.inputs import VideoInputs
+from vidtempo.data.inputs import VideoInputs, unit_pixels
 
 __all__ = [
     "AudioEncoder", "AudioFeatures", "CAPABILITIES", "CompressorInput", "IGNORE_INDEX", "TokenCompressor",
@@ -246,13 +246,15 @@ class VisionEncoder(nn.Module, ABC):
 
     @abstractmethod
     def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """pixels: (N, 3, H, W) float in [0, 1] -> ((N, P, D) patch features, (h, w) patch grid)."""
+        """pixels: (N, 3, H, W) uint8 0-255 or float in [0, 1] -> ((N, P, D) patch features, (h, w) patch grid)."""
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         return self.encode(pixels)
 
     def preprocess(self, pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-        """Resize (N, 3, H, W) in [0, 1] to ``image_size`` and normalise with ``mean``/``std``."""
+        """Resize (N, 3, H, W) uint8 0-255 or float in [0, 1] to ``image_size`` and normalise with ``mean``/``std``
+        (fp32 math for uint8 input, on the frames' device)."""
+        pixels = unit_pixels(pixels)
         size = self.image_size
         if pixels.shape[-2:] != (size, size):
             pixels = nn.functional.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)

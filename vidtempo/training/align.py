@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +55,8 @@ class AlignBatch:
     Attributes:
         captions: B caption strings. video_keys: B video identities (file + clip bounds): two captions of one
             video share a key and are never each other's negatives in VTM.
-        frames: (B, T, 3, H, W) float in [0, 1]. frame_mask: (B, T) bool. timestamps: (B, T) seconds.
+        frames: (B, T, 3, H, W) uint8 0-255 (normalised on the device). frame_mask: (B, T) bool. timestamps:
+            (B, T) fp32 seconds.
         audio: (B, S) waveform (or (B, n_mels, F) log-mel) or None; audio_lengths: (B,) (0 = no audio track).
         ids, meta, skipped: sample ids, their meta, and the pairs left out (undecodable video).
     """
@@ -71,6 +72,8 @@ class AlignBatch:
     meta: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[SkipRecord] = field(default_factory=list)
 
+    fp32_fields: ClassVar[tuple[str, ...]] = ("timestamps", "audio")  # never cast under bf16-true
+
     def __len__(self) -> int:
         return len(self.captions)
 
@@ -80,7 +83,7 @@ class AlignBatch:
 
     def to(self, device: torch.device | str) -> AlignBatch:
         """A copy with every tensor on ``device``."""
-        move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        move = lambda t: t.to(device, non_blocking=t.is_pinned()) if isinstance(t, torch.Tensor) else t  # noqa: E731
         return AlignBatch(self.captions, self.video_keys, move(self.frames), move(self.frame_mask),
                           move(self.timestamps), move(self.audio), move(self.audio_lengths), self.ids, self.meta,
                           self.skipped)  # fmt: skip

@@ -70,9 +70,15 @@ class VideoDataModule(L.LightningDataModule):
         # an order that depends on (seed, epoch) only, so a resumed epoch can skip what it trained
         return EpochRandomSampler(len(dataset), self.seed) if shuffle else None  # type: ignore[arg-type]
 
+    def _pin(self) -> bool:
+        """Page-locked batches (asynchronous copies) when this rank trains on a CUDA device."""
+        trainer = getattr(self, "trainer", None)
+        strategy = getattr(trainer, "strategy", None)
+        return strategy is not None and strategy.root_device.type == "cuda"
+
     def _loader(self, dataset: Dataset, loader_class: type[DataLoader], **batching: Any) -> DataLoader:
         return loader_class(dataset, num_workers=self.num_workers, collate_fn=self.collator,
-                            persistent_workers=self.num_workers > 0, **batching)  # fmt: skip
+                            persistent_workers=self.num_workers > 0, pin_memory=self._pin(), **batching)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         """Resumable: a run restarted from a mid-epoch checkpoint skips the batches that epoch already trained

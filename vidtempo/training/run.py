@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig
 
 from vidtempo.config.load import recipe_path, resolve_recipe, save_recipe, to_yaml
@@ -31,6 +32,7 @@ from vidtempo.models.checkpoint import (
 )
 from vidtempo.models.interfaces import TrainableParts, VideoModel
 from vidtempo.models.lora import LoraSettings
+from vidtempo.models.weights import weights_dtype
 from vidtempo.training.build import (
     build_datamodule,
     build_objective,
@@ -91,7 +93,7 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
     save_recipe(cfg, out)
     write_manifest(out, settings, changes)
     tokenizer = build_tokenizer(plain, recipe)
-    model = build_video_llm(plain["model"], weights=plain.get("weights"), recipe=recipe)
+    model = build_video_llm(plain["model"], weights=plain.get("weights"), recipe=recipe, dtype=load_dtype(stages))
     if plain.get("init_from"):
         init_weights(model, plain["init_from"], recipe)
     final = out
@@ -129,6 +131,13 @@ def _stage_lora(model: VideoModel, settings: dict[str, Any], key: str) -> LoraSe
         raise ValueError(f"{key}: the model already has a LoRA adapter ({current}), so these settings would be "
                          "ignored; set them under model.lora, or merge the earlier adapter (merge_lora_after)")
     return wanted
+
+
+def load_dtype(stages: list[dict[str, Any]]) -> torch.dtype:
+    """The dtype pretrained weights load in: the half dtype when every stage trains in it (``bf16-true``), else
+    fp32 (mixed precision keeps fp32 parameters)."""
+    dtypes = {weights_dtype((stage.get("trainer") or {}).get("precision")) for stage in stages}
+    return dtypes.pop() if len(dtypes) == 1 else torch.float32
 
 
 def stage_started(stage_dir: Path) -> bool:

@@ -21,6 +21,7 @@ from vidtempo.training.checkpoints import AtomicCheckpointIO
 from vidtempo.training.csv_log import ResumableCSVLogger
 from vidtempo.training.interrupt import GracefulInterrupt
 from vidtempo.training.perf import ThroughputMonitor
+from vidtempo.training.precision import KeepFp32HalfPrecision
 
 NOISE = (  # messages of the libraries that say nothing about the user's run
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
@@ -122,6 +123,8 @@ def build_trainer(stage: dict[str, Any], stage_dir: Path, recipe_yaml: str | Non
     kwargs.setdefault("use_distributed_sampler", False)  # VideoDataModule shards its loaders itself
     if not isinstance(kwargs["strategy"], ModelParallelStrategy):  # sharded checkpoints are directories
         kwargs["plugins"] = [*(kwargs.get("plugins") or []), AtomicCheckpointIO()]
+    if str(kwargs.get("precision")) in ("bf16-true", "16-true"):  # batches' fp32_fields are never cast
+        kwargs["plugins"] = [*(kwargs.get("plugins") or []), KeepFp32HalfPrecision(str(kwargs.pop("precision")))]
     ckpt = stage.get("checkpoint") or {}
     callbacks = [
         ModelCheckpoint(

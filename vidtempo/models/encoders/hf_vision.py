@@ -36,12 +36,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # --------------------------------------------------------------------------------------------- helpers
 def check_pixels(pixels: torch.Tensor, who: str) -> None:
-    """Raise ``ValueError`` unless ``pixels`` is a float (N, 3, H, W) tensor."""
+    """Raise ``ValueError`` unless ``pixels`` is a (N, 3, H, W) uint8 (0-255) or float ([0, 1]) tensor."""
     if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4 or pixels.shape[1] != 3:
         shape = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
         raise ValueError(f"{who}.encode expects pixels of shape (N, 3, H, W), got {shape}")
-    if not pixels.is_floating_point():
-        raise ValueError(f"{who}.encode expects float pixels in [0, 1], got dtype {pixels.dtype}")
+    if not (pixels.is_floating_point() or pixels.dtype == torch.uint8):
+        raise ValueError(f"{who}.encode expects uint8 pixels (0-255) or float pixels in [0, 1], got dtype {pixels.dtype}")
 
 
 def as_grid(value: Sequence[int] | int | None, name: str) -> tuple[int, int] | None:

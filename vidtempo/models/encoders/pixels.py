@@ -33,7 +33,7 @@ class PixelPatchEncoder(VisionEncoder):
         self.register_buffer("_dtype_probe", torch.zeros(0), persistent=False)
 
     def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.preprocess(pixels, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # (N, 3, S, S) in [-1, 1]
+        x = self.preprocess(pixels, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).to(self._dtype_probe.dtype)  # (N, 3, S, S)
         g = self.image_size // self.patch
         x = x.unfold(2, self.patch, self.patch).unfold(3, self.patch, self.patch)  # (N, 3, g, g, p, p)
         x = x.permute(0, 2, 3, 1, 4, 5).reshape(x.shape[0], g * g, self.out_dim)  # (N, g*g, 3 p^2)

@@ -27,6 +27,26 @@ def _config_from_dict(config: dict[str, Any]) -> Any:
     return AutoConfig.for_model(model_type, **config)
 
 
+_ARCH_KEYS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+              "num_attention_heads", "num_key_value_heads")  # fmt: skip
+
+
+def check_config(source: str, ours: Any) -> None:
+    """Raise ``ValueError`` naming the first architecture key where the config at ``source`` differs from ours
+    (nothing to check when ``source`` has no config.json)."""
+    from transformers import AutoConfig
+
+    try:
+        theirs = AutoConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError):
+        return
+    theirs = getattr(theirs, "text_config", None) if theirs.model_type != ours.model_type else theirs
+    for key in _ARCH_KEYS:
+        if theirs is not None and hasattr(theirs, key) and getattr(theirs, key) != getattr(ours, key, None):
+            raise ValueError(f"weights in '{source}' do not match the configured architecture: {key} is "
+                             f"{getattr(theirs, key)!r} there, {getattr(ours, key, None)!r} here")  # fmt: skip
+
+
 class HFCausalLM(nn.Module):
     """Any Hugging Face causal LM, built offline.
 
@@ -78,26 +98,25 @@ class HFCausalLM(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
 
-    def load_pretrained(self, path: str | Path | None = None) -> None:
-        """Load weights from ``path`` (default ``name_or_path``): a local directory or cached hub id."""
-        from transformers import AutoModelForCausalLM
+    # parts built under ``vidtempo.models.weights.empty_init`` load every parameter in ``load_pretrained``
+    lean_load = True
+
+    def load_pretrained(self, path: str | Path | None = None, *, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> None:  # fmt: skip
+        """Load weights from ``path`` (default ``name_or_path``): a local directory or a cached hub id.
+
+        Tensor by tensor from its safetensors files straight into ``dtype`` (default: the parameters' dtype) on
+        ``device`` (``vidtempo.models.weights``): a model built under ``empty_init`` is never random-initialised
+        and never held twice.
+        """
+        from vidtempo.models.weights import checkpoint_files, load_weights
 
         source = str(path or self.name_or_path or "")
         if not source:
             raise ValueError("load_pretrained needs a path (this LLM was built from a config only)")
-        try:
-            loaded = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=torch.float32)
-        except OSError as err:
-            raise FileNotFoundError(f"cannot load LLM weights from '{source}': {err}") from err
-        missing, unexpected = self.model.load_state_dict(loaded.state_dict(), strict=False)
-        missing = [k for k in missing if "rotary_emb" not in k]
-        if missing or unexpected:
-            raise ValueError(
-                f"weights in '{source}' do not match the configured architecture: "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
-        if getattr(self.model.config, "tie_word_embeddings", False):
-            self.model.tie_weights()
+        check_config(source, self.model.config)
+        load_weights(self.model, checkpoint_files(source), dtype=dtype, device=device,
+                     optional=lambda k: "rotary_emb" in k)  # fmt: skip
 
     def forward(self, **kwargs: Any) -> Any:
         return self.model(**kwargs)

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -94,21 +95,23 @@ class LlavaNextLanguageModel(HFCausalLM):
         super().__init__(name_or_path, config=config, attn_implementation=attn_implementation,
                          gradient_checkpointing=gradient_checkpointing)  # fmt: skip
 
-    def load_pretrained(self, path: str | Path | None = None) -> None:
-        """Load the language-model tensors of the LLaVA-NeXT directory ``path`` (default ``name_or_path``).
+    def load_pretrained(self, path: str | Path | None = None, *, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> None:  # fmt: skip
+        """Load the language-model tensors of the LLaVA-NeXT directory ``path`` (default ``name_or_path``), tensor
+        by tensor into ``dtype`` on ``device`` (``vidtempo.models.weights``; vision tower and projector unread).
 
         Raises:
             FileNotFoundError: no such directory, or no weights in it.
             ValueError: not a LLaVA-NeXT checkpoint, a different text architecture, or missing tensors.
         """
+        from vidtempo.models.weights import load_weights
+
         source = Path(str(path or self.name_or_path or ""))
         check_text_config(text_config(source), self.model.config, source)
-        state = read_language_model(source)
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if "rotary_emb" not in k]
-        if missing or unexpected:
-            raise ValueError(f"{source}: language-model weights do not match the configured model: missing "
-                             f"{missing[:5]}, unexpected {unexpected[:5]}")  # fmt: skip
+        files = _weight_files(source)
+        layout = language_model_layout(source, files)
+        load_weights(self.model, files, dtype=dtype, device=device, rename=lambda k: _renamed(k, layout),
+                     optional=lambda k: "rotary_emb" in k)  # fmt: skip
 
 
 def text_config(path: Path) -> dict[str, Any]:
@@ -146,41 +149,56 @@ def _weight_files(path: Path) -> list[Path]:
     return files
 
 
-def read_language_model(path: Path) -> dict[str, torch.Tensor]:
-    """The language-model tensors of a LLaVA-NeXT directory, renamed to a causal LM's keys (vision tower,
-    projector and ``image_newline`` are never read)."""
-    from safetensors import safe_open
+def language_model_layout(path: Path, files: list[Path]) -> tuple[tuple[str, str], ...]:
+    """The (checkpoint prefix, causal-LM prefix) pairs of the layout the files of ``path`` use."""
+    from vidtempo.models.weights import SafetensorsReader
 
-    files = _weight_files(path)
-    keys = {f: list(safe_open(str(f), "pt").keys()) for f in files}
-    every = {k for ks in keys.values() for k in ks}
+    reader = SafetensorsReader(files)
+    every = set(reader.keys())
     layout = next((lay for lay in _LAYOUTS if f"{lay[0][0]}embed_tokens.weight" in every), None)
     if layout is None:
         raise ValueError(f"{path}: no language-model embedding under 'language_model.model.' or "
                          "'model.language_model.' (not a LlavaNextForConditionalGeneration checkpoint)")  # fmt: skip
+    return layout
+
+
+def _renamed(key: str, layout: tuple[tuple[str, str], ...]) -> str | None:
+    for old, new in layout:
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return None  # vision tower, projector, image_newline: not the language model's
+
+
+def read_language_model(path: Path) -> dict[str, torch.Tensor]:
+    """The language-model tensors of a LLaVA-NeXT directory, renamed to a causal LM's keys (vision tower,
+    projector and ``image_newline`` are never read)."""
+    from vidtempo.models.weights import SafetensorsReader
+
+    files = _weight_files(path)
+    layout = language_model_layout(path, files)
+    reader = SafetensorsReader(files)
     state: dict[str, torch.Tensor] = {}
-    for file, names in keys.items():
-        with safe_open(str(file), "pt") as handle:
-            for name in names:
-                for old, new in layout:
-                    if name.startswith(old):
-                        state[new + name[len(old) :]] = handle.get_tensor(name)
-                        break
+    try:
+        for name, (_, dtype, shape, *_rest) in reader.entries.items():
+            new = _renamed(name, layout)
+            if new is not None:
+                state[new] = torch.empty(shape, dtype=dtype)
+                reader.read_into(name, state[new])
+    finally:
+        reader.close()
     return state
 
 
 def llava_v1_6_mistral_7b(
-    name_or_path: str | None = None, meta: bool = False, **kw: Any
+    name_or_path: str | None = None, meta: bool = False, config: dict[str, Any] | None = None, **kw: Any
 ) -> LlavaNextLanguageModel:
     """LLaVA-v1.6-Mistral-7B's language model (7.2 B parameters), shaped from the public config so
     ``vidtempo inspect`` builds it offline; weights from the LLaVA-NeXT directory ``name_or_path`` on
-    ``load_pretrained``. ``meta=True`` builds it on the meta device (no memory)."""
-    if meta:
-        with torch.device("meta"):
-            return LlavaNextLanguageModel(
-                name_or_path or LLAVA_V16_MISTRAL_7B_ID, config=LLAVA_V16_MISTRAL_7B, **kw
-            )
-    return LlavaNextLanguageModel(name_or_path or LLAVA_V16_MISTRAL_7B_ID, config=LLAVA_V16_MISTRAL_7B, **kw)
+    ``load_pretrained``. ``meta=True`` builds it on the meta device (no memory); ``config`` keys are merged over
+    the preset (e.g. a reduced depth)."""
+    arch = {**LLAVA_V16_MISTRAL_7B, **(config or {})}
+    with torch.device("meta") if meta else nullcontext():
+        return LlavaNextLanguageModel(name_or_path or LLAVA_V16_MISTRAL_7B_ID, config=arch, **kw)
 
 
 def llava_next_tokenizer(name_or_path: str, chat_template: str | None = None) -> Any:

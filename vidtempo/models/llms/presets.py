@@ -55,20 +55,26 @@ def tiny_llm(arch: str = "qwen2", vocab_size: int = 512, **overrides: Any) -> HF
     return HFCausalLM(config=config)
 
 
-def _named(config: dict[str, Any], default_id: str, name_or_path: str | None, **kw: Any) -> HFCausalLM:
-    return HFCausalLM(name_or_path or default_id, config=config, **kw)
+def _named(config: dict[str, Any], default_id: str, name_or_path: str | None,
+           overrides: dict[str, Any] | None, **kw: Any) -> HFCausalLM:  # fmt: skip
+    return HFCausalLM(name_or_path or default_id, config={**config, **(overrides or {})}, **kw)
 
 
-def qwen2_7b_instruct(name_or_path: str | None = None, **kw: Any) -> HFCausalLM:
+# ``config`` (each preset): keys merged over the preset's architecture, e.g. ``{num_hidden_layers: 1}`` for a
+# real-width, reduced-depth build (tests/models/test_real_recipes.py).
+def qwen2_7b_instruct(name_or_path: str | None = None, config: dict[str, Any] | None = None,
+                      **kw: Any) -> HFCausalLM:  # fmt: skip
     """Qwen2-7B-Instruct (7.6 B parameters); weights from ``name_or_path`` on ``load_pretrained``."""
-    return _named(QWEN2_7B_INSTRUCT, "Qwen/Qwen2-7B-Instruct", name_or_path, **kw)
+    return _named(QWEN2_7B_INSTRUCT, "Qwen/Qwen2-7B-Instruct", name_or_path, config, **kw)
 
 
-def llama3_2_3b_instruct(name_or_path: str | None = None, **kw: Any) -> HFCausalLM:
+def llama3_2_3b_instruct(name_or_path: str | None = None, config: dict[str, Any] | None = None,
+                         **kw: Any) -> HFCausalLM:  # fmt: skip
     """Llama-3.2-3B-Instruct (3.2 B parameters)."""
-    return _named(LLAMA3_2_3B_INSTRUCT, "meta-llama/Llama-3.2-3B-Instruct", name_or_path, **kw)
+    return _named(LLAMA3_2_3B_INSTRUCT, "meta-llama/Llama-3.2-3B-Instruct", name_or_path, config, **kw)
 
 
-def mistral_7b_instruct(name_or_path: str | None = None, **kw: Any) -> HFCausalLM:
+def mistral_7b_instruct(name_or_path: str | None = None, config: dict[str, Any] | None = None,
+                        **kw: Any) -> HFCausalLM:  # fmt: skip
     """Mistral-7B-Instruct-v0.3 (7.2 B parameters)."""
-    return _named(MISTRAL_7B_INSTRUCT, "mistralai/Mistral-7B-Instruct-v0.3", name_or_path, **kw)
+    return _named(MISTRAL_7B_INSTRUCT, "mistralai/Mistral-7B-Instruct-v0.3", name_or_path, config, **kw)

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vidtempo.data.inputs import unit_pixels
 from vidtempo.models.interfaces import (
     IGNORE_INDEX,
     VIDEO_TOKEN_INDEX,
@@ -234,9 +235,17 @@ class Qwen25VLBackbone(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
 
-    def load_pretrained(self, path: str | Path | None = None) -> None:
-        """Load weights from ``path`` (default ``name_or_path``): a local directory or a cached hub id."""
-        from transformers import Qwen2_5_VLForConditionalGeneration
+    # built under ``vidtempo.models.weights.empty_init`` by ``build_video_llm``: every parameter loads here
+    lean_load = True
+
+    def load_pretrained(self, path: str | Path | None = None, *, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> None:  # fmt: skip
+        """Load weights from ``path`` (default ``name_or_path``): a local directory or a cached hub id, tensor by
+        tensor from its safetensors files into ``dtype`` (default: the parameters' dtype) on ``device``. Both
+        layouts load: the hub's (``model.*`` = the language model, ``visual.*``) and transformers 5's in-memory
+        one (``model.language_model.*``, ``model.visual.*``)."""
+        from vidtempo.models.llms.hf import check_config
+        from vidtempo.models.weights import checkpoint_files, load_weights
 
         source = str(path or self.name_or_path or "")
         if not source:
@@ -245,23 +254,23 @@ class Qwen25VLBackbone(nn.Module):
             raise ValueError(
                 "load_pretrained must run before LoRA wraps the model (build_video_llm does this)"
             )
-        dtype = next(self.model.parameters()).dtype
-        try:
-            loaded = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                source, local_files_only=True, dtype=dtype, attn_implementation=self.attn_implementation
-            )
-        except OSError as err:
-            raise FileNotFoundError(f"cannot load Qwen2.5-VL weights from '{source}': {err}") from err
-        ours, theirs = self.model.state_dict(), loaded.state_dict()
-        bad = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
-        if bad:
-            raise ValueError(f"weights in '{source}' do not match the configured architecture: {bad[:5]}")
-        self.model = loaded  # same architecture: take the loaded module (no second copy of 8 B weights)
-        if self.gradient_checkpointing:
-            _enable_checkpointing(self.model)
+        check_config(source, self.model.config.text_config)
+        load_weights(self.model, checkpoint_files(source), dtype=dtype, device=device, rename=_hub_to_module,
+                     optional=lambda k: "rotary_emb" in k)  # fmt: skip
 
     def forward(self, **kwargs: Any) -> Any:
         return self.model(**kwargs)
+
+
+def _hub_to_module(key: str) -> str:
+    """A Qwen2.5-VL checkpoint key (hub layout or transformers 5's) -> the module's state-dict key."""
+    if key.startswith(("model.language_model.", "model.visual.", "lm_head.")):
+        return key
+    if key.startswith("visual."):
+        return "model." + key
+    if key.startswith("model."):
+        return "model.language_model." + key[len("model.") :]
+    return key
 
 
 def _enable_checkpointing(model: nn.Module) -> None:
@@ -285,11 +294,13 @@ def tiny_qwen2_5_vl(**overrides: Any) -> Qwen25VLBackbone:
     return Qwen25VLBackbone(config=config)
 
 
-def qwen2_5_vl_7b_instruct(name_or_path: str | None = None, **kw: Any) -> Qwen25VLBackbone:
-    """Qwen2.5-VL-7B-Instruct (8.29 B parameters); weights from ``name_or_path`` on ``load_pretrained``."""
-    return Qwen25VLBackbone(
-        name_or_path or "Qwen/Qwen2.5-VL-7B-Instruct", config=QWEN2_5_VL_7B_INSTRUCT, **kw
-    )
+def qwen2_5_vl_7b_instruct(name_or_path: str | None = None, config: dict[str, Any] | None = None,
+                           **kw: Any) -> Qwen25VLBackbone:  # fmt: skip
+    """Qwen2.5-VL-7B-Instruct (8.29 B parameters); weights from ``name_or_path`` on ``load_pretrained``.
+    ``config``: keys merged over the preset (``vision_config`` merged too), e.g. a reduced depth."""
+    merged = {**QWEN2_5_VL_7B_INSTRUCT, **(config or {})}
+    merged["vision_config"] = {**QWEN2_5_VL_7B_INSTRUCT["vision_config"], **((config or {}).get("vision_config") or {})}
+    return Qwen25VLBackbone(name_or_path or "Qwen/Qwen2.5-VL-7B-Instruct", config=merged, **kw)
 
 
 def tiny_qwen2_5_vl_tokenizer(vocab_size: int = 512) -> Any:
@@ -480,11 +491,12 @@ class Qwen25VLVideoModel(VideoModel):
         factor = patch * merge
         cap = frame_pixel_budget(len(frames), self.min_pixels, self.max_pixels, self.total_pixels)
         h, w = smart_resize(frames.shape[-2], frames.shape[-1], factor, self.min_pixels, cap)
-        x = frames.float()
+        x = unit_pixels(frames)  # uint8 0-255 -> fp32 [0, 1] on the device
         if (h, w) != tuple(frames.shape[-2:]):
             x = nn.functional.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
             x = x.clamp(0.0, 1.0)
-        x = (x - self.pixel_mean.to(x.device)) / self.pixel_std.to(x.device)
+        mean, std = x.new_tensor(IMAGE_MEAN).view(3, 1, 1), x.new_tensor(IMAGE_STD).view(3, 1, 1)  # fp32 always
+        x = (x - mean) / std
         if len(x) % tp:  # the processor repeats the last frame up to a whole temporal patch
             x = torch.cat([x, x[-1:].expand(tp - len(x) % tp, -1, -1, -1)])
         patches, grid = patchify_video(x, tp, patch, merge)
@@ -523,7 +535,8 @@ class Qwen25VLVideoModel(VideoModel):
         if used:
             out["pixel_values_videos"] = torch.cat([v.patches for v in used])
             out["video_grid_thw"] = torch.tensor([v.grid for v in used], device=ids.device)
-            out["second_per_grid_ts"] = torch.tensor([v.second_per_grid for v in used], device=ids.device)
+            out["second_per_grid_ts"] = torch.tensor([v.second_per_grid for v in used], device=ids.device,
+                                                     dtype=torch.float32)  # fp32 even under bf16-true
             out["position_ids"], _ = self.hf.model.get_rope_index(
                 ids, mm_token_type_ids=mm_types, video_grid_thw=out["video_grid_thw"],
                 second_per_grid_ts=out["second_per_grid_ts"], attention_mask=mask,
