@@ -233,7 +233,7 @@ def load_weights(
         missing = []
         for name, tensor in sorted(state.items(), key=lambda kv: kv[0] not in by_module_key):  # ties: read first
             if id(tensor) in done:
-                _assign(module, name, done[id(tensor)])
+                assign_tensor(module, name, done[id(tensor)])
                 continue
             key = by_module_key.get(name)
             if key is None:
@@ -256,13 +256,13 @@ def _load_one(module: nn.Module, name: str, tensor: torch.Tensor, reader: Safete
         new = torch.empty(tensor.shape, dtype=want, device=where)
         with torch.no_grad():
             reader.read_into(key, new)
-        return _assign(module, name, new, like=tensor)
+        return assign_tensor(module, name, new, like=tensor)
     with torch.no_grad():
         reader.read_into(key, tensor.data)  # materialised, right dtype and device: in place
     return tensor
 
 
-def _assign(module: nn.Module, name: str, value: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+def assign_tensor(module: nn.Module, name: str, value: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
     """Put ``value`` at dotted ``name`` (a parameter keeps its class and ``requires_grad``); returns what was set."""
     owner_name, _, leaf = name.rpartition(".")
     owner = module.get_submodule(owner_name) if owner_name else module
