@@ -30,10 +30,10 @@ from vidtempo.config.instantiate import instantiate
 from vidtempo.config.load import load_recipe
 from vidtempo.models.build import build_video_llm
 from vidtempo.models.interfaces import TrainableParts
+from vidtempo.models.weights import assign_tensor, empty_init
 from vidtempo.training.build import expand_stages
 from vidtempo.training.precision import KeepFp32HalfPrecision
 from vidtempo.training.run import prepare
-from vidtempo.models.weights import assign_tensor, empty_init
 from vidtempo.training.sft import SFTModule
 
 ROOT = Path(__file__).resolve().parents[2]
