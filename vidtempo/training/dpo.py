@@ -309,8 +309,8 @@ class DPOModule(Objective):
             ref_chosen, ref_rejected = self.reference.pair_logps(self.model, batch, layout, self.loss_head,
                                                                  self.prefix_sharing)  # fmt: skip
         loss = self.loss_fn(
-            scores.chosen_logps, scores.rejected_logps, ref_chosen.to(scores.chosen_logps),
-            ref_rejected.to(scores.rejected_logps), chosen_lengths=scores.chosen_lengths,
+            scores.chosen_logps, scores.rejected_logps, ref_chosen.to(scores.chosen_logps.device),
+            ref_rejected.to(scores.rejected_logps.device), chosen_lengths=scores.chosen_lengths,
             rejected_lengths=scores.rejected_lengths,
             chosen_nll=scores.chosen_nll if self.loss_fn.rpo_alpha is not None else None,
         )  # fmt: skip
@@ -330,7 +330,7 @@ class DPOModule(Objective):
             ref_chosen, ref_rejected = self.reference.logps(self.model, batch)
         nll = rpo_nll(chosen_logits, chosen_labels) if self.loss_fn.rpo_alpha is not None else None
         loss = self.loss_fn(
-            chosen_logps, rejected_logps, ref_chosen.to(chosen_logps), ref_rejected.to(rejected_logps),
+            chosen_logps, rejected_logps, ref_chosen.to(chosen_logps.device), ref_rejected.to(rejected_logps.device),
             chosen_lengths=_answer_lengths(chosen_labels), rejected_lengths=_answer_lengths(rejected_labels),
             chosen_nll=nll,
         )  # fmt: skip
