@@ -375,3 +375,85 @@ def test_stage_hand_off_keeps_the_aligned_weights(tmp_path, monkeypatch):
     names = [k for k in aligned if k.startswith("compressor.")]
     assert names and all(torch.equal(aligned[k], bridged[k]) for k in names)
     assert any(not torch.equal(aligned[k], bridged[k]) for k in aligned if k.startswith("projector."))
+
+
+# ------------------------------------------------------------------------------------------- FSDP2
+def _align_recipe(video_dir: Path, tmp_path: Path) -> Path:
+    """Stage 1 of the tiny DaMO recipe on the fixture's 4 videos (their answers as captions), SGD, 2 steps."""
+    import json
+
+    rows = [json.loads(x) for x in (video_dir / "train.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["video"] = str(video_dir / r["video"])
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    root = Path(__file__).resolve().parents[2]
+    recipe = tmp_path / "align.yaml"
+    recipe.write_text(
+        f"_base_: {root / 'recipes/tiny/damo_synth.yaml'}\n"
+        f"data:\n  train: {{_target_: conversation, path: {tmp_path / 'pairs.jsonl'}}}\n  val: null\n"
+        "  shuffle: false\n  batch_size: 2\n  num_workers: 0\n"
+        "  collator: {num_frames: 4, cache_decoded: 0}\n"
+        "optim: {name: sgd, lr: 0.05, warmup_steps: 0, scheduler: constant}\n"
+        "trainer: {max_steps: 2, log_every_n_steps: 1}\n"
+        "checkpoint: {every_n_steps: 0}\n"
+        "stages:\n  - name: align\n    objective: {_target_: align, weights: {vtc: 1.0, vtm: 1.0, vtg: 1.0}}\n"
+        "    trainable: {vision_encoder: true, audio_encoder: true, compressor: true, projector: false, "
+        "llm: false}\n"
+    )
+    return recipe
+
+
+def _run_align(recipe: Path, out: Path, *overrides: str) -> tuple[dict, list[dict]]:
+    import csv
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "vidtempo.cli.main", "train", str(recipe), f"output_dir={out}", *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=root)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out / "0_align" / "logs" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/vtc_loss")]
+    return load_file(str(out / "0_align" / "final" / "model.safetensors")), rows
+
+
+@pytest.mark.distributed
+def test_align_under_fsdp2_trains_like_ddp_with_all_gathered_negatives(video_dir: Path, tmp_path: Path):
+    recipe = _align_recipe(video_dir, tmp_path)
+    two = ("trainer.devices=2", "data.batch_size=1")
+    ddp, ddp_log = _run_align(recipe, tmp_path / "ddp", *two, "trainer.strategy=ddp")
+    fsdp, fsdp_log = _run_align(recipe, tmp_path / "fsdp", *two, "trainer.strategy=fsdp")
+    # one pair per rank: VTC over the local pair alone would be 0; the other rank's pair is the negative
+    assert float(fsdp_log[0]["train/vtc_loss"]) > 0.5
+    assert float(fsdp_log[0]["train/vtc_loss"]) == pytest.approx(float(ddp_log[0]["train/vtc_loss"]), rel=1e-4)
+    assert ddp.keys() == fsdp.keys()
+    moved = [k for k in ddp if k.startswith("compressor.")]
+    assert moved
+    for key in ddp:
+        torch.testing.assert_close(fsdp[key], ddp[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_embedding_spread_is_one_for_a_collapsed_batch_and_is_logged():
+    from vidtempo.training.align import embedding_spread
+
+    same = torch.nn.functional.normalize(torch.ones(4, 3), dim=-1)
+    assert float(embedding_spread(same)) == pytest.approx(1.0)
+    assert float(embedding_spread(torch.eye(4))) == pytest.approx(0.0)
+    model = tiny_model(audio=False)
+    _, metrics = AlignObjective(model, optim={"lr": 1e-3}).compute_loss(toy_batch(), "train")
+    with torch.no_grad():
+        v = model.embed_video(toy_batch().video_inputs())
+    off = (v @ v.t())[~torch.eye(4, dtype=torch.bool)].mean()
+    assert float(metrics["video_spread"]) == pytest.approx(float(off), abs=1e-5)
+    assert 0.0 <= float(metrics["text_spread"]) <= 1.0
+
+
+def test_a_checkpoint_with_a_0d_temperature_loads():
+    # the temperature became shape (1,) for FSDP2 (fully_shard refuses 0-d parameters); older files hold ()
+    model = tiny_model(audio=False)
+    state = {k: v.clone() for k, v in model.compressor.state_dict().items()}
+    state["temp"] = torch.tensor(0.05)
+    model.compressor.load_state_dict(state)
+    assert model.compressor.temp.shape == (1,) and float(model.compressor.temp) == pytest.approx(0.05)

@@ -177,6 +177,20 @@ class VideoLLM(VideoModel):
         self._need_embedding("embed_text")
         return self.compressor.embed_text(list(texts))
 
+    def call_as_forward(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, run as one forward of this model.
+
+        Under FSDP2 an objective registers this method with ``register_fsdp_forward_method``, so that a
+        computation that calls the parts' own methods (e.g. the ``align`` objective, which calls the
+        compressor's text and matching paths) gathers the root's sharded parameters before ``fn``, frees them
+        after, and reduces their gradients in backward, as ``forward`` does. Without FSDP it is a plain call.
+
+        Example:
+            >>> VideoLLM.call_as_forward(None, lambda x: x + 1, 1)
+            2
+        """
+        return fn(*args, **kwargs)
+
     def _need_embedding(self, capability: str) -> None:
         if capability not in self.capabilities:
             raise NotImplementedError(f"VideoLLM: {type(self.compressor).__name__} has no retrieval heads "

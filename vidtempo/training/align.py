@@ -245,8 +245,10 @@ class AlignObjective(Objective):
         label_smoothing: of VTC (BLIP-2: 0.1). caption_smoothing: of VTG (LAVIS's decoder: 0.1).
 
     Logged: ``vtc_loss``, ``vtm_loss``, ``vtg_loss``, ``temperature``, ``vtm_negatives`` and
-    ``videos_without_audio`` (per step). Runs on one device or under ``ddp`` (negatives all-gathered); it
-    refuses FSDP, whose forward hooks its calls into the compressor would bypass.
+    ``videos_without_audio`` (per step), and ``video_spread`` / ``text_spread``: the mean cosine between two
+    different videos' (captions') embeddings of the batch, near 1 when the embeddings collapse to one point
+    (VTC then sits at ln(B) with no gradient). Runs on one device, under ``ddp`` or under ``fsdp`` (FSDP2);
+    with several processes every rank's embeddings are VTC negatives.
 
     Example:
         >>> import torch
@@ -312,14 +314,15 @@ class AlignObjective(Objective):
                                   "alignment: true)", recipe=recipe, key=f"{prefix}model.compressor")  # fmt: skip
 
     def configure_model(self) -> None:
-        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
-
-        if isinstance(self.trainer.strategy, (FSDPStrategy, ModelParallelStrategy)):
-            raise ValueError(
-                "objective align: trainer.strategy must be ddp or a single device, not fsdp (the "
-                "stage trains only the compressor; its alignment calls bypass FSDP's forward hooks)"
-            )
+        """Shard as every objective does (FSDP2 under ``strategy: fsdp``); then register the model's
+        ``call_as_forward``, through which :meth:`compute_loss` runs, as an FSDP forward method: the calls into
+        the compressor's methods then see gathered parameters and their gradients are reduced."""
         super().configure_model()
+        from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+
+        if isinstance(self.model, FSDPModule) and not getattr(self, "_forward_registered", False):
+            register_fsdp_forward_method(self.model, "call_as_forward")
+            self._forward_registered = True
 
     def aligner(self) -> Any:
         """The compressor that carries the alignment heads; a one-line error when the model has none."""
@@ -331,16 +334,23 @@ class AlignObjective(Objective):
         return comp
 
     def compute_loss(self, batch: AlignBatch, stage: str) -> tuple[torch.Tensor, dict[str, Any]]:
+        call = getattr(self.model, "call_as_forward", None)
+        return call(self._losses, batch) if call is not None else self._losses(batch)
+
+    def _losses(self, batch: AlignBatch) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The weighted VTC + VTM + VTG total and the logged metrics of one batch."""
         comp = self.aligner()
         fused = comp.fuse(self.model.compressor_input(batch.video_inputs()))
         video = comp.video_embedding(comp.query_states(fused))  # (B, E)
         ids, mask = comp.tokenize(batch.captions)  # (B, L)
         text = comp.text_embedding(ids, mask)  # (B, E)
-        temp = comp.temp.clamp(0.001, 0.5)
+        temp = comp.temp.clamp(0.001, 0.5).reshape(())  # 0-d for the losses and the log
         terms: dict[str, torch.Tensor] = {}
         metrics: dict[str, Any] = {
             "temperature": temp.detach(),
             "videos_without_audio": float(fused.without_audio),
+            "video_spread": embedding_spread(video.detach()),
+            "text_spread": embedding_spread(text.detach()),
         }
         if self.weights["vtc"]:
             terms["vtc"] = contrastive_loss(video, text, temp, self.label_smoothing)
@@ -372,6 +382,21 @@ class AlignObjective(Objective):
         logits = comp.match_logits(pairs, ids[text_index], mask[text_index])  # (B + negatives, 2)
         n = len(ids)
         return matching_loss(logits[:n], logits[n:]), float(len(logits) - n)
+
+
+def embedding_spread(x: torch.Tensor) -> torch.Tensor:
+    """Mean cosine between two different rows of (B, E) unit embeddings (0-d; 1.0 for B < 2): near 1 when
+    every video (or caption) of a batch has the same embedding, the collapse that stalls VTC at ln(B).
+
+    Example:
+        >>> float(embedding_spread(torch.eye(3))), float(embedding_spread(torch.ones(3, 2) / 2**0.5))
+        (0.0, 1.0)
+    """
+    b = x.shape[0]
+    if b < 2:
+        return torch.ones((), device=x.device)
+    sim = x.float() @ x.float().t()  # (B, B)
+    return (sim.sum() - sim.diagonal().sum()) / (b * (b - 1))
 
 
 def same_video(keys: list[str], device: torch.device) -> torch.Tensor:

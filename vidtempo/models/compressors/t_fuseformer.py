@@ -304,7 +304,8 @@ class TFuseformerCompressor(TokenCompressor):
         if alignment:  # Blip2ForImageTextRetrieval's heads, plus what it lacks: temperature and the LM head
             self.vision_projection, self.text_projection = nn.Linear(hq, embed_dim), nn.Linear(hq, embed_dim)
             self.itm_head = nn.Linear(hq, 2)
-            self.temp = nn.Parameter(torch.tensor(0.07))  # BLIP-2's initial temperature
+            # BLIP-2's initial temperature; shape (1,), not (): FSDP2's fully_shard refuses 0-d parameters
+            self.temp = nn.Parameter(torch.tensor([0.07]))
             self.lm_transform = _lm_transform(self.qformer)
             self.lm_bias = nn.Parameter(torch.zeros(self.qformer.vocab_size))
 
@@ -577,6 +578,13 @@ class TFuseformerCompressor(TokenCompressor):
         return {name for name, _ in self.named_parameters() if is_text_path(name)}
 
     # ------------------------------------------------------------------------------------------ weights
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Checkpoints saved before the temperature became shape (1,) hold it as a 0-d tensor: reshape it."""
+        temp = state_dict.get(prefix + "temp")
+        if isinstance(temp, torch.Tensor) and temp.dim() == 0:
+            state_dict[prefix + "temp"] = temp.reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def load_pretrained(self, local_dir: str | Path) -> TFuseformerCompressor:
         """Initialise the Q-Former from a local BERT checkpoint (``bert-base-uncased``); returns self."""
         self.qformer.load_pretrained(local_dir)
