@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -22,5 +23,6 @@ def run(args: argparse.Namespace) -> int:
     except RunInterrupted as stop:
         print(str(stop), file=sys.stderr)
         return 130
-    print(f"checkpoint: {final}")
+    if int(os.environ.get("LOCAL_RANK", 0) or 0) == 0 and int(os.environ.get("NODE_RANK", 0) or 0) == 0:
+        print(f"checkpoint: {final}")  # once, not by every rank of a multi-process run
     return 0
