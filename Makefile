@@ -19,6 +19,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= dev,decord,torchcodec
 endif
 STAMP := $(VENV)/.installed
+DEMO_ARGS ?=  # e.g. make demo DEMO_ARGS="--seed 1" (vidtempo demo --help)
 
 .PHONY: install system-deps test test-all demo bench lint format clean-runs
 
@@ -42,7 +43,7 @@ test-all: install
 	$(PY) -m pytest -q -m "" --durations=15
 
 demo: install
-	$(VENV)/bin/vidtempo demo
+	$(VENV)/bin/vidtempo demo $(DEMO_ARGS)
 
 bench: install
 	$(PY) benchmarks/decode.py

@@ -183,6 +183,9 @@ class VideoCollator:
         cache_decoded: keep up to this many decoded clips in memory (per worker process), keyed by file,
             modification time, clip bounds and sampling settings; 0 = off. For small data sets re-read
             every epoch (several questions per video, tiny recipes).
+        clip_store: folder of decoded clips shared by processes (``vidtempo.data.clip_store``): a clip is
+            decoded once by whichever process needs it first and read back by the others (DDP ranks and their
+            workers, a resumed run); None = off. Under ``cache_decoded``, each process reads a clip once.
         feature_cache: folder written by ``vidtempo cache``; when every sample of a batch has an entry for
             this encoder (``encoder_id``, injected by the trainer), the batch carries features, not frames.
         video_position: ``keep`` the ``<video>`` placeholder where the data puts it, or move it ``after_text``
@@ -214,6 +217,7 @@ class VideoCollator:
         video_tokens: int | None = None,
         generation: bool = False,
         cache_decoded: int = 0,
+        clip_store: str | None = None,
         feature_cache: str | None = None,
         encoder_id: str | None = None,
         video_position: str = "keep",
@@ -235,6 +239,7 @@ class VideoCollator:
         self.generation = generation
         self.cache_decoded = cache_decoded
         self._cache: OrderedDict[tuple, DecodedVideo] = OrderedDict()
+        self.clip_store = str(clip_store) if clip_store else None
         self.feature_cache = feature_cache
         self.encoder_id = encoder_id
         self.targets = build_targets(targets)
@@ -285,6 +290,25 @@ class VideoCollator:
         return video
 
     def _decode(self, sample: ConversationSample) -> DecodedVideo:
+        """Decode one clip, or read it from the clip store (``clip_store``) when another process decoded it."""
+        assert sample.video is not None
+        if self.clip_store is None:
+            return as_decoded(self._decode_raw(sample))
+        from vidtempo.data.clip_store import ClipStore
+
+        store = ClipStore(self.clip_store)
+        settings = {**self.sampling_settings(), "audio": self.audio, "sample_rate": self.sample_rate,
+                    "audio_mel": self.audio_mel}  # fmt: skip
+        key = store.key(video=sample.video, audio=sample.audio, start=sample.start, end=sample.end, settings=settings)
+        stored = store.get(key)
+        if stored is None:
+            stored = self._decode_raw(sample)
+            store.put(key, stored)
+        return as_decoded(stored)
+
+    def _decode_raw(self, sample: ConversationSample) -> Any:
+        """The clip as decoded (``vidtempo.data.clip_store.StoredClip``: uint8 frames)."""
+        from vidtempo.data.clip_store import StoredClip
         from vidtempo.data.video import load_clip
 
         assert sample.video is not None
@@ -292,10 +316,9 @@ class VideoCollator:
             sample.video, num_frames=self.num_frames, fps=self.fps, max_frames=self.max_frames,
             start=sample.start, end=sample.end, size=self.frame_size, backend=self.backend,
         )  # fmt: skip
-        frames = clip.frames.permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W) uint8: normalised on the device
         audio, length = self._audio_of(sample) if self.audio else (None, None)
-        return DecodedVideo(frames, torch.as_tensor(clip.timestamps, dtype=torch.float32), audio, length,
-                            duration=float(clip.video_duration))  # fmt: skip
+        return StoredClip(clip.frames, torch.as_tensor(clip.timestamps, dtype=torch.float32), audio, length,
+                          float(clip.video_duration))  # fmt: skip
 
     def _decode_audio(self, sample: ConversationSample) -> torch.Tensor:
         from vidtempo.data.audio import load_audio
@@ -444,6 +467,12 @@ class VideoCollator:
                 out[i] = t.amin()  # the clamp floor: what silence gives after Whisper's normalisation
             out[i, ..., : t.shape[-1]] = t
         return out, lengths
+
+
+def as_decoded(clip: Any) -> DecodedVideo:
+    """A decoded clip (``StoredClip``: (T, H, W, 3) uint8 frames) as the batch carries it: (T, 3, H, W) uint8."""
+    frames = clip.frames.permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W) uint8: normalised on the device
+    return DecodedVideo(frames, clip.timestamps, clip.audio, clip.audio_length, duration=clip.duration)
 
 
 PAST_END_TOLERANCE = 0.25  # seconds: container durations and annotations disagree by a frame or two

@@ -1,0 +1,121 @@
+"""Training steps/s of the demo recipe: this tree against an older commit (default 83147d7, before issue 29),
+side by side in one run.
+
+Usage: ``python benchmarks/demo_steps.py [--steps 300] [--repeats 1] [--baseline 83147d7] [--data demo/data]``
+
+Each case runs ``vidtempo train recipes/tiny/synth_all.yaml`` for ``--steps`` steps from scratch, in a process of
+its own, on the demo's TempoSynth data (1200 videos, seed 0; rendered first when ``--data`` has none):
+
+- ``old``: the baseline commit, from a ``git worktree`` of it (``PYTHONPATH`` pointing to it), its recipe as it
+  was (one process, batch 16, a DataLoader worker decoding);
+- ``new``: this tree and its recipe (two processes, DDP over gloo, 8 samples each: the same global batch).
+
+Both get ``trainer.max_time=null optim.anneal_by=steps`` (exactly N steps; the lr does not change the cost) and
+the environment ``make demo`` has: ``OMP_NUM_THREADS`` is removed (torch picks its threads) unless
+``--keep-omp``. Cases alternate (old, new, old, new, ...), so load on a shared machine hits both alike.
+
+Reported per case (median over the repeats):
+
+- ``cold_steps_per_s``: N / the wall time of the whole command (process start, building, first-epoch decoding,
+  validation and checkpoints included): what a run of N steps costs;
+- ``warm_steps_per_s``: the median over the logged windows of the run's second half of ``perf/samples_per_s``
+  (the ThroughputMonitor's, first process) / the per-process batch: the rate once most clips are decoded and
+  cached, which is what most of the demo's 2000 steps run at.
+
+Ends with ``RESULT case=old|new|ratio ...`` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = "recipes/tiny/synth_all.yaml"
+
+
+def ensure_data(data: Path, python: str) -> None:
+    """Render the demo's TempoSynth set into ``data`` unless it is there."""
+    if (data / "manifest.json").is_file():
+        return
+    cmd = [python, "-m", "vidtempo.cli.main", "data", "synth", "--out", str(data), "--num-videos", "1200", "--seed",
+           "0", "--max-duration", "20", "--workers", "0"]  # fmt: skip
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def ensure_worktree(commit: str, path: Path) -> Path:
+    """A detached ``git worktree`` of ``commit`` at ``path`` (reused when it is already there)."""
+    if not (path / "vidtempo" / "__init__.py").is_file():
+        subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], check=True, cwd=ROOT,
+                       capture_output=True)  # fmt: skip
+    return path
+
+
+def train(tree: Path, out: Path, data: Path, steps: int, keep_omp: bool) -> dict[str, float]:
+    """Train N steps of ``tree``'s demo recipe; cold and warm steps/s."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    if not keep_omp:
+        env.pop("OMP_NUM_THREADS", None)
+    cmd = [sys.executable, "-m", "vidtempo.cli.main", "train", RECIPE, f"output_dir={out}",
+           f"data.train.root={data}", f"data.val.root={data}", f"trainer.max_steps={steps}",
+           "trainer.max_time=null", "optim.anneal_by=steps"]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise RuntimeError(f"{tree}: training failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    batch = int(yaml.safe_load((out / "recipe.yaml").read_text())["data"]["batch_size"])
+    with open(out / "0_sft" / "logs" / "metrics.csv") as f:
+        windows = [(int(r["step"]), float(r["perf/samples_per_s"])) for r in csv.DictReader(f)
+                   if r.get("perf/samples_per_s")]  # fmt: skip
+    late = [rate / batch for step, rate in windows if step >= steps // 2]
+    if not late:
+        raise RuntimeError(f"{out}: no perf/samples_per_s logged in the second half of the run")
+    return {"wall_s": wall, "cold_steps_per_s": steps / wall, "warm_steps_per_s": statistics.median(late),
+            "batch_per_process": batch}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300, help="training steps per case")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each case (alternated)")
+    parser.add_argument("--baseline", default="83147d7", help="the commit to compare with")
+    parser.add_argument("--data", type=Path, default=ROOT / "demo" / "data", help="the demo's TempoSynth folder")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vidtempo_demo_steps")
+    parser.add_argument("--keep-omp", action="store_true", help="keep OMP_NUM_THREADS for the training processes")
+    args = parser.parse_args()
+    data = args.data.resolve()
+    ensure_data(data, sys.executable)
+    trees = {"old": ensure_worktree(args.baseline, args.workdir / f"tree_{args.baseline}"), "new": ROOT}
+    results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+    for rep in range(args.repeats):
+        for case, tree in trees.items():
+            out = args.workdir / f"run_{case}_{rep}"
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+            r = train(tree, out, data, args.steps, args.keep_omp)
+            results[case].append(r)
+            print(f"{case} run {rep}: {r['wall_s']:.0f} s, cold {r['cold_steps_per_s']:.2f} steps/s, warm "
+                  f"{r['warm_steps_per_s']:.2f} steps/s (batch {r['batch_per_process']} per process)", flush=True)
+    med = {case: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for case, rs in results.items()}
+    load = os.getloadavg()[0]
+    for case in ("old", "new"):
+        m = med[case]
+        print(f"RESULT case={case} steps={args.steps} repeats={args.repeats} wall_s={m['wall_s']:.1f} "
+              f"cold_steps_per_s={m['cold_steps_per_s']:.3f} warm_steps_per_s={m['warm_steps_per_s']:.3f} "
+              f"cpus={os.cpu_count()} load={load:.1f}")  # fmt: skip
+    cold = med["new"]["cold_steps_per_s"] / med["old"]["cold_steps_per_s"]
+    warm = med["new"]["warm_steps_per_s"] / med["old"]["warm_steps_per_s"]
+    print(f"RESULT case=ratio baseline={args.baseline} cold={cold:.2f} warm={warm:.2f}")
+
+
+if __name__ == "__main__":
+    main()
