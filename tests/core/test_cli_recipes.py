@@ -170,7 +170,7 @@ def test_demo_trains_fixed_steps_and_says_when_a_time_box_cut_it_short(tmp_path,
     assert demo.run(parser.parse_args(["--out", str(tmp_path), "--seed", "3"])) == 0
     assert [(c[0][0], c[1]) for c in calls] == [("data", False), ("train", True), ("eval", False)]
     train = calls[1][0]
-    assert f"trainer.max_steps={demo.recipe_steps(str(demo.RECIPE))}" in train and "seed=3" in train
+    assert f"trainer.max_steps={demo.recipe_budget(str(demo.RECIPE))[0]}" in train and "seed=3" in train
     assert "trainer.max_time='00:00:30:00'" in train  # the safety net, not a race
     printed = capsys.readouterr().out
     assert "stopped at step" not in printed and "NOT met" not in printed
@@ -187,6 +187,13 @@ def test_demo_trains_fixed_steps_and_says_when_a_time_box_cut_it_short(tmp_path,
     assert "trainer.max_steps=50" in calls[2][0]
     printed = capsys.readouterr().out
     assert printed.count("stopped at step 37 of 50: results below are not the demo's") == 2  # above and below
+
+    # an earlier, time-boxed demo recipe keeps its own box (7 minutes), unless --minutes is given
+    grounding = str(demo.RECIPE.with_name("synth_grounding.yaml"))
+    assert demo.recipe_budget(grounding)[1] == 420.0
+    calls.clear()
+    assert demo.run(parser.parse_args(["--out", str(tmp_path), "--recipe", grounding])) == 0
+    assert "trainer.max_time='00:00:07:00'" in calls[1][0]
 
 
 def test_demo_marks_a_missed_target():

@@ -39,19 +39,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training steps (default: the recipe's trainer.max_steps)")
     parser.add_argument("--minutes", type=float, default=None,
                         help=f"time box for a quicker look: training stops after M minutes and the table says "
-                             f"at which step (default: a {SAFETY_MINUTES:g}-minute safety net)")  # fmt: skip
+                             f"at which step (default: the recipe's trainer.max_time, else a {SAFETY_MINUTES:g}-minute "
+                             "safety net)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=60, help="evaluate at most N items per task (0 = all)")
 
 
-def recipe_steps(recipe: str) -> int:
-    """The recipe's ``trainer.max_steps`` (after its ``_base_`` chain)."""
+def recipe_budget(recipe: str) -> tuple[int, float | None]:
+    """The recipe's ``trainer.max_steps`` (after its ``_base_`` chain) and its ``trainer.max_time`` in seconds
+    (None without one: a fixed-step recipe such as the demo's)."""
     from vidtempo.config.load import load_recipe
 
-    steps = load_recipe(recipe).get("trainer", {}).get("max_steps")
+    trainer = load_recipe(recipe).get("trainer", {})
+    steps, box = trainer.get("max_steps"), trainer.get("max_time")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"{recipe}: trainer.max_steps must be a positive int for the demo (got {steps!r}), or "
                          "pass --steps")  # fmt: skip
-    return steps
+    if box is None:
+        return steps, None
+    parts = [float(p) for p in str(box).split(":")]  # Lightning's "DD:HH:MM:SS"
+    if len(parts) != 4:
+        raise ValueError(f"{recipe}: trainer.max_time must be 'DD:HH:MM:SS', got {box!r}")
+    return steps, ((parts[0] * 24 + parts[1]) * 60 + parts[2]) * 60 + parts[3]
 
 
 def run_command(argv: list[str], separate: bool = False) -> int:
@@ -70,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     out = Path(args.out).resolve()
     data = out / "data"
-    planned = args.steps or recipe_steps(args.recipe)
-    seconds = int(round((args.minutes if args.minutes else SAFETY_MINUTES) * 60))
+    recipe_steps, recipe_box = recipe_budget(args.recipe)
+    planned = args.steps or recipe_steps
+    # the box: --minutes, else a time-boxed recipe's own (the earlier demo recipes), else the safety net
+    seconds = int(round(args.minutes * 60 if args.minutes else recipe_box or SAFETY_MINUTES * 60))
     overrides = [
         f"output_dir={out / 'run'}",
         f"data.train.root={data}", f"data.val.root={data}",
