@@ -1,10 +1,13 @@
 """Training steps/s of the demo recipe: this tree against an older commit (default 83147d7, before issue 29),
 side by side in one run.
 
-Usage: ``python benchmarks/demo_steps.py [--steps 300] [--repeats 1] [--baseline 83147d7] [--data demo/data]``
+Usage: ``python benchmarks/demo_steps.py [--steps 300] [--repeats 1] [--baseline 83147d7] [--data demo/data]
+[--num-videos 1200]``
 
 Each case runs ``vidtempo train recipes/tiny/synth_all.yaml`` for ``--steps`` steps from scratch, in a process of
-its own, on the demo's TempoSynth data (1200 videos, seed 0; rendered first when ``--data`` has none):
+its own, on the demo's TempoSynth data (1200 videos, seed 0; rendered first when ``--data`` has none). With
+``--num-videos 120 --data DIR`` a tenth of it (96 training videos): the first epoch's decoding then takes a few
+seconds and nearly every step runs warm, a quick comparison on a busy machine:
 
 - ``old``: the baseline commit, from a ``git worktree`` of it (``PYTHONPATH`` pointing to it), its recipe as it
   was (one process, batch 16, a DataLoader worker decoding);
@@ -43,12 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/tiny/synth_all.yaml"
 
 
-def ensure_data(data: Path, python: str) -> None:
-    """Render the demo's TempoSynth set into ``data`` unless it is there."""
+def ensure_data(data: Path, python: str, videos: int) -> None:
+    """Render the demo's TempoSynth set (``videos`` of them) into ``data`` unless it is there."""
     if (data / "manifest.json").is_file():
         return
-    cmd = [python, "-m", "vidtempo.cli.main", "data", "synth", "--out", str(data), "--num-videos", "1200", "--seed",
-           "0", "--max-duration", "20", "--workers", "0"]  # fmt: skip
+    cmd = [python, "-m", "vidtempo.cli.main", "data", "synth", "--out", str(data), "--num-videos", str(videos),
+           "--seed", "0", "--max-duration", "20", "--workers", "0"]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -60,14 +63,17 @@ def ensure_worktree(commit: str, path: Path) -> Path:
     return path
 
 
-def train(tree: Path, out: Path, data: Path, steps: int, keep_omp: bool) -> dict[str, float]:
+def train(tree: Path, out: Path, data: Path, steps: int, videos: int, keep_omp: bool) -> dict[str, float]:
     """Train N steps of ``tree``'s demo recipe; cold and warm steps/s."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     if not keep_omp:
         env.pop("OMP_NUM_THREADS", None)
     cmd = [sys.executable, "-m", "vidtempo.cli.main", "train", RECIPE, f"output_dir={out}",
-           f"data.train.root={data}", f"data.val.root={data}", f"trainer.max_steps={steps}",
+           f"data.train.root={data}", f"data.val.root={data}", f"data.train.num_videos={videos}",
+           f"data.val.num_videos={videos}", f"trainer.max_steps={steps}",
            "trainer.max_time=null", "optim.anneal_by=steps"]  # fmt: skip
+    if videos < 1200:  # an epoch shorter than the recipe's 200-step validation interval: validate every 50
+        cmd.append("trainer.val_check_interval=50")
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -90,18 +96,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each case (alternated)")
     parser.add_argument("--baseline", default="83147d7", help="the commit to compare with")
     parser.add_argument("--data", type=Path, default=ROOT / "demo" / "data", help="the demo's TempoSynth folder")
+    parser.add_argument("--num-videos", type=int, default=1200, help="TempoSynth videos in --data (the demo: 1200)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vidtempo_demo_steps")
     parser.add_argument("--keep-omp", action="store_true", help="keep OMP_NUM_THREADS for the training processes")
     args = parser.parse_args()
     data = args.data.resolve()
-    ensure_data(data, sys.executable)
+    ensure_data(data, sys.executable, args.num_videos)
     trees = {"old": ensure_worktree(args.baseline, args.workdir / f"tree_{args.baseline}"), "new": ROOT}
     results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
     for rep in range(args.repeats):
         for case, tree in trees.items():
             out = args.workdir / f"run_{case}_{rep}"
             subprocess.run(["rm", "-rf", str(out)], check=True)
-            r = train(tree, out, data, args.steps, args.keep_omp)
+            r = train(tree, out, data, args.steps, args.num_videos, args.keep_omp)
             results[case].append(r)
             print(f"{case} run {rep}: {r['wall_s']:.0f} s, cold {r['cold_steps_per_s']:.2f} steps/s, warm "
                   f"{r['warm_steps_per_s']:.2f} steps/s (batch {r['batch_per_process']} per process)", flush=True)
@@ -109,7 +116,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     for case in ("old", "new"):
         m = med[case]
-        print(f"RESULT case={case} steps={args.steps} repeats={args.repeats} wall_s={m['wall_s']:.1f} "
+        print(f"RESULT case={case} steps={args.steps} videos={args.num_videos} repeats={args.repeats} wall_s={m['wall_s']:.1f} "
               f"cold_steps_per_s={m['cold_steps_per_s']:.3f} warm_steps_per_s={m['warm_steps_per_s']:.3f} "
               f"cpus={os.cpu_count()} load={load:.1f}")  # fmt: skip
     cold = med["new"]["cold_steps_per_s"] / med["old"]["cold_steps_per_s"]
