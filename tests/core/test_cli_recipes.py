@@ -53,7 +53,7 @@ def test_misspelled_key_exits_nonzero_naming_it(capsys):
 
 
 def test_time_based_decay_without_a_time_cap_fails_validation(capsys):
-    recipe = str(ROOT / "recipes/tiny/synth_all.yaml")
+    recipe = str(ROOT / "recipes/tiny/synth_av.yaml")  # time-boxed, its lr decay over the time
     assert main(["validate", recipe, "trainer.max_time=null"]) == 2
     err = capsys.readouterr().err
     assert "optim.anneal_by" in err and "max_time" in err
@@ -81,6 +81,10 @@ def _two_step_config(recipe: Path, tmp_path: Path, overrides: tuple[str, ...] | 
     if "max_time" in cfg.trainer:  # kept (optim.anneal_by: time reads it), long enough never to stop 2 steps
         cfg.trainer.max_time = "00:01:00:00"
     cfg.trainer.log_every_n_steps = 1
+    devices = cfg.trainer.get("devices", 1)
+    if isinstance(devices, int) and devices > 1:  # in this process (DDP would relaunch pytest), same global batch
+        cfg.trainer.devices, cfg.trainer.strategy = 1, "auto"
+        cfg.data.batch_size = int(cfg.data.batch_size) * devices
     cfg.pop("init_from", None)  # a recipe that continues another run's model starts from scratch here
     for stage in cfg.get("stages") or []:
         if "trainer" in stage:

@@ -48,6 +48,10 @@ def _config(recipe: str, out: Path, dpo: bool, dpo_path: str = "logits") -> Any:
     overrides = [f"output_dir={out / 'run'}", f"trainer.max_steps={STEPS}", "trainer.log_every_n_steps=1"]
     cfg = load_recipe(ROOT / recipe, overrides)
     cfg.trainer.pop("val_check_interval", None)
+    devices = cfg.trainer.get("devices", 1)
+    if isinstance(devices, int) and devices > 1:  # pinned as one process with the same global batch
+        cfg.trainer.devices, cfg.trainer.strategy = 1, "auto"
+        cfg.data.batch_size = int(cfg.data.batch_size) * devices
     if "max_time" in cfg.trainer:
         cfg.trainer.max_time = "00:01:00:00"
     for split in ("train", "val"):
