@@ -132,6 +132,33 @@ def test_one_forward_equals_two_forwards(name, reference, sharing, tokenizer, vi
         torch.testing.assert_close(grads[n], base_grads[n], atol=1e-5, rtol=0)
 
 
+def checkpointed(build):
+    """``build`` with gradient checkpointing in the LLM blocks (non-reentrant, as the recipes' ``gradient_checkpointing``)."""
+
+    def make():
+        model = build()
+        hf = model.hf if isinstance(model, Qwen25VLVideoModel) else model.llm.model
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return model
+
+    return make
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shared_prefix_under_gradient_checkpointing_equals_two_forwards(name, tokenizer, video_dir):
+    """The real recipes checkpoint their LLM blocks: the blocks are recomputed in the backward pass, after the
+    split attention's config switch is undone, so a checkpointed forward takes the dense shared-prefix mask.
+    Found by benchmarks/train_throughput.py (before: CheckpointError, a different number of saved tensors)."""
+    batch = pair_batch(name, tokenizer, video_dir)
+    base, base_grads = step(trained(MODELS[name][0]), batch, reference="adapter_off", loss_head="logits")
+    out, grads = step(trained(checkpointed(MODELS[name][0])), batch, reference="adapter_off")
+    assert out.prefix_shared
+    assert out.loss.loss.item() == pytest.approx(base.loss.loss.item(), abs=1e-5)
+    assert grads.keys() == base_grads.keys() and grads
+    for n in grads:
+        torch.testing.assert_close(grads[n], base_grads[n], atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_input_side_pairs_fall_back_with_a_logged_reason(name, tokenizer, video_dir, caplog):
     batch = pair_batch(name, tokenizer, video_dir, input_side=True)

@@ -153,6 +153,18 @@ def _trunk(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor | None, po
     return out.last_hidden_state
 
 
+def _recomputed(model: nn.Module) -> bool:
+    """Whether this forward's LLM blocks will be recomputed in the backward pass (gradient checkpointing).
+    The split attention is selected by switching the config's attention implementation for the duration of the
+    forward (``_attention_impl``); a recomputation runs after the switch is undone, with the backend's own
+    attention and no mask, so a checkpointed forward takes the dense-mask path (the mask is an input the
+    checkpoint keeps)."""
+    if not torch.is_grad_enabled():
+        return False
+    decoder = model.hf.model.language_model if _is_qwen(model) else causal_lm_parts(model.llm.model)[0]
+    return decoder.training and any(getattr(m, "gradient_checkpointing", False) is True for m in decoder.modules())
+
+
 def _head(model: nn.Module) -> nn.Module:
     return model.hf.lm_head if _is_qwen(model) else causal_lm_parts(model.llm.model)[1]
 
@@ -418,7 +430,7 @@ def score_layout(model: nn.Module, layout: PairLayout, head: LabelHead | None = 
     through one dense (B, 1, L, L) ``mask`` (the backend's own attention; for comparison)."""
     if not layout.shared:
         hidden = _trunk(model, layout.embeds, layout.mask, layout.positions)
-    elif attention == "mask":
+    elif attention == "mask" or _recomputed(model):
         hidden = _trunk(model, layout.embeds, _dense_mask(model, layout.mask, layout.embeds.dtype), layout.positions)
     else:
         _register_split_attention()
