@@ -430,3 +430,71 @@ def test_the_times_recipe_trains_vtimellm_and_timechat_style_data_in_one_format(
     answers = [m["content"] for s in ConversationDataset(tvg, answer_time_format="relative") for m in s.messages
                if m["role"] == "assistant"]  # fmt: skip
     assert answers == ["from 00 to 75.", "from 10 to 75.", "from 20 to 75."]
+
+
+# ---- time tokens: answer_time_format: time_tokens with tokenizer.time_tokens (#30 item 5) -------------------------
+
+
+def test_time_token_codec_renders_single_tokens_and_parses_bin_centres(tmp_path):
+    codec = CODECS["time_tokens"]
+    assert codec.render(3.2, 7.5, 54.2) == "from <t_5> to <t_13>"
+    assert codec.render(0.0, 54.2, 54.2) == "from <t_0> to <t_99>"  # the end falls in the last bin
+    for start, end in [(0.0, 1.0), (3.2, 7.5), (20.05, 53.9)]:
+        back = codec.parse(f"It is {codec.render(start, end, 54.2)}.", 54.2)
+        assert abs(back[0] - start) <= 54.2 / 200 + 1e-9 and abs(back[1] - end) <= 54.2 / 200 + 1e-9
+    assert codec.parse("<t_10> - <t_19>", 50.0) == (5.25, 9.75)
+    assert codec.try_parse("from 05 to 13", 50.0) is None
+    rec = _vtimellm_record()
+    s = ConversationDataset(_write(tmp_path / "a.json", [rec]), answer_time_format="time_tokens")[0]
+    assert s.messages[1]["content"] == "From <t_0> to <t_17>, a woman counts money."  # over the 54.2 s split
+    rec = {"video": "a.mp4", "conversations": [{"from": "human", "value": "<video>\nWhen?"},
+                                               {"from": "gpt", "value": "From 1.0 to 2.0 seconds."}]}  # fmt: skip
+    with pytest.raises(AnnotationError, match=r"field 'meta.duration': .*needs a positive video duration"):
+        ConversationDataset(_write(tmp_path / "c.json", [rec]), answer_time_format="time_tokens")
+
+
+def test_tokenizer_time_tokens_are_one_id_each_and_survive_decoding_and_saving(tmp_path):
+    from vidtempo.models.tokenizers import load_tokenizer, time_token_ids
+
+    tok = tiny_tokenizer(time_tokens=100)
+    assert len(tok) == len(tiny_tokenizer()) + 100
+    ids = tok("<t_17>", add_special_tokens=False)["input_ids"]
+    assert ids == [time_token_ids(tok)[17]] and len(time_token_ids(tok)) == 100
+    text = "from <t_17> to <t_3>."
+    assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
+    tok.save_pretrained(str(tmp_path))
+    again = load_tokenizer(str(tmp_path))
+    assert len(again) == len(tok) and again(text)["input_ids"] == tok(text)["input_ids"]
+
+
+def test_the_time_tokens_recipe_trains_reloads_with_the_same_logits_and_parses(tmp_path, videos, capsys):
+    import torch
+
+    from vidtempo.eval.parsing import parse_interval
+    from vidtempo.models.checkpoint import load_pretrained, read_config
+    from vidtempo.models.tokenizers import time_token_ids
+
+    tvg = _write(tmp_path / "timechat" / "charades_tvg.jsonl", [{**_video_record(i), "duration": 2.0, "conversations": [
+        {"from": "human", "value": "<video>\nWhen does the square move?"},
+        {"from": "gpt", "value": f"From {0.2 * i:.1f} to 1.5 seconds."}]} for i in range(3)])  # fmt: skip
+    answers = [s.messages[1]["content"] for s in ConversationDataset(tvg, answer_time_format="time_tokens")]
+    assert answers == ["from <t_0> to <t_75>.", "from <t_10> to <t_75>.", "from <t_20> to <t_75>."]
+    recipe = _recipe(tmp_path, "time_tokens", {"/data/timechat/charades_tvg.jsonl": tvg,
+                                               "/data/timechat/videos": videos})  # fmt: skip
+    assert main(["validate", str(recipe)]) == 0, capsys.readouterr().err
+    assert main(["train", str(recipe), "trainer.max_steps=2"]) == 0, capsys.readouterr().err
+    final = tmp_path / "run" / "0_sft" / "final"
+    model, tok, config = load_pretrained(final)
+    ids = time_token_ids(tok)
+    assert len(ids) == 100 and config["model"]["new_token_ids"] == ids == read_config(final)["model"]["new_token_ids"]
+    embed = model.llm.get_input_embeddings()
+    assert embed.weight.shape[0] == len(tok) == 612
+    # the new rows trained (LoRA + peft trainable_token_indices): they moved off their common start
+    rows = embed(torch.tensor(ids[:20]))  # (20, H)
+    assert not torch.allclose(rows[0], rows[10])
+    x = torch.tensor([tok("from <t_10> to <t_75>.")["input_ids"]])
+    again, _, _ = load_pretrained(final)
+    with torch.no_grad():
+        a, b = model.eval().llm(input_ids=x).logits, again.eval().llm(input_ids=x).logits  # (1, L, 612)
+    assert a.shape[-1] == 612 and torch.equal(a, b)
+    assert parse_interval(answers[1], time_tokens=100, duration=2.0) == (0.21, 1.51)

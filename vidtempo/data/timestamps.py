@@ -10,6 +10,10 @@ sampled frames in the prompt (``describe_frames``). Formats, with the systems th
 * ``frame_time``: per-frame labels ``"Time 1.5s:"`` (VideoLLaMA3 style), answers ``"from 1.5s to 3.0s"``.
 * ``llava_video``: LLaVA-Video time instruction ("The video lasts for X seconds, and N frames are uniformly
   sampled from it. These frames are located at ...") with answers in seconds, two decimals.
+* ``time_tokens``: one special token per time bin, ``"from <t_5> to <t_23>"``: the clip is cut into N equal bins
+  (default 100), ``idx = min(floor(t / duration * N), N - 1)``, read back as the bin's centre
+  ``t = (idx + 0.5) / N * duration``. The tokenizer must hold ``<t_0>`` .. ``<t_{N-1}>`` as single tokens
+  (recipe ``tokenizer: {..., time_tokens: N}``, ``vidtempo.models.tokenizers``).
 
 Example:
     >>> codec = CODECS["relative"]
@@ -29,6 +33,7 @@ _NUM = r"(\d+(?:\.\d+)?)"
 _UNIT = r"\s*(?:s\b|sec\b|secs\b|second\b|seconds\b)?"
 _SECONDS_RE = re.compile(_NUM + _UNIT + r"\s*(?:-|–|—|~|to|and|until)\s*" + _NUM + _UNIT, re.IGNORECASE)
 _RELATIVE_RE = re.compile(r"\b(\d{2})\s*(?:to|and|-)\s*(\d{2})\b", re.IGNORECASE)
+_TIME_TOKEN_RE = re.compile(r"<t_(\d+)>\s*(?:-|–|—|~|to|and|until)?\s*<t_(\d+)>", re.IGNORECASE)
 _FRAME_LABEL_RE = re.compile(r"Time\s+" + _NUM + r"s:", re.IGNORECASE)
 _INSTRUCTION_RE = re.compile(
     r"The video lasts for " + _NUM + r" seconds, and (\d+) frames are uniformly sampled from it\. "
@@ -232,11 +237,69 @@ class LLaVAVideoCodec(SecondsCodec):
         return float(match.group(1)), times
 
 
+def time_token(index: int) -> str:
+    """The special token of time bin ``index``: ``<t_17>``."""
+    return f"<t_{index}>"
+
+
+def time_token_names(num_bins: int) -> list[str]:
+    """``<t_0>`` .. ``<t_{num_bins-1}>``: the tokens a tokenizer adds for the ``time_tokens`` codec."""
+    return [time_token(i) for i in range(num_bins)]
+
+
+class TimeTokenCodec(TimestampCodec):
+    """One special token per time bin of the clip: ``"from <t_5> to <t_23>"`` (needs the duration).
+
+    ``num_bins`` equal bins span the clip; a time writes the token of the bin holding it
+    (``min(floor(t / duration * num_bins), num_bins - 1)``) and a token reads back as its bin's centre
+    (``(idx + 0.5) / num_bins * duration``), so a round trip is off by at most half a bin. Like VTimeLLM's
+    relative indices, but each time is ONE token of the vocabulary (``tokenizer.time_tokens``).
+
+    Example:
+        >>> codec = TimeTokenCodec(num_bins=100)
+        >>> codec.render(9.4, 20.0, duration=54.2)
+        'from <t_17> to <t_36>'
+        >>> codec.parse("It happens from <t_17> to <t_36>.", duration=54.2)
+        (9.485, 19.783)
+    """
+
+    name = "time_tokens"
+    clip_relative = True
+
+    def __init__(self, num_bins: int = 100) -> None:
+        if num_bins < 1:
+            raise ValueError(f"time_tokens needs at least one bin, got {num_bins}")
+        self.num_bins = num_bins
+
+    def to_index(self, t: float, duration: float | None) -> int:
+        """The bin of time ``t`` (clipped to ``[0, num_bins - 1]``)."""
+        if not duration or duration <= 0:
+            raise ValueError(f"the time_tokens codec needs a positive video duration, got {duration}")
+        return max(0, min(int(t / duration * self.num_bins), self.num_bins - 1))
+
+    def render_time(self, t: float, duration: float | None = None) -> str:
+        return time_token(self.to_index(t, duration))
+
+    def render(self, start: float, end: float, duration: float | None = None) -> str:
+        return f"from {self.render_time(start, duration)} to {self.render_time(end, duration)}"
+
+    def to_seconds(self, index: int, duration: float) -> float:
+        """The centre of bin ``index`` in seconds (indices past the last bin read as the last)."""
+        return round((min(index, self.num_bins - 1) + 0.5) / self.num_bins * duration, 6)
+
+    def parse_all(self, text: str, duration: float | None = None) -> list[tuple[float, float]]:
+        if not duration or duration <= 0:
+            raise ValueError(f"the time_tokens codec needs a positive video duration to parse, got {duration}")
+        return [(self.to_seconds(int(a), duration), self.to_seconds(int(b), duration))
+                for a, b in _TIME_TOKEN_RE.findall(text)]  # fmt: skip
+
+
 CODECS: dict[str, TimestampCodec] = {
     "seconds": SecondsCodec(),
     "relative": RelativeIndexCodec(),
     "frame_time": FrameTimeCodec(),
     "llava_video": LLaVAVideoCodec(),
+    "time_tokens": TimeTokenCodec(),
 }
 CODECS["vtimellm"] = CODECS["relative"]
 

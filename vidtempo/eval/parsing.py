@@ -87,7 +87,7 @@ def _pair_seconds(m: re.Match[str]) -> tuple[float, float]:
 
 
 def parse_interval(
-    text: str | None, *, relative_indices: bool = False, duration: float | None = None
+    text: str | None, *, relative_indices: bool = False, duration: float | None = None, time_tokens: int = 0,
 ) -> tuple[float, float] | None:
     """The first time interval stated in free text, in seconds; ``None`` when there is none.
 
@@ -111,10 +111,15 @@ def parse_interval(
     is not used for absolute times: clipping to the video is the metric's job
     (:func:`vidtempo.eval.metrics.grounding_metrics` ``durations=``).
 
+    With ``time_tokens=N`` only time-token pairs are read (``"from <t_5> to <t_23>"``, the ``time_tokens`` codec
+    of ``vidtempo.data.timestamps`` with N bins): each token is its bin's centre, ``(i + 0.5) / N * duration``
+    seconds; ``duration`` is required.
+
     Args:
         text: the model's answer (``None`` or empty gives ``None``).
         relative_indices: read VTimeLLM two-digit relative indices instead of seconds.
-        duration: video length in seconds, for ``relative_indices``.
+        duration: video length in seconds, for ``relative_indices`` and ``time_tokens``.
+        time_tokens: the number of time-token bins, to read ``<t_i>`` tokens instead of seconds (0 = off).
 
     Example:
         >>> parse_interval("between 00:12 and 00:20")
@@ -123,9 +128,18 @@ def parse_interval(
         (10.0, 40.0)
         >>> parse_interval("I cannot tell.") is None
         True
+        >>> parse_interval("It is from <t_10> to <t_19>.", time_tokens=100, duration=50.0)
+        (5.25, 9.75)
     """
     if not text:
         return None
+    if time_tokens:
+        from vidtempo.data.timestamps import TimeTokenCodec
+
+        if duration is None or not duration > 0:
+            raise ValueError(f"parse_interval: time_tokens needs a duration > 0 seconds, got {duration}")
+        found = TimeTokenCodec(int(time_tokens)).try_parse(text, float(duration))
+        return None if found is None else _ordered(*found)
     if relative_indices:
         if duration is not None and not duration > 0:
             raise ValueError(f"parse_interval: duration must be > 0 seconds, got {duration}")

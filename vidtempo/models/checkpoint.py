@@ -38,8 +38,9 @@ COMPRESSOR_TOKENIZER_DIR = "compressor_tokenizer"
 
 
 def is_llm_base(key: str) -> bool:
-    """A weight of the base LLM (not a LoRA factor): left out of an adapter-only checkpoint."""
-    return key.startswith("llm.") and "lora_" not in key
+    """A weight of the base LLM (not a LoRA factor nor a trained token row of peft ``trainable_token_indices``):
+    left out of an adapter-only checkpoint."""
+    return key.startswith("llm.") and "lora_" not in key and "trainable_tokens_" not in key
 
 
 def saves_adapter_only(model: VideoModel) -> bool:
@@ -109,7 +110,7 @@ def _save_peft_adapter(model: VideoModel, directory: Path, state_dict: dict[str,
         peft_model.save_pretrained(str(directory))
         return
     prefix = next(name for name, module in model.named_modules() if module is peft_model) + "."
-    own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix) and "lora_" in k}
+    own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix) and not is_llm_base(k)}
     peft_model.save_pretrained(str(directory), state_dict=own)
 
 

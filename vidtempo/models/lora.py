@@ -25,15 +25,25 @@ class LoraSettings:
     target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
-def apply_lora(llm: nn.Module, settings: LoraSettings) -> None:
-    """Wrap ``llm.model`` (a transformers causal LM) in a peft LoRA model in place."""
+def apply_lora(llm: nn.Module, settings: LoraSettings, trainable_tokens: list[int] | None = None) -> None:
+    """Wrap ``llm.model`` (a transformers causal LM) in a peft LoRA model in place.
+
+    ``trainable_tokens``: token ids whose rows of the input embeddings and of the LM head train alongside the
+    adapter (peft ``trainable_token_indices``; the rows of tokens added to the tokenizer, e.g. time tokens)."""
     from peft import LoraConfig, get_peft_model
 
+    from vidtempo.models.new_tokens import embedding_module_names
+
+    extra = {}
+    if trainable_tokens:
+        ids = sorted(int(i) for i in trainable_tokens)
+        extra["trainable_token_indices"] = {name: ids for name in embedding_module_names(llm.model).values()}
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=settings.target_modules,
         task_type="CAUSAL_LM",
+        **extra,
     )
     llm.model = get_peft_model(llm.model, config)

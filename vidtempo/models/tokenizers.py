@@ -4,6 +4,10 @@ Every tokenizer returned here has a chat template (ChatML is set when the tokeni
 token. The ``<video>`` placeholder is NOT added to the vocabulary: the collator splits the rendered prompt
 on it and inserts :data:`VIDEO_TOKEN_INDEX` (LLaVA's convention), so no embedding resize is needed.
 
+``time_tokens: N`` (recipe ``tokenizer: {_target_: tiny, time_tokens: 100}``) adds ``<t_0>`` .. ``<t_{N-1}>`` as
+special tokens, one id each, for the ``time_tokens`` timestamp codec (``vidtempo.data.timestamps``); training
+then grows the LLM's embeddings to hold them (``VideoLLM(new_token_ids=...)``, :func:`time_token_ids`).
+
 Example:
     >>> tok = tiny_tokenizer()
     >>> tok.decode(tok("12 - 17 seconds")["input_ids"])
@@ -13,7 +17,12 @@ Example:
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
+
+from vidtempo.data.timestamps import time_token_names
+
+_TIME_TOKEN = re.compile(r"<t_(\d+)>")
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -44,8 +53,36 @@ def _finish(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def load_tokenizer(name_or_path: str) -> Any:
-    """Load a tokenizer from a local directory or the local hub cache (never downloads)."""
+def add_time_tokens(tokenizer: Any, num_bins: int) -> Any:
+    """Add ``<t_0>`` .. ``<t_{num_bins-1}>`` as special tokens (each encodes to one id); returns the tokenizer.
+
+    Tokens already present (a reloaded checkpoint's tokenizer) are kept with their ids.
+
+    Example:
+        >>> tok = add_time_tokens(tiny_tokenizer(), 100)
+        >>> len(tok("<t_17>", add_special_tokens=False)["input_ids"])
+        1
+    """
+    if int(num_bins) < 0:
+        raise ValueError(f"tokenizer.time_tokens must be >= 0, got {num_bins}")
+    if num_bins:
+        from tokenizers import AddedToken
+
+        # added, not "special": decode(skip_special_tokens=True), what generation uses, keeps them
+        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in time_token_names(int(num_bins))])
+    return tokenizer
+
+
+def time_token_ids(tokenizer: Any) -> list[int]:
+    """The ids of the tokenizer's ``<t_N>`` time tokens, in bin order (empty when it has none)."""
+    vocab = tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}
+    found = sorted((int(m.group(1)), idx) for tok, idx in vocab.items() if (m := _TIME_TOKEN.fullmatch(tok)))
+    return [idx for _, idx in found]
+
+
+def load_tokenizer(name_or_path: str, time_tokens: int = 0) -> Any:
+    """Load a tokenizer from a local directory or the local hub cache (never downloads); ``time_tokens``:
+    :func:`add_time_tokens`."""
     from transformers import AutoTokenizer
 
     try:
@@ -54,7 +91,7 @@ def load_tokenizer(name_or_path: str) -> Any:
         raise FileNotFoundError(
             f"tokenizer '{name_or_path}' is not available offline: give a local directory or use 'tiny'"
         ) from err
-    return _finish(tok)
+    return add_time_tokens(_finish(tok), time_tokens)
 
 
 @functools.lru_cache(maxsize=4)
@@ -79,8 +116,9 @@ def _train_tiny(vocab_size: int) -> str:
     return tok.to_str()
 
 
-def tiny_tokenizer(vocab_size: int = 512) -> Any:
-    """A byte-level BPE tokenizer trained locally on a fixed corpus (deterministic, < 1 s, no download)."""
+def tiny_tokenizer(vocab_size: int = 512, time_tokens: int = 0) -> Any:
+    """A byte-level BPE tokenizer trained locally on a fixed corpus (deterministic, < 1 s, no download);
+    ``time_tokens``: :func:`add_time_tokens`."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
@@ -92,5 +130,5 @@ def tiny_tokenizer(vocab_size: int = 512) -> Any:
         bos_token=None,
     )
     tok.chat_template = CHATML_TEMPLATE
-    return _finish(tok)
+    return add_time_tokens(_finish(tok), time_tokens)
 

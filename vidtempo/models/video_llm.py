@@ -61,6 +61,11 @@ class VideoLLM(VideoModel):
         trainable: which parts train (``TrainableParts`` or a dict of its fields).
         lora: LoRA settings used when ``trainable.llm == "lora"``.
         max_length: LLM context; a longer spliced sequence raises ``ValueError``.
+        new_token_ids: ids of tokens added to the tokenizer (``tokenizer.time_tokens``; training sets it from the
+            tokenizer and checkpoints keep it): the LLM's embeddings and head grow to hold them, each new row
+            starting at the mean old row (``vidtempo.models.new_tokens``). These rows train with the LLM
+            (``llm: true``) or, under LoRA, alongside the adapter (peft ``trainable_token_indices``); a frozen
+            LLM (``llm: false``) leaves them at their start.
     """
 
     def __init__(
@@ -74,12 +79,18 @@ class VideoLLM(VideoModel):
         trainable: TrainableParts | dict[str, Any] | None = None,
         lora: LoraSettings | dict[str, Any] | None = None,
         max_length: int | None = None,
+        new_token_ids: list[int] | None = None,
     ) -> None:
         super().__init__()
         self.vision_encoder = vision_encoder
         self.audio_encoder = audio_encoder
         self.compressor = compressor
         self.llm = llm
+        self.new_token_ids = sorted(int(i) for i in new_token_ids or [])
+        if self.new_token_ids:
+            from vidtempo.models.new_tokens import grow_vocab
+
+            grow_vocab(llm.model, self.new_token_ids)
         hidden = int(llm.hidden_size)
         self.projector = projector if projector is not None else MLPProjector(compressor.out_dim, hidden)
         self._check_dims(hidden)
@@ -110,7 +121,7 @@ class VideoLLM(VideoModel):
         if plan.llm is True:
             self.base_modified = True
         if plan.llm == "lora" and not self.has_lora:
-            apply_lora(self.llm, self.lora or LoraSettings())
+            apply_lora(self.llm, self.lora or LoraSettings(), trainable_tokens=self.new_token_ids)
         for part in PARTS:
             module = getattr(self, part)
             if module is None:
@@ -118,7 +129,8 @@ class VideoLLM(VideoModel):
             flag = getattr(plan, part)
             unused = module.unused_parameter_names() if hasattr(module, "unused_parameter_names") else set()
             for name, param in module.named_parameters():
-                param.requires_grad = ("lora_" in name if flag == "lora" else bool(flag)) and name not in unused
+                adapter = "lora_" in name or "trainable_tokens_" in name  # the adapter's own weights
+                param.requires_grad = (adapter if flag == "lora" else bool(flag)) and name not in unused
 
     # ----------------------------------------------------------------- the VideoModel contract
     @property

@@ -149,6 +149,28 @@ def build_tokenizer(cfg: dict[str, Any], recipe: str) -> Any:
     return instantiate(node, key="tokenizer", recipe=recipe)
 
 
+def model_node_for(model: dict[str, Any], tokenizer: Any, recipe: str) -> dict[str, Any]:
+    """The model node with ``new_token_ids``: the tokenizer's time tokens (``tokenizer.time_tokens``), whose rows
+    the model adds to its LLM at build (``VideoLLM``); unchanged for a tokenizer without them.
+
+    Raises:
+        RecipeError: the model class cannot add token rows (e.g. the native Qwen2.5-VL).
+    """
+    import inspect
+
+    from vidtempo.models.tokenizers import time_token_ids
+
+    ids = time_token_ids(tokenizer)
+    if not ids:
+        return model
+    target = resolve_target(model, "model", recipe)
+    if "new_token_ids" not in inspect.signature(target).parameters:
+        raise RecipeError(f"{getattr(target, '__name__', target)} cannot add embedding rows for the "
+                          f"{len(ids)} time tokens; use a VideoLLM model or drop time_tokens",
+                          recipe=recipe, key="tokenizer.time_tokens")  # fmt: skip
+    return {**model, "new_token_ids": ids}
+
+
 def build_datamodule(
     data: dict[str, Any], tokenizer: Any, recipe: str, prefix: str = "data", collator_class: type | None = None,
     seed: int = 0,

@@ -39,6 +39,7 @@ from vidtempo.training.build import (
     build_tokenizer,
     expand_stages,
     fit_val_interval,
+    model_node_for,
 )
 from vidtempo.training.checkpoints import newest_intact_checkpoint
 from vidtempo.training.head_io import has_heads, head_state, load_heads, save_heads
@@ -93,6 +94,7 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
     save_recipe(cfg, out)
     write_manifest(out, settings, changes)
     tokenizer = build_tokenizer(plain, recipe)
+    plain["model"] = model_node_for(plain["model"], tokenizer, recipe)  # + the rows of time tokens
     model = build_video_llm(plain["model"], weights=plain.get("weights"), recipe=recipe, dtype=load_dtype(stages))
     if plain.get("init_from"):
         init_weights(model, plain["init_from"], recipe)

@@ -201,9 +201,9 @@ def llava_v1_6_mistral_7b(
         return LlavaNextLanguageModel(name_or_path or LLAVA_V16_MISTRAL_7B_ID, config=arch, **kw)
 
 
-def llava_next_tokenizer(name_or_path: str, chat_template: str | None = None) -> Any:
+def llava_next_tokenizer(name_or_path: str, chat_template: str | None = None, time_tokens: int = 0) -> Any:
     """The tokenizer of a local LLaVA-NeXT directory with :data:`MISTRAL_INST_TEMPLATE` (or ``chat_template``)
-    and a pad token; never downloads.
+    and a pad token (``time_tokens``: ``vidtempo.models.tokenizers.add_time_tokens``); never downloads.
 
     Example:
         >>> from vidtempo.models.tokenizers import tiny_tokenizer
@@ -216,6 +216,6 @@ def llava_next_tokenizer(name_or_path: str, chat_template: str | None = None) ->
     """
     from vidtempo.models.tokenizers import load_tokenizer
 
-    tok = load_tokenizer(name_or_path)
+    tok = load_tokenizer(name_or_path, time_tokens=time_tokens)
     tok.chat_template = chat_template or MISTRAL_INST_TEMPLATE
     return tok
