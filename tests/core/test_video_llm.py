@@ -150,6 +150,36 @@ def test_lora_checkpoint_is_adapter_only_and_reloads_exactly(tmp_path, tokenizer
     torch.testing.assert_close(loaded.eval()(**b).logits, model(**b).logits, rtol=0, atol=0)
 
 
+def test_time_token_rows_train_under_lora_and_an_adapter_only_checkpoint_keeps_them(tmp_path):
+    """tokenizer.time_tokens: the LLM grows rows for the new ids; under LoRA only those rows of the embeddings
+    and LM head train (peft trainable_token_indices), and the adapter-only checkpoint reloads them exactly."""
+    from vidtempo.models.llms.presets import tiny_llm
+    from vidtempo.models.tokenizers import tiny_tokenizer, time_token_ids
+
+    torch.manual_seed(0)
+    tok = tiny_tokenizer(time_tokens=20)
+    base_dir = tmp_path / "base_llm"
+    tiny_llm().model.save_pretrained(base_dir)  # 512 rows: the 20 time tokens need a resize
+    cfg = node(trainable={"llm": "lora"}, lora={"r": 4, "alpha": 8}, new_token_ids=time_token_ids(tok))
+    cfg["llm"] = {"_target_": "hf_causal_lm", "name_or_path": str(base_dir)}
+    model = build_video_llm(cfg, weights={"llm": None}).eval()
+    assert model.llm.get_input_embeddings().weight.shape[0] == len(tok) == 532
+    trainable = {n for n, p in model.llm.named_parameters() if p.requires_grad and "lora_" not in n}
+    assert len(trainable) == 2 and all("trainable_tokens_delta" in n for n in trainable)  # embed + lm_head rows
+    ids = torch.tensor([tok("from <t_3> to <t_17>")["input_ids"]])
+    before = model.llm(input_ids=ids).logits
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "trainable_tokens_delta" in n or "lora_B" in n:
+                p.normal_()
+    after = model.llm(input_ids=ids).logits  # (1, L, 532)
+    assert not torch.allclose(before, after)
+    out_dir = save_pretrained(model, tmp_path / "ckpt", model_config=cfg, tokenizer=tok)
+    loaded, loaded_tok, config = load_pretrained(out_dir)
+    assert config["adapter_only"] and len(loaded_tok) == 532
+    torch.testing.assert_close(loaded.eval().llm(input_ids=ids).logits, after, rtol=0, atol=0)
+
+
 def test_the_answer_flows_from_the_video(video_dir, tokenizer):
     """Same question, different videos and answers: only the video can tell them apart. The model fits them
     with the video and stays at the text-only loss when the frames are blanked (the visual path carries

@@ -498,3 +498,16 @@ def test_the_time_tokens_recipe_trains_reloads_with_the_same_logits_and_parses(t
         a, b = model.eval().llm(input_ids=x).logits, again.eval().llm(input_ids=x).logits  # (1, L, 612)
     assert a.shape[-1] == 612 and torch.equal(a, b)
     assert parse_interval(answers[1], time_tokens=100, duration=2.0) == (0.21, 1.51)
+
+
+def test_time_tokens_are_refused_for_a_model_that_cannot_grow_its_vocabulary():
+    from vidtempo.config.errors import RecipeError
+    from vidtempo.training.build import model_node_for
+
+    native = {"_target_": "vidtempo.models.native.qwen2_5_vl.Qwen25VLVideoModel",
+              "llm": {"_target_": "vidtempo.models.native.qwen2_5_vl.tiny_qwen2_5_vl"}}  # fmt: skip
+    with pytest.raises(RecipeError, match=r"tokenizer\.time_tokens.*Qwen25VLVideoModel cannot add embedding rows"):
+        model_node_for(native, tiny_tokenizer(time_tokens=10), "r.yaml")
+    assert model_node_for(native, tiny_tokenizer(), "r.yaml") is native  # no time tokens: unchanged
+    video_llm = {"_target_": "vidtempo.models.VideoLLM"}
+    assert model_node_for(video_llm, tiny_tokenizer(time_tokens=3), "r.yaml")["new_token_ids"] == [512, 513, 514]
