@@ -154,7 +154,7 @@ def test_time_token_rows_train_under_lora_and_an_adapter_only_checkpoint_keeps_t
     """tokenizer.time_tokens: the LLM grows rows for the new ids; under LoRA only those rows of the embeddings
     and LM head train (peft trainable_token_indices), and the adapter-only checkpoint reloads them exactly."""
     from vidtempo.models.llms.presets import tiny_llm
-    from vidtempo.models.tokenizers import tiny_tokenizer, time_token_ids
+    from vidtempo.models.tokenizers import time_token_ids, tiny_tokenizer
 
     torch.manual_seed(0)
     tok = tiny_tokenizer(time_tokens=20)
