@@ -223,3 +223,18 @@ def test_retrieval_report_single_and_multi() -> None:
     assert multi["strict"]["v2t"]["R1"] == 100.0
     with pytest.raises(ValueError, match="square"):
         retrieval_report(np.ones((2, 3)))
+
+
+def test_strict_grounding_reads_time_token_answers_as_seconds() -> None:
+    """answer_time_format: time_tokens answers (100 bins over the clip) score against GT seconds."""
+    from vidtempo.data.timestamps import CODECS
+    from vidtempo.eval.scorers import GroundingRecord, score_grounding
+
+    answer = f"It happens {CODECS['time_tokens'].render(10.0, 20.0, 50.0)}."  # from <t_20> to <t_40>
+    assert answer == "It happens from <t_20> to <t_40>."
+    recs = [GroundingRecord((10.0, 20.0), answer, duration=50.0, id="a"),
+            GroundingRecord((10.0, 20.0), answer, id="no-duration"),
+            GroundingRecord((10.0, 20.0), "from 10 to 20 seconds", duration=50.0, id="seconds")]  # fmt: skip
+    out = score_grounding(recs, "strict")
+    assert out["items"][0]["parsed"] == [10.25, 20.25] and out["items"][0]["iou"] == pytest.approx(9.75 / 10.25)
+    assert out["items"][1]["parsed"] is None and out["items"][2]["parsed"] == [10.0, 20.0]

@@ -427,7 +427,8 @@ def egoschema_subset_report(
 # ----------------------------------------------------------------------------------------------------
 
 GROUNDING_POLICIES: dict[str, str] = {
-    "strict": "vidtempo: first interval, parse_interval for text, no swap/clip of given intervals, "
+    "strict": "vidtempo: first interval, parse_interval for text (time tokens '<t_i> to <t_j>', 100 bins, "
+    "read as bin centres when the query has a duration), no swap/clip of given intervals, "
     "unparsable = IoU 0 kept, R1@.3/.5/.7 + mIoU",
     "timechat": "RenShuhuai-Andy/TimeChat metrics/tvg/eval_tvg.py: first predicted interval, empty = miss "
     "kept in the denominator, exact iou >= m, R1@.3/.5/.7 only",
@@ -472,6 +473,15 @@ def first_interval(pred: Any) -> tuple[float, float] | None:
     return float(pred[0]), float(pred[1])
 
 
+def time_token_interval(rec: GroundingRecord, num_bins: int = 100) -> tuple[float, float] | None:
+    """A text prediction in time tokens (``"from <t_5> to <t_23>"``, ``answer_time_format: time_tokens`` with
+    ``num_bins`` bins) in seconds, using the query's duration; ``None`` without tokens or duration."""
+    text = rec.prediction if isinstance(rec.prediction, str) else ""
+    if "<t_" not in text or rec.duration is None or not rec.duration > 0:
+        return None
+    return parse_interval(text, time_tokens=num_bins, duration=rec.duration)
+
+
 def _vtimellm_iou(rec: GroundingRecord) -> tuple[tuple[float, float] | None, float]:
     if rec.duration is None or not rec.duration > 0:
         raise ValueError(f"grounding (vtimellm): query '{rec.id}' needs a duration > 0")
@@ -506,7 +516,7 @@ def score_grounding(records: Iterable[GroundingRecord], policy: str = "strict") 
         if policy == "vtimellm":
             pred, iou = _vtimellm_iou(rec)
         else:
-            pred = first_interval(rec.prediction)
+            pred = (time_token_interval(rec) if policy == "strict" else None) or first_interval(rec.prediction)
             iou = temporal_iou(pred, rec.gt)
         ious.append(iou)
         items.append({"id": rec.id, "parsed": list(pred) if pred else None, "iou": iou})
