@@ -17,7 +17,8 @@ writes answers in the same format; system turns are left alone):
   ``render(start, end, duration)``: ``"from 3.2 to 7.5 seconds"`` -> ``"3.2 - 7.5 seconds"`` (``seconds``) or
   ``"from 06 to 14"`` (``relative``, 54.2 s video).
 
-The ``relative`` codec needs the video's duration (``meta.duration``, or the record's ``duration``).
+The ``relative`` and ``time_tokens`` codecs need the video's duration (``meta.duration``, or the record's
+``duration``).
 
 Example:
     >>> from vidtempo.data.timestamps import CODECS
