@@ -511,3 +511,14 @@ def test_time_tokens_are_refused_for_a_model_that_cannot_grow_its_vocabulary():
     assert model_node_for(native, tiny_tokenizer(), "r.yaml") is native  # no time tokens: unchanged
     video_llm = {"_target_": "vidtempo.models.VideoLLM"}
     assert model_node_for(video_llm, tiny_tokenizer(time_tokens=3), "r.yaml")["new_token_ids"] == [512, 513, 514]
+
+
+def test_a_frozen_llm_stage_with_time_tokens_says_their_rows_stay_untrained(tmp_path, videos, capsys, caplog):
+    tvg = _write(tmp_path / "tvg.jsonl", [{**_video_record(i), "duration": 2.0} for i in range(2)])
+    recipe = _recipe(tmp_path, "time_tokens", {"/data/timechat/charades_tvg.jsonl": tvg,
+                                               "/data/timechat/videos": videos})  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        assert main(["train", str(recipe), "trainer.max_steps=1", "model.trainable.llm=false"]) == 0, \
+            capsys.readouterr().err
+    assert any("freezes the LLM: the rows of the 100 tokenizer.time_tokens stay at their start" in m
+               for m in caplog.messages), caplog.messages

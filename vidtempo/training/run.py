@@ -109,6 +109,9 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
         if stage.get("lora"):
             model.lora = _stage_lora(model, stage["lora"], f"stages.{i}.lora" if plain.get("stages") else "lora")
         model.set_trainable(TrainableParts(**stage["trainable"]))
+        if getattr(model, "new_token_ids", None) and not stage["trainable"].get("llm"):
+            log.warning("stage %s freezes the LLM: the rows of the %d tokenizer.time_tokens stay at their start "
+                        "(train them with trainable.llm: true or lora)", stage["name"], len(model.new_token_ids))
         final = sdir / "final"
         if is_complete(final, legacy=LEGACY_LAST_FILE):
             log.info("stage %s already finished: loading %s", stage["name"], final)
