@@ -160,8 +160,9 @@ def test_package_import_is_light() -> None:
 
 # ------------------------------------------------------------------------------------ real segments
 def _frame_indices(frames: torch.Tensor) -> list[int]:
-    """(T, 3, H, W) float [0, 1] -> the frame index drawn in each frame."""
-    arr = (frames.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()  # (T, H, W, 3)
+    """(T, 3, H, W) uint8 (as the collator sends them) -> the frame index drawn in each frame."""
+    assert frames.dtype == torch.uint8
+    arr = frames.permute(0, 2, 3, 1).numpy()  # (T, H, W, 3)
     return [read_frame_index(np.asarray(f)) for f in arr]
 
 

@@ -121,7 +121,8 @@ def test_exported_processor_and_chat_template_reproduce_vidtempo_inputs(exported
     processor = AutoProcessor.from_pretrained(hf_dir)
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}]
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    frames = (batch.frames[0] * 255).round().to(torch.uint8)  # (T, 3, 56, 56): the decoded frames
+    frames = batch.frames[0]  # (T, 3, 56, 56) uint8: the decoded frames as the collator sends them
+    assert frames.dtype == torch.uint8
     times = batch.timestamps[0].tolist()
     theirs_inputs = processor(text=[text], videos=[frames], return_tensors="pt")
     step = (times[-1] - times[0]) / (len(times) - 1)  # as docs/export.md: MRoPE time = 2 x mean frame spacing

@@ -389,7 +389,7 @@ def embedding_spread(x: torch.Tensor) -> torch.Tensor:
     every video (or caption) of a batch has the same embedding, the collapse that stalls VTC at ln(B).
 
     Example:
-        >>> float(embedding_spread(torch.eye(3))), float(embedding_spread(torch.ones(3, 2) / 2**0.5))
+        >>> round(float(embedding_spread(torch.eye(3))), 4), round(float(embedding_spread(torch.ones(3, 2) / 2**0.5)), 4)
         (0.0, 1.0)
     """
     b = x.shape[0]
