@@ -24,8 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from vidtempo.data.feature_cache import content_key, entry_path
 
 
 @dataclass
@@ -66,10 +66,10 @@ class ClipStore:
             settings: dict[str, Any]) -> str:  # fmt: skip
         ident = {"video": _stat(video) or os.path.abspath(video), "audio": _stat(audio), "start": start, "end": end,
                  "settings": settings}  # fmt: skip
-        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+        return content_key(ident)
 
     def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.safetensors"
+        return entry_path(self.root, key)
 
     def get(self, key: str) -> StoredClip | None:
         path = self.path(key)

@@ -48,6 +48,16 @@ def encoder_fingerprint(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:32]
 
 
+def content_key(ident: dict[str, Any]) -> str:
+    """The SHA-256 of an entry's identity (JSON, sorted keys): the key of a content-addressed store."""
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def entry_path(root: Path, key: str) -> Path:
+    """Where a store under ``root`` keeps the entry ``key`` (fanned out by its first two hex digits)."""
+    return root / key[:2] / f"{key}.safetensors"
+
+
 class FeatureCache:
     """A folder of ``<key[:2]>/<key>.safetensors`` entries, written atomically."""
 
@@ -62,10 +72,10 @@ class FeatureCache:
             "mtime_ns": stat.st_mtime_ns if stat else None, "start": start, "end": end,
             "settings": settings, "encoder": encoder_id,
         }  # fmt: skip
-        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+        return content_key(ident)
 
     def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.safetensors"
+        return entry_path(self.root, key)
 
     def get(self, key: str) -> CachedFeatures | None:
         path = self.path(key)
