@@ -42,7 +42,6 @@ from torch import nn
 from vidtempo.data.inputs import unit_pixels
 from vidtempo.models.interfaces import (
     IGNORE_INDEX,
-    VIDEO_TOKEN_INDEX,
     TrainableParts,
     VideoInputs,
     VideoModel,
@@ -50,6 +49,7 @@ from vidtempo.models.interfaces import (
 )
 from vidtempo.models.label_head import LabelHead, check_plain_head, label_loss
 from vidtempo.models.lora import LoraSettings
+from vidtempo.models.native.qwen_batch import clip_groups, mrope_positions, segment_index, splice_video_tokens
 from vidtempo.models.packed_attention import packed_forward
 
 # The Qwen2.5-VL special tokens around vision content (the public tokenizer's added tokens).
@@ -137,14 +137,21 @@ def patchify_video(frames: torch.Tensor, temporal_patch: int = 2, patch: int = 1
     Patches are listed merge-window by merge-window (each 2x2 window's 4 patches consecutive), channels
     first then time then the 14x14 pixels inside a patch: the layout of the Qwen2-VL image processor.
     """
-    t_len, channels, height, width = frames.shape
+    return patchify_clips(frames[None], temporal_patch, patch, merge)
+
+
+def patchify_clips(clips: torch.Tensor, temporal_patch: int = 2, patch: int = 14,
+                   merge: int = 2) -> tuple[torch.Tensor, tuple[int, int, int]]:  # fmt: skip
+    """K clips of one size (K, T, 3, H, W) -> (patches (K*t*h*w, D), (t, h, w)): :func:`patchify_video` of each
+    clip, concatenated clip by clip, in one reshape."""
+    k, t_len, channels, height, width = clips.shape
     t, h, w = t_len // temporal_patch, height // patch, width // patch
     if t * temporal_patch != t_len or h % merge or w % merge or h * patch != height or w * patch != width:
-        raise ValueError(f"patchify_video: got {tuple(frames.shape)}; need T % {temporal_patch} == 0 and H, W "
+        raise ValueError(f"patchify_video: got {tuple(clips.shape[1:])}; need T % {temporal_patch} == 0 and H, W "
                          f"multiples of {patch * merge}")  # fmt: skip
-    x = frames.reshape(t, temporal_patch, channels, h // merge, merge, patch, w // merge, merge, patch)
-    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (t, h/m, w/m, m, m, C, tp, p, p)
-    return x.reshape(t * h * w, channels * temporal_patch * patch * patch), (t, h, w)
+    x = clips.reshape(k, t, temporal_patch, channels, h // merge, merge, patch, w // merge, merge, patch)
+    x = x.permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9)  # (K, t, h/m, w/m, m, m, C, tp, p, p)
+    return x.reshape(k * t * h * w, channels * temporal_patch * patch * patch), (t, h, w)
 
 
 @dataclass
@@ -160,6 +167,48 @@ class VideoPatches:
         """Merged tokens the LLM sees (2x2 spatial merge)."""
         t, h, w = self.grid
         return t * h * w // 4
+
+
+@dataclass
+class _ClipGroup:
+    """K clips of one size: patches (K*P, D) clip by clip, grid (t, h, w), float64 seconds per grid step (K,)."""
+
+    patches: torch.Tensor
+    grid: tuple[int, int, int]
+    second_per_grid: torch.Tensor
+
+
+@dataclass
+class _BatchClips:
+    """A batch's clips in row order: patches (sum P, D), grid (V, 3) long, second_per_grid (V,) float32 of the V
+    rows with a video; per row (B): has_video, tokens (merged video tokens), row_grid (B, 3), row_seconds."""
+
+    patches: torch.Tensor
+    grid: torch.Tensor
+    second_per_grid: torch.Tensor
+    has_video: torch.Tensor
+    tokens: torch.Tensor
+    row_grid: torch.Tensor
+    row_seconds: torch.Tensor
+
+    @classmethod
+    def assemble(cls, parts: list[_ClipGroup], rows: list[torch.Tensor], batch: int) -> _BatchClips:
+        """Groups (each with its ascending rows) -> the batch in row order (one gather when groups interleave)."""
+        device = parts[0].patches.device
+        rows_cat = torch.cat([r.to(device) for r in rows])  # (V,) videos in group order
+        grids = torch.cat([torch.tensor([p.grid], device=device).expand(len(r), 3) for p, r in zip(parts, rows)])
+        seconds = torch.cat([p.second_per_grid.to(device) for p in parts]).float()  # fp32 as the processor's
+        patches = torch.cat([p.patches for p in parts]) if len(parts) > 1 else parts[0].patches
+        if len(parts) > 1:  # videos back into row order
+            order = torch.argsort(rows_cat)
+            sizes = grids.prod(-1)  # (V,) patches per video, group order
+            total = sum(int(p.patches.shape[0]) for p in parts)
+            patches = patches[segment_index((sizes.cumsum(0) - sizes)[order], sizes[order], total)]
+            rows_cat, grids, seconds = rows_cat[order], grids[order], seconds[order]
+        has_video = torch.zeros(batch, dtype=torch.bool, device=device).index_fill(0, rows_cat, True)
+        row_grid = torch.zeros(batch, 3, dtype=torch.long, device=device).index_copy(0, rows_cat, grids)
+        row_seconds = torch.zeros(batch, dtype=torch.float32, device=device).index_copy(0, rows_cat, seconds)
+        return cls(patches, grids, seconds, has_video, row_grid.prod(-1) // 4, row_grid, row_seconds)
 
 
 # ------------------------------------------------------------------------------------------ backbone
@@ -221,6 +270,9 @@ class Qwen25VLBackbone(nn.Module):
         self.model = Qwen2_5_VLForConditionalGeneration._from_config(
             hf_config, attn_implementation=attn_implementation
         )
+        from vidtempo.models.native.qwen_vision import batch_vision_tower
+
+        batch_vision_tower(self.model.model.visual)  # no per-video / per-frame loops in the ViT (#27 item 7)
         if gradient_checkpointing:
             _enable_checkpointing(self.model)
 
@@ -473,34 +525,39 @@ class Qwen25VLVideoModel(VideoModel):
 
     def embed_frames(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> (N, D): each frame's merged vision tokens (ViT + merger, as a one-frame
-        video), averaged."""
-        out = []
-        for frame in pixels:
-            video = self.video_patches(frame[None], torch.zeros(1, device=frame.device))  # repeated to 2 frames
-            grid = torch.tensor([video.grid], device=frame.device)
-            feats = self.hf.model.get_video_features(video.patches, grid)
-            tokens = feats.pooler_output if hasattr(feats, "pooler_output") else feats  # transformers 5: an output
-            out.append(torch.cat(list(tokens)).float().mean(dim=0))  # (N_tok, D) -> (D,)
-        return torch.stack(out)
+        video), averaged; all N frames go through the tower in one call."""
+        clips = self._clip_patches(pixels[:, None], torch.zeros(len(pixels), 1, device=pixels.device))
+        grid = torch.tensor([clips.grid], device=pixels.device).expand(len(pixels), 3)
+        feats = self.hf.model.get_video_features(clips.patches, grid)
+        tokens = feats.pooler_output if hasattr(feats, "pooler_output") else feats  # transformers 5: an output
+        return torch.stack(tuple(tokens)).float().mean(dim=1)  # (N, N_tok, D) -> (N, D)
 
     # ----------------------------------------------------------------- batch -> Qwen2.5-VL inputs
     def video_patches(self, frames: torch.Tensor, timestamps: torch.Tensor) -> VideoPatches:
         """One video's valid frames (T, 3, H, W) in [0, 1] + timestamps (T,) -> patches for the ViT."""
+        clips = self._clip_patches(frames[None], timestamps[None])
+        return VideoPatches(clips.patches, clips.grid, float(clips.second_per_grid[0]))
+
+    def _clip_patches(self, frames: torch.Tensor, timestamps: torch.Tensor) -> _ClipGroup:
+        """K clips of C valid frames each, (K, C, 3, H, W) uint8 or [0, 1] + (K, C) seconds -> their patches
+        (K*P, 3*2*14*14) clip by clip, one grid and (K,) float64 seconds per grid step, in one batched pass:
+        resized to multiples of 28 under the pixel budget, normalised with the CLIP mean/std, padded to a whole
+        temporal patch by repeating the last frame (the Qwen2-VL processor's steps)."""
         vc = self.hf.config.vision_config
         tp, patch, merge = int(vc.temporal_patch_size), int(vc.patch_size), int(vc.spatial_merge_size)
-        factor = patch * merge
-        cap = frame_pixel_budget(len(frames), self.min_pixels, self.max_pixels, self.total_pixels)
-        h, w = smart_resize(frames.shape[-2], frames.shape[-1], factor, self.min_pixels, cap)
-        x = unit_pixels(frames)  # uint8 0-255 -> fp32 [0, 1] on the device
+        k, count = frames.shape[:2]
+        cap = frame_pixel_budget(count, self.min_pixels, self.max_pixels, self.total_pixels)
+        h, w = smart_resize(frames.shape[-2], frames.shape[-1], patch * merge, self.min_pixels, cap)
+        x = unit_pixels(frames.flatten(0, 1))  # (K*C, 3, H, W) uint8 0-255 -> fp32 [0, 1] on the device
         if (h, w) != tuple(frames.shape[-2:]):
             x = nn.functional.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
             x = x.clamp(0.0, 1.0)
         mean, std = x.new_tensor(IMAGE_MEAN).view(3, 1, 1), x.new_tensor(IMAGE_STD).view(3, 1, 1)  # fp32 always
-        x = (x - mean) / std
-        if len(x) % tp:  # the processor repeats the last frame up to a whole temporal patch
-            x = torch.cat([x, x[-1:].expand(tp - len(x) % tp, -1, -1, -1)])
-        patches, grid = patchify_video(x, tp, patch, merge)
-        return VideoPatches(patches, grid, tp * _frame_step(timestamps))
+        x = ((x - mean) / std).view(k, count, 3, h, w)
+        if count % tp:  # the processor repeats the last frame up to a whole temporal patch
+            x = torch.cat([x, x[:, -1:].expand(-1, tp - count % tp, -1, -1, -1)], 1)
+        patches, grid = patchify_clips(x, tp, patch, merge)
+        return _ClipGroup(patches, grid, tp * _frame_steps(timestamps))
 
     def prepare_inputs(
         self,
@@ -512,87 +569,59 @@ class Qwen25VLVideoModel(VideoModel):
     ) -> dict[str, Any]:
         """Our batch -> Qwen2.5-VL kwargs: ``input_ids``, ``attention_mask``, ``labels`` (or None),
         ``pixel_values_videos``, ``video_grid_thw`` (V, 3), ``second_per_grid_ts`` (V,), ``mm_token_type_ids``,
-        ``position_ids`` (3, B, L') and ``num_video_tokens`` (B,)."""
+        ``position_ids`` (3, B, L') and ``num_video_tokens`` (B,).
+
+        Vectorised over the batch (``vidtempo.models.native.qwen_batch``): clips are patchified one group per
+        distinct frame count, the spans spliced and the 3-D positions computed with tensor arithmetic."""
         _check_unsupported(video)
-        videos = self._videos(video, input_ids.shape[0])
         cfg = self.hf.config
-        rows, row_labels, n_video = [], [], []
-        for i in range(input_ids.shape[0]):
-            keep = attention_mask[i].bool()
-            ids = input_ids[i][keep]
-            lab = labels[i][keep] if labels is not None else None
-            ids, lab, n = self._expand_row(i, ids, lab, videos[i])
-            rows.append(ids)
-            row_labels.append(lab)
-            n_video.append(n)
-        ids, mask, out_labels = _pad(rows, row_labels if labels is not None else None,
-                                     int(cfg.text_config.pad_token_id or 0), padding_side)  # fmt: skip
-        used = [v for v, n in zip(videos, n_video) if v is not None and n]
+        batch, device = input_ids.shape[0], input_ids.device
+        clips = self._videos(video, batch)
+        spliced = splice_video_tokens(
+            input_ids, attention_mask, labels,
+            clips.tokens if clips else torch.zeros(batch, dtype=torch.long, device=device),
+            clips.has_video if clips else torch.zeros(batch, dtype=torch.bool, device=device),
+            ids=(int(cfg.vision_start_token_id), int(cfg.video_token_id), int(cfg.vision_end_token_id)),
+            pad_id=int(cfg.text_config.pad_token_id or 0), padding_side=padding_side, max_length=self.max_length,
+        )  # fmt: skip
+        ids, mask = spliced.input_ids, spliced.attention_mask
         mm_types = (ids == cfg.video_token_id).int() * 2  # 0 text, 2 video
-        out: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "labels": out_labels,
-                               "mm_token_type_ids": mm_types,
-                               "num_video_tokens": torch.tensor(n_video, device=ids.device)}  # fmt: skip
-        if used:
-            out["pixel_values_videos"] = torch.cat([v.patches for v in used])
-            out["video_grid_thw"] = torch.tensor([v.grid for v in used], device=ids.device)
-            out["second_per_grid_ts"] = torch.tensor([v.second_per_grid for v in used], device=ids.device,
-                                                     dtype=torch.float32)  # fp32 even under bf16-true
-            out["position_ids"], _ = self.hf.model.get_rope_index(
-                ids, mm_token_type_ids=mm_types, video_grid_thw=out["video_grid_thw"],
-                second_per_grid_ts=out["second_per_grid_ts"], attention_mask=mask,
-            )  # fmt: skip
+        out: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "labels": spliced.labels,
+                               "mm_token_type_ids": mm_types, "num_video_tokens": spliced.video_tokens}  # fmt: skip
+        if clips is not None:
+            out["pixel_values_videos"] = clips.patches
+            out["video_grid_thw"] = clips.grid.to(device)
+            out["second_per_grid_ts"] = clips.second_per_grid.to(device)  # fp32 even under bf16-true
+            interval = clips.row_seconds.to(device) * cfg.vision_config.tokens_per_second  # fp32, as get_rope_index
+            out["position_ids"] = mrope_positions(spliced, clips.row_grid, interval,
+                                                  int(cfg.vision_config.spatial_merge_size))  # fmt: skip
         else:
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             out["position_ids"] = pos.unsqueeze(0).expand(3, -1, -1)
         return out
 
-    def _videos(self, video: VideoInputs | None, batch: int) -> list[VideoPatches | None]:
+    def _videos(self, video: VideoInputs | None, batch: int) -> _BatchClips | None:
+        """Every row's clip as patches, in row order (rows without valid frames have none); None = no video."""
         if video is None:
-            return [None] * batch
+            return None
         frames = video.frames
         assert frames is not None
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise ValueError(f"frames must be (U, T, 3, H, W) in [0, 1], got {tuple(frames.shape)}")
-        if video.clip_index is not None:
-            frames = frames[video.clip_index]  # (U, ...) -> (B, ...): each row patchifies its clip
-        frame_mask, timestamps = video.mask(), video.times()
-        out: list[VideoPatches | None] = []
-        for i in range(frames.shape[0]):
-            valid = frame_mask[i].bool()
-            out.append(self.video_patches(frames[i][valid], timestamps[i][valid]) if valid.any() else None)
-        return out
-
-    def _expand_row(self, i: int, ids: torch.Tensor, lab: torch.Tensor | None,
-                    video: VideoPatches | None) -> tuple[torch.Tensor, torch.Tensor | None, int]:  # fmt: skip
-        where = (ids == VIDEO_TOKEN_INDEX).nonzero().flatten()
-        if len(where) > 1:
-            raise ValueError(
-                f"sample {i} has {len(where)} video placeholders; one video per sample is supported"
-            )
-        if len(where) == 0:
-            if video is not None:
-                raise ValueError(f"sample {i} has video frames but no video placeholder in its prompt")
-            return ids, lab, 0
-        if video is None:  # a text-only sample: drop the placeholder (as VideoLLM splices zero tokens)
-            keep = ids != VIDEO_TOKEN_INDEX
-            return ids[keep], (lab[keep] if lab is not None else None), 0
-        cfg, p, n = self.hf.config, int(where[0]), video.num_tokens
-        span = torch.cat(
-            [
-                ids.new_tensor([cfg.vision_start_token_id]),
-                ids.new_full((n,), cfg.video_token_id),
-                ids.new_tensor([cfg.vision_end_token_id]),
-            ]
-        )
-        out = torch.cat([ids[:p], span, ids[p + 1 :]])
-        if self.max_length is not None and len(out) > self.max_length:
-            raise ValueError(
-                f"sample {i}: {len(out)} tokens after inserting the video exceed max_length={self.max_length}; "
-                "sample fewer frames, lower model.max_pixels / total_pixels or raise model.max_length"
-            )
-        if lab is not None:
-            lab = torch.cat([lab[:p], lab.new_full((n + 2,), IGNORE_INDEX), lab[p + 1 :]])
-        return out, lab, n
+        frame_mask, timestamps = video.mask().bool(), video.times()
+        groups = clip_groups(frame_mask.sum(1))
+        if not groups:
+            return None
+        parts: list[_ClipGroup] = []
+        for count, rows in groups:  # one iteration per distinct frame count (one when a recipe fixes it)
+            src = rows if video.clip_index is None else video.clip_index.to(rows.device)[rows]
+            clip, ts = frames[src.to(frames.device)], timestamps[rows.to(timestamps.device)]  # (k, T, ...), (k, T)
+            if count < frames.shape[1]:
+                valid = frame_mask[rows].to(frames.device)
+                clip = clip[valid].view(len(rows), count, *clip.shape[2:])
+                ts = ts[valid.to(ts.device)].view(len(rows), count)
+            parts.append(self._clip_patches(clip, ts))
+        return _BatchClips.assemble(parts, [rows for _, rows in groups], batch)
 
     # ----------------------------------------------------------------- forward / generate
     def forward(
@@ -687,13 +716,17 @@ class Qwen25VLVideoModel(VideoModel):
         return asdict(self.trainable)
 
 
-def _frame_step(timestamps: torch.Tensor) -> float:
-    """Mean spacing (s) of a video's frame times; 0.5 s (the processor's 2 fps default) for one frame."""
-    if len(timestamps) < 2:
-        return 0.5
-    step = float(timestamps[-1] - timestamps[0]) / (len(timestamps) - 1)
-    if not math.isfinite(step) or step <= 0:
-        raise ValueError(f"timestamps must increase within a video, got {timestamps.tolist()[:8]}")
+def _frame_steps(timestamps: torch.Tensor) -> torch.Tensor:
+    """(K, C) frame times of K clips -> (K,) float64 mean spacing (s); 0.5 s (the processor's 2 fps default) for
+    one frame. One host sync (the check), not one per clip."""
+    count = timestamps.shape[1]
+    if count < 2:
+        return torch.full((len(timestamps),), 0.5, dtype=torch.float64, device=timestamps.device)
+    step = (timestamps[:, -1] - timestamps[:, 0]).double() / (count - 1)
+    bad = ~torch.isfinite(step) | (step <= 0)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(f"timestamps must increase within a video, got {timestamps[row].tolist()[:8]}")
     return step
 
 
@@ -704,17 +737,3 @@ def _check_unsupported(video: VideoInputs | None) -> None:
         raise ValueError("Qwen25VLVideoModel encodes pixels only: remove data.collator.feature_cache")
     if video.audio is not None:
         raise ValueError("Qwen25VLVideoModel has no audio path: set data.collator.audio: false")
-
-
-def _pad(rows: list[torch.Tensor], labels: list[Any] | None, pad_id: int,
-         side: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
-    longest = max(len(r) for r in rows)
-    ids = rows[0].new_full((len(rows), longest), pad_id)
-    mask = torch.zeros_like(ids)
-    out_labels = None if labels is None else torch.full_like(ids, IGNORE_INDEX)
-    for i, row in enumerate(rows):
-        sl = slice(0, len(row)) if side == "right" else slice(longest - len(row), longest)
-        ids[i, sl], mask[i, sl] = row, 1
-        if out_labels is not None and labels is not None:
-            out_labels[i, sl] = labels[i]
-    return ids, mask, out_labels
