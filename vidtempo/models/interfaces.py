@@ -100,9 +100,25 @@ class VideoModel(nn.Module, ABC):
     capabilities: ClassVar[frozenset[str]] = frozenset()
     trainable: TrainableParts
     lora: Any
-    base_modified: bool
     max_length: int | None
     llm: Any
+
+    @property
+    def base_modified(self) -> bool:
+        """Whether the weights an adapter-only checkpoint leaves out differ from their source: a stage trained
+        them (``vidtempo.training.run`` marks it), an adapter was merged into them, or the current plan trains
+        them (:meth:`trains_base`). A plan set at construction and replaced before any training marks nothing."""
+        return bool(self.__dict__.get("_base_changed", False)) or (
+            "trainable" in self.__dict__ and self.trains_base(self.trainable)
+        )
+
+    @base_modified.setter
+    def base_modified(self, value: bool) -> None:
+        self.__dict__["_base_changed"] = bool(value)
+
+    def trains_base(self, plan: TrainableParts) -> bool:
+        """Whether training under ``plan`` changes weights an adapter-only checkpoint leaves out (the LLM's)."""
+        return plan.llm is True
 
     @abstractmethod
     def forward(

@@ -97,7 +97,7 @@ class VideoLLM(VideoModel):
         self.max_length = max_length
         self.trainable = trainable if isinstance(trainable, TrainableParts) else TrainableParts(**(trainable or {}))
         self.lora = lora if isinstance(lora, LoraSettings) or lora is None else LoraSettings(**lora)
-        self.base_modified = False  # True once the LLM's own weights were trained or merged
+        self.base_modified = False  # set once the LLM's own weights were trained in a stage or merged
         self.set_trainable(self.trainable)
         self._patch_grid: tuple[int, int] | None = None
         self.patch_grid()  # now, while the encoder is whole
@@ -118,8 +118,6 @@ class VideoLLM(VideoModel):
     def set_trainable(self, plan: TrainableParts) -> None:
         """Apply a freeze plan (wraps the LLM with LoRA the first time ``llm == "lora"``)."""
         self.trainable = plan
-        if plan.llm is True:
-            self.base_modified = True
         if plan.llm == "lora" and not self.has_lora:
             apply_lora(self.llm, self.lora or LoraSettings(), trainable_tokens=self.new_token_ids)
         for part in PARTS:

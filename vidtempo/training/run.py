@@ -108,7 +108,10 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
             L.seed_everything(seed + i, workers=True)
         if stage.get("lora"):
             model.lora = _stage_lora(model, stage["lora"], f"stages.{i}.lora" if plain.get("stages") else "lora")
-        model.set_trainable(TrainableParts(**stage["trainable"]))
+        plan = TrainableParts(**stage["trainable"])
+        model.set_trainable(plan)
+        if model.trains_base(plan):  # this stage trains (or trained) base weights: later saves are full
+            model.base_modified = True
         if getattr(model, "new_token_ids", None) and not stage["trainable"].get("llm"):
             log.warning("stage %s freezes the LLM: the rows of the %d tokenizer.time_tokens stay at their start "
                         "(train them with trainable.llm: true or lora)", stage["name"], len(model.new_token_ids))

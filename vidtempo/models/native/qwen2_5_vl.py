@@ -467,14 +467,16 @@ class Qwen25VLVideoModel(VideoModel):
                     f"trainable.{part}: lora is not supported by Qwen25VLVideoModel (use true/false)"
                 )
         self.trainable = plan
-        if plan.llm is True or plan.vision_encoder is True or plan.projector is True:
-            self.base_modified = True  # every HF weight lives under `llm.`: a full save is needed
         scope = tuple(p for p in ("llm", "vision_encoder") if getattr(plan, p) == "lora")
         if scope:
             self._ensure_lora(scope)
         for name, param in self.llm.named_parameters():
             flag = getattr(plan, self.part_of(name))
             param.requires_grad = "lora_" in name if flag == "lora" else bool(flag)
+
+    def trains_base(self, plan: TrainableParts) -> bool:
+        """Every HF weight (ViT and merger included) lives under ``llm.``: training any of them needs a full save."""
+        return plan.llm is True or plan.vision_encoder is True or plan.projector is True
 
     def _ensure_lora(self, scope: tuple[str, ...]) -> None:
         if "vision_encoder" in scope and self.lora_vit is None:
