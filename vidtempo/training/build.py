@@ -222,11 +222,15 @@ def _packing_tokens(data: dict[str, Any], collator: dict[str, Any], collator_cla
 
 def fit_val_interval(stage: dict[str, Any], datamodule: VideoDataModule) -> dict[str, Any]:
     """An int ``trainer.val_check_interval`` above one epoch's training batches (a copied tiny recipe on small
-    data) becomes once per epoch, with a warning naming the key; Lightning refuses it otherwise."""
+    data) becomes once per epoch, with a warning naming the key; Lightning refuses it otherwise. With
+    ``check_val_every_n_epoch: null`` the interval counts steps across epochs, which Lightning accepts for any
+    epoch length (and refuses a fraction for): it is kept."""
     trainer = dict(stage["trainer"])
     interval = trainer.get("val_check_interval")
     if isinstance(interval, bool) or not isinstance(interval, int) or datamodule.val_set is None:
         return stage
+    if "check_val_every_n_epoch" in trainer and trainer["check_val_every_n_epoch"] is None:
+        return stage  # every `interval` steps across epochs: valid whatever the epoch's length
     batches = len(datamodule.train_dataloader())
     if interval <= batches:
         return stage
