@@ -1,6 +1,7 @@
 """``vidtempo inspect RECIPE``: build the model on the meta device (no weights, no download) and print
-parameter counts per part, video tokens per video and FLOPs per sample per part (forward / training, per
-stage; ``vidtempo.models.flops``, ``docs/performance.md``)."""
+parameter counts per part (the embedding and LM-head rows ``tokenizer.time_tokens`` adds included, as ``train``
+builds the model), video tokens per video and FLOPs per sample per part (forward / training, per stage;
+``vidtempo.models.flops``, ``docs/performance.md``)."""
 
 from __future__ import annotations
 
@@ -38,12 +39,15 @@ def inspect_recipe(cfg: Any, text_tokens: int = TEXT_TOKENS) -> dict[str, Any]:
     from vidtempo.models.build import build_video_llm
     from vidtempo.models.flops import model_flops
     from vidtempo.models.interfaces import TrainableParts
-    from vidtempo.training.build import expand_stages
+    from vidtempo.training.build import build_tokenizer, expand_stages, model_node_for
     from vidtempo.training.run import prepare
 
     plain, recipe = prepare(cfg)
+    node = plain["model"]
+    if (plain.get("tokenizer") or {}).get("time_tokens"):  # the rows the model adds for them count too
+        node = model_node_for(node, build_tokenizer(plain, recipe), recipe)
     with torch.device("meta"):
-        model = build_video_llm(plain["model"], recipe=recipe)
+        model = build_video_llm(node, recipe=recipe)
     stages = expand_stages(plain)
     report: dict[str, Any] = {"stages": {}, "flops": {}, "text_tokens": text_tokens}
     collator = (plain["data"].get("collator") or {})
