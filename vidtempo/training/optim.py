@@ -149,7 +149,8 @@ def build_optimizer(
 
 def time_budget_used(trainer: Any) -> Callable[[], float]:
     """Fraction of the trainer's ``max_time`` spent in training so far (Lightning's ``Timer``, which counts the
-    time before a resume too).
+    time before a resume too). With several processes every rank gets rank 0's fraction (one broadcast per
+    call; every rank steps its scheduler at the same steps), so all ranks train with the same lr.
 
     Raises:
         ValueError: the trainer has no ``max_time``.
@@ -162,7 +163,10 @@ def time_budget_used(trainer: Any) -> Callable[[], float]:
 
     def used() -> float:
         elapsed = timer.time_elapsed("train")
-        return elapsed / max(1e-9, elapsed + (timer.time_remaining("train") or 0.0))
+        fraction = elapsed / max(1e-9, elapsed + (timer.time_remaining("train") or 0.0))
+        if int(getattr(trainer, "world_size", 1)) > 1:  # ranks' clocks differ: rank 0's decides
+            fraction = float(trainer.strategy.broadcast(fraction, src=0))
+        return fraction
 
     return used
 
