@@ -57,6 +57,7 @@ def _worker(rank: int, store: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes (45 s on the shared 2-core machine); the fake-rank test covers the rule
 @pytest.mark.distributed
 def test_two_gloo_ranks_with_different_clocks_use_the_same_lr(tmp_path):
     out = str(tmp_path / "lr")
