@@ -239,3 +239,74 @@ def test_pairs_with_different_prompts_fall_back_to_one_2b_forward():
     scores, layout = score_pairs(model, chosen, rejected)
     assert not layout.shared and layout.reason == "pair 0: chosen and rejected prompts differ"
     assert layout.embeds.shape[0] == 2 and scores.rejected_lengths.tolist() == [2]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_pairs_with_different_prefix_lengths_equal_two_forwards(name, tokenizer, video_dir):
+    """Three pairs whose prompts (so prefixes) and answers differ in length: the vectorised layout pads the
+    prefix block to the longest prefix and gathers each row's answers; losses, log-probs and gradients still
+    equal two forwards (adapter-off reference), and the split attention equals the dense mask."""
+    from vidtempo.models.prefix_share import score_layout
+
+    prompts = ["<video>\nOrder?", "<video>\nIn which order do the red, blue and green shapes appear in the clip?",
+               "<video>\nWhat comes first, and what comes after it?"]  # fmt: skip
+    answers = [("red then blue", "blue"), ("a circle", "a square, then a circle, then a triangle"), ("x", "y z")]
+    pairs = [PreferenceSample(video=str(video_dir / f"v{i % 2}.mp4"), prompt=[{"role": "user", "content": p}],
+                              chosen=c, rejected=r, id=f"p{i}")
+             for i, (p, (c, r)) in enumerate(zip(prompts, answers))]  # fmt: skip
+    tok = tiny_qwen2_5_vl_tokenizer() if name == "qwen25vl" else tokenizer
+    batch = PreferenceCollator(tok, num_frames=4, frame_size=MODELS[name][1])(pairs)
+    model = trained(MODELS[name][0])
+    layout = pair_layout(model, batch.chosen.model_inputs(), batch.rejected.model_inputs())
+    prefixes = (layout.mask == 0).sum(1)
+    assert layout.shared and len(set(prefixes.tolist())) == 3, prefixes
+    split, dense = score_layout(model, layout), score_layout(model, layout, attention="mask")
+    for field in ("chosen_logps", "rejected_logps", "chosen_nll"):
+        torch.testing.assert_close(getattr(split, field), getattr(dense, field), atol=1e-5, rtol=1e-6)
+    base, base_grads = step(trained(MODELS[name][0]), batch, reference="adapter_off", loss_head="logits")
+    out, grads = step(trained(MODELS[name][0]), batch, reference="adapter_off")
+    assert out.prefix_shared
+    assert out.loss.loss.item() == pytest.approx(base.loss.loss.item(), abs=1e-5)
+    for a, b in [(out.policy_chosen_logps, base.policy_chosen_logps), (out.policy_rejected_logps,
+                 base.policy_rejected_logps), (out.ref_chosen_logps, base.ref_chosen_logps),
+                 (out.ref_rejected_logps, base.ref_rejected_logps)]:  # fmt: skip
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-6)
+    assert grads.keys() == base_grads.keys() and grads
+    for n in grads:
+        torch.testing.assert_close(grads[n], base_grads[n], atol=1e-5, rtol=0)
+
+
+def _dpo_step_counts(module: DPOModule, batch) -> dict[str, int]:
+    """Counted operator calls of one DPO step (policy + adapter-off reference forward, loss, backward)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        module(batch).loss.loss.backward()
+    counts = {e.key: e.count for e in prof.key_averages()}
+    return {k: counts.get(k, 0) for k in ("aten::copy_", "aten::item", "aten::_local_scalar_dense", "aten::nonzero")}
+
+
+def test_prefix_shared_dpo_step_has_no_per_pair_copies_or_host_syncs(tokenizer, video_dir):
+    """#27 item 7 on the DPO path: the shared layout (prefix lengths, rows, positions, scored tokens) and the
+    split attention are built for all pairs at once, so a prefix-shared step's copies and host reads stay
+    flat from 2 to 8 pairs (pairs of varied prompt and answer lengths). The per-pair loops this replaced added
+    15 host reads (``aten::item``), 3 ``nonzero`` and 24 copies per extra pair to this step."""
+    prompts = ["<video>\nOrder?", "<video>\nIn which order do the red, blue and green shapes appear?",
+               "<video>\nWhat comes first?"]  # fmt: skip
+    answers = [("red then blue", "blue"), ("a circle", "a square, then a circle"), ("x", "y z"), ("one two", "four")]
+
+    def batch(n: int):
+        pairs = [PreferenceSample(video=str(video_dir / f"v{i % 2}.mp4"), prompt=[{"role": "user", "content": prompts[i % 3]}],
+                                  chosen=answers[i % 4][0], rejected=answers[i % 4][1], id=f"p{i}")
+                 for i in range(n)]  # fmt: skip
+        return PreferenceCollator(tokenizer, num_frames=4, frame_size=32)(pairs)
+
+    module = DPOModule(trained(videollm), beta=0.1, rpo_alpha=1.0, reference="adapter_off").train()
+    small_batch, large_batch = batch(2), batch(8)
+    _dpo_step_counts(module, small_batch)  # warm-up: first-call initialisation is not a per-step cost
+    small, large = _dpo_step_counts(module, small_batch), _dpo_step_counts(module, large_batch)
+    syncs = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero")
+    assert {k: small[k] for k in syncs} == {k: large[k] for k in syncs}, f"2 pairs {small}, 8 pairs {large}"
+    # copies: flat up to the kernels' shape-dependent dispatch (a few calls), as in test_vectorised_forward
+    assert abs(large["aten::copy_"] - small["aten::copy_"]) <= 4, f"2 pairs {small}, 8 pairs {large}"
+    assert small["aten::_local_scalar_dense"] <= 8, small  # a handful of host reads per step, not per pair

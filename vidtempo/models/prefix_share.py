@@ -88,6 +88,7 @@ class PairLayout:
         pairs: B. shared: whether the prefix is shared. reason: why not (None when shared).
         reusable: the embeddings do not depend on anything that trains or draws dropout (a reference pass of
             the same model may reuse them).
+        spans: shared: the split attention's index tensors (:class:`SplitSpans`); None otherwise.
     """
 
     embeds: torch.Tensor
@@ -101,6 +102,7 @@ class PairLayout:
     shared: bool
     reason: str | None
     reusable: bool
+    spans: SplitSpans | None = None
 
 
 # ------------------------------------------------------------------------------------------- FSDP-safe call
@@ -230,22 +232,42 @@ def _same_video(chosen: VideoInputs | None, rejected: VideoInputs | None) -> boo
     return chosen.grid == rejected.grid
 
 
+def _first_label(labels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B,) index of each row's first answer label within its ``lengths`` valid tokens; rows without one (or
+    with a label at index 0, which leaves no prompt) get their length."""
+    col = torch.arange(labels.shape[1], device=labels.device)  # (L,)
+    labelled = (labels != IGNORE_INDEX) & (col < lengths[:, None])  # (B, L)
+    first = labelled.int().argmax(1)  # (B,): 0 when none
+    return torch.where(first > 0, first, lengths)
+
+
 def _text_prefix(chosen: dict[str, Any], rejected: dict[str, Any]) -> tuple[torch.Tensor | None, str | None]:
-    """(B,) length of the shared text prefix of each pair (prompt up to the first answer label), or a reason."""
-    ids_c, ids_r = chosen["input_ids"], rejected["input_ids"]
-    lab_c, lab_r = chosen["labels"], rejected["labels"]
-    n_c, n_r = chosen["attention_mask"].sum(1), rejected["attention_mask"].sum(1)  # right-padded rows
-    out = []
-    for b in range(ids_c.shape[0]):
-        first_c = int((lab_c[b, : n_c[b]] != IGNORE_INDEX).nonzero().flatten()[:1].sum()) or int(n_c[b])
-        first_r = int((lab_r[b, : n_r[b]] != IGNORE_INDEX).nonzero().flatten()[:1].sum()) or int(n_r[b])
-        p = min(first_c, first_r)
-        if p < 1 or p >= int(n_c[b]) or p >= int(n_r[b]) or not torch.equal(ids_c[b, :p], ids_r[b, :p]):
-            return None, f"pair {b}: chosen and rejected prompts differ"
-        if (ids_c[b, p : n_c[b]] == VIDEO_TOKEN_INDEX).any() or (ids_r[b, p : n_r[b]] == VIDEO_TOKEN_INDEX).any():
-            return None, f"pair {b}: the video placeholder lies after the prompt"
-        out.append(p)
-    return torch.tensor(out), None
+    """(B,) length of the shared text prefix of each pair (prompt up to the first answer label), or a reason.
+    Computed for all pairs at once; one host read (of the first failing pair) decides."""
+    ids_c, ids_r = chosen["input_ids"], rejected["input_ids"]  # (B, Lc), (B, Lr), right-padded
+    n_c = chosen["attention_mask"].sum(1)  # (B,)
+    n_r = rejected["attention_mask"].to(n_c.device).sum(1)
+    ids_r = ids_r.to(ids_c.device)
+    p = torch.minimum(_first_label(chosen["labels"].to(ids_c.device), n_c),
+                      _first_label(rejected["labels"].to(ids_c.device), n_r))  # (B,)  # fmt: skip
+    width = min(ids_c.shape[1], ids_r.shape[1])
+    col = torch.arange(width, device=ids_c.device)
+    same = ((ids_c[:, :width] == ids_r[:, :width]) | (col >= p[:, None])).all(1)  # prompts equal up to p
+    differ = (p < 1) | (p >= n_c) | (p >= n_r) | ~same  # (B,)
+
+    def after(ids: torch.Tensor, n: torch.Tensor) -> torch.Tensor:  # a placeholder in [p, n)
+        c = torch.arange(ids.shape[1], device=ids.device)
+        return ((ids == VIDEO_TOKEN_INDEX) & (c >= p[:, None]) & (c < n[:, None])).any(1)
+
+    late = ~differ & (after(ids_c, n_c) | after(ids_r, n_r))  # (B,)
+    code = differ.long() + 2 * late.long()  # 0 shared, 1 prompts differ, 2 placeholder after the prompt
+    first = (code > 0).int().argmax()
+    pair, why = torch.stack([first, code[first]]).tolist()  # the one host read
+    if why == 1:
+        return None, f"pair {pair}: chosen and rejected prompts differ"
+    if why == 2:
+        return None, f"pair {pair}: the video placeholder lies after the prompt"
+    return p, None
 
 
 def sharing_reason(model: nn.Module, chosen: dict[str, Any], rejected: dict[str, Any],
@@ -262,42 +284,56 @@ def sharing_reason(model: nn.Module, chosen: dict[str, Any], rejected: dict[str,
 
 
 # ------------------------------------------------------------------------------------------- layouts
+def _fit(x: torch.Tensor, length: int, value: float | int = 0) -> torch.Tensor:
+    """``x`` cut or right-padded to ``length`` along its sequence axis (see :func:`_pad_to`)."""
+    dim = 1 if x.dim() == 3 and x.dtype.is_floating_point else x.dim() - 1
+    return x.narrow(dim, 0, length) if x.shape[dim] >= length else _pad_to(x, length, value)
+
+
 def _shared_layout(model: nn.Module, chosen: dict[str, Any], rejected: dict[str, Any],
                    prefix: torch.Tensor) -> PairLayout:  # fmt: skip
-    """One row per pair: [prefix | chosen answer | rejected answer] with the shared-prefix mask."""
+    """One row per pair: [prefix | chosen answer | rejected answer] with the shared-prefix mask, built for all
+    pairs at once from the (B,) lengths on the device (one host read: the row, prefix and answer maxima)."""
     side, _ = _embed_side(model, chosen)
     device, pairs = side.embeds.device, side.embeds.shape[0]
-    n_c_text = chosen["attention_mask"].sum(1).tolist()
-    n_r_text = rejected["attention_mask"].sum(1).tolist()
-    spliced = side.mask.sum(1).tolist()
-    embed = _text_embedding(model)
-    rows, pos_rows, groups_rows, r_targets = [], [], [], []
-    for b in range(pairs):
-        p_text, n_c = int(prefix[b]), int(spliced[b])
-        prefix_len = n_c - (int(n_c_text[b]) - p_text)  # spliced prefix: the answer keeps its length
-        r_ids = rejected["input_ids"][b, p_text : int(n_r_text[b])].to(device)
-        r_lab = rejected["labels"][b, p_text : int(n_r_text[b])].to(device)
-        rows.append(torch.cat([side.embeds[b, :n_c], embed(r_ids).to(side.embeds.dtype)]))
-        start = side.positions[..., b, prefix_len - 1 : prefix_len] + 1  # (..., 1): text after the prefix
-        pos_rows.append(torch.cat([side.positions[..., b, :n_c], start + torch.arange(len(r_ids), device=device)], -1))
-        groups_rows.append(torch.cat([torch.zeros(prefix_len, dtype=torch.long, device=device),
-                                      torch.ones(n_c - prefix_len, dtype=torch.long, device=device),
-                                      torch.full((len(r_ids),), 2, dtype=torch.long, device=device)]))  # fmt: skip
-        k = (r_lab != IGNORE_INDEX).nonzero().flatten()  # answer token k is scored by the state before it
-        r_targets.append((torch.full_like(k, b), torch.where(k == 0, prefix_len - 1, n_c + k - 1), r_lab[k]))
-    length = max(len(r) for r in rows)
-    embeds = side.embeds.new_zeros(pairs, length, side.embeds.shape[-1])
-    positions = side.positions.new_zeros(*side.positions.shape[:-2], pairs, length)
-    group = torch.full((pairs, length), -1, dtype=torch.long, device=device)  # -1 = padding
-    for b, (row, pos, g) in enumerate(zip(rows, pos_rows, groups_rows)):
-        embeds[b, : len(row)], positions[..., b, : len(row)], group[b, : len(row)] = row, pos, g
-    c_rows, c_pos, c_targets = label_targets(side.labels)
-    r_rows, r_pos, r_tgt = (torch.cat(t) for t in zip(*r_targets))
+    r_ids, r_labels = rejected["input_ids"].to(device), rejected["labels"].to(device)  # (B, Lr)
+    prefix = prefix.to(device)  # (B,) shared text prefix
+    n_c = side.mask.sum(1)  # (B,) spliced chosen row
+    answer_r = rejected["attention_mask"].to(device).sum(1) - prefix  # (B,) rejected answer tokens
+    prefix_len = n_c - (chosen["attention_mask"].to(device).sum(1) - prefix)  # (B,) spliced prefix
+    row_len = n_c + answer_r  # (B,)
+    length, prefix_max, answer_max, r_max = torch.stack(
+        [row_len.max(), prefix_len.max(), (row_len - prefix_len).max(), answer_r.max()]).tolist()  # fmt: skip
+    col = torch.arange(length, device=device)[None]  # (1, L)
+    in_c, in_row = col < n_c[:, None], col < row_len[:, None]  # (B, L)
+    in_r = in_row & ~in_c
+    # the rejected answer: its text after the prefix, embedded once (B, r_max, H), placed after the chosen row
+    k = torch.arange(r_max, device=device)[None]  # (1, r_max)
+    r_src = (prefix[:, None] + k).clamp(max=r_ids.shape[1] - 1)  # (B, r_max)
+    r_emb = _text_embedding(model)(torch.where(k < answer_r[:, None], r_ids.gather(1, r_src), 0).clamp(min=0))
+    r_at = (col - n_c[:, None]).clamp(0, r_max - 1)  # (B, L): rejected token k at position n_c + k
+    batch = torch.arange(pairs, device=device)[:, None]  # (B, 1)
+    embeds = torch.where(in_c[..., None], _fit(side.embeds, length),
+                         torch.where(in_r[..., None], r_emb.to(side.embeds.dtype)[batch, r_at], 0))  # fmt: skip
+    # positions: the rejected answer restarts after the prefix's last position (plain or the 3 mRoPE axes)
+    lead = side.positions.shape[:-2]
+    last = (prefix_len - 1).expand(*lead, pairs)[..., None]  # (..., B, 1)
+    start = side.positions.gather(-1, last) + 1  # (..., B, 1)
+    positions = torch.where(in_c, _fit(side.positions, length),
+                            torch.where(in_r, start + (col - n_c[:, None]), 0))  # (..., B, L)  # fmt: skip
+    group = torch.where(col < prefix_len[:, None], 0, torch.where(in_c, 1, torch.where(in_r, 2, -1)))  # (B, L)
+    # scored tokens: label j is scored by the state at j - 1, the rejected answer's first by the prefix's last
+    labels = torch.where(in_c, _fit(side.labels, length, IGNORE_INDEX),
+                         torch.where(in_r, r_labels.gather(1, (prefix[:, None] + r_at).clamp(max=r_ids.shape[1] - 1)),
+                                     IGNORE_INDEX))  # (B, L)  # fmt: skip
+    labels[:, 0] = IGNORE_INDEX  # nothing before the first position scores it
+    rows, at = (labels != IGNORE_INDEX).nonzero(as_tuple=True)  # (N,) each, row-major
+    first_r = at == n_c[rows]
     return PairLayout(
-        embeds=embeds, mask=group, positions=positions, rows=torch.cat([c_rows, r_rows]),
-        positions_scored=torch.cat([c_pos, r_pos]), targets=torch.cat([c_targets, r_tgt]),
-        groups=torch.cat([c_rows, r_rows + pairs]), pairs=pairs, shared=True, reason=None,
-        reusable=_embeddings_reusable(model),
+        embeds=embeds, mask=group, positions=positions, rows=rows,
+        positions_scored=torch.where(first_r, prefix_len[rows] - 1, at - 1), targets=labels[rows, at],
+        groups=rows + pairs * (at >= n_c[rows]).long(), pairs=pairs, shared=True, reason=None,
+        reusable=_embeddings_reusable(model), spans=_split_spans(group, prefix_len, row_len, prefix_max, answer_max),
     )  # fmt: skip
 
 
@@ -351,52 +387,71 @@ SPLIT_ATTENTION = "vidtempo_shared_prefix"  # the name registered with transform
 
 
 @dataclass
-class _Spans:
-    """Per row: prefix length P, row length R and the (R - P, R) mask of the answer queries."""
+class SplitSpans:
+    """Index tensors of a shared layout's split attention, made once per layout (every layer and the reference
+    pass reuse them). B pairs, L row length, P = ``prefix_max`` (longest prefix), A = ``answer_max`` (longest
+    chosen + rejected answer span).
 
-    spans: list[tuple[int, int, torch.Tensor]]
+    Attributes:
+        answer_index: (B, A) row position of each answer query (past a row's answers: clamped, unused).
+        answer_mask: (B, 1, A, L) bool: the prefix and the query's own answer, causally (past a row's answers:
+            key 0 only, so no query row is fully masked).
+        out_index: (B, L) where each position's output lies in ``[prefix outputs (P) | answer outputs (A) | 0]``.
+    """
+
+    prefix_max: int
+    answer_max: int
+    answer_index: torch.Tensor
+    answer_mask: torch.Tensor
+    out_index: torch.Tensor
+
+
+def _split_spans(group: torch.Tensor, prefix_len: torch.Tensor, row_len: torch.Tensor, prefix_max: int,
+                 answer_max: int) -> SplitSpans:  # fmt: skip
+    """The split attention's indices from the (B, L) segments and the (B,) prefix / row lengths."""
+    length = group.shape[1]
+    col = torch.arange(length, device=group.device)  # (L,)
+    query = prefix_len[:, None] + torch.arange(answer_max, device=group.device)  # (B, A)
+    valid = query < row_len[:, None]  # (B, A)
+    query = query.clamp(max=length - 1)
+    seg_q, seg_k = group.gather(1, query)[:, :, None], group[:, None, :]  # (B, A, 1), (B, 1, L)
+    allowed = (col <= query[:, :, None]) & (seg_k >= 0) & ((seg_k == 0) | (seg_k == seg_q))  # (B, A, L)
+    allowed = torch.where(valid[:, :, None], allowed, col == 0)
+    out = torch.where(col < prefix_len[:, None], col,
+                      torch.where(col < row_len[:, None], prefix_max + col - prefix_len[:, None],
+                                  prefix_max + answer_max))  # (B, L)  # fmt: skip
+    return SplitSpans(prefix_max, answer_max, query, allowed[:, None], out)
 
 
 def _split_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                      **kwargs: Any) -> tuple[torch.Tensor, None]:  # fmt: skip
-    """Shared-prefix attention without a dense mask: per row, the prefix queries attend causally to the prefix
-    (the causal kernel, as in SFT), and the answer queries to the prefix plus their own answer (a small mask).
-    query (B, H, L, d), key / value (B, H_kv, L, d) -> (B, L, H, d); padding positions get zeros."""
-    spans: _Spans = kwargs["vidtempo_spans"]
-    n_rep = query.shape[1] // key.shape[1]
-    if n_rep > 1:  # grouped-query attention: each key/value head serves n_rep query heads
-        key, value = key.repeat_interleave(n_rep, dim=1), value.repeat_interleave(n_rep, dim=1)
+    """Shared-prefix attention of all pairs at once, without a dense mask: the prefix queries of every row
+    attend causally to the first P positions (the causal kernel, as in SFT; a row whose prefix is shorter than
+    P discards its outputs past its prefix), and the answer queries, gathered to (B, A), attend to their row
+    through the small (B, 1, A, L) mask. query (B, H, L, d), key / value (B, H_kv, L, d) -> (B, L, H, d);
+    padding positions get zeros."""
+    spans: SplitSpans = kwargs["vidtempo_spans"]
+    batch, heads, _, dim = query.shape
+    kv_heads, p, a = key.shape[1], spans.prefix_max, spans.answer_max
+    n_rep = heads // kv_heads  # grouped-query attention: each key/value head serves n_rep query heads
     sdpa = torch.nn.functional.scaled_dot_product_attention
-    rows = []
-    for b, (prefix, row, answer_mask) in enumerate(spans.spans):
-        q, k, v = query[b : b + 1], key[b : b + 1, :, :row], value[b : b + 1, :, :row]
-        head = sdpa(q[:, :, :prefix], k[:, :, :prefix], v[:, :, :prefix], dropout_p=dropout, is_causal=True,
-                    scale=scaling)  # fmt: skip
-        tail = sdpa(q[:, :, prefix:row], k, v, attn_mask=answer_mask, dropout_p=dropout, scale=scaling)
-        pad = q.new_zeros(1, q.shape[1], query.shape[2] - row, q.shape[3])
-        rows.append(torch.cat([head, tail, pad], dim=2))
-    return torch.cat(rows).transpose(1, 2).contiguous(), None
+    head = sdpa(query[:, :, :p], key[:, :, :p], value[:, :, :p], dropout_p=dropout, is_causal=True, scale=scaling,
+                enable_gqa=n_rep > 1)  # (B, H, P, d)  # fmt: skip
+    rows = torch.arange(batch, device=query.device)[:, None]  # (B, 1)
+    answers = query.transpose(1, 2)[rows, spans.answer_index]  # (B, A, H, d)
+    # the n_rep query heads of a key/value head side by side along the query axis: no repeated K / V copy
+    answers = answers.transpose(1, 2).reshape(batch, kv_heads, n_rep * a, dim)
+    mask = spans.answer_mask.expand(batch, n_rep, a, -1).reshape(batch, 1, n_rep * a, -1)
+    tail = sdpa(answers, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)  # (B, H_kv, n_rep A, d)
+    both = torch.cat([head, tail.reshape(batch, heads, a, dim), head.new_zeros(batch, heads, 1, dim)], 2)
+    return both.transpose(1, 2)[rows, spans.out_index], None  # (B, L, H, d)
 
 
 def _register_split_attention() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register(SPLIT_ATTENTION, _split_attention)
-
-
-def _spans(group: torch.Tensor) -> _Spans:
-    """Row spans of a shared layout (one host read of the segment ids per forward)."""
-    out = []
-    for g in group:
-        row = int((g >= 0).sum())
-        prefix = int((g == 0).sum())
-        seg = g[:row]
-        queries = torch.arange(prefix, row, device=g.device)[:, None]
-        keys = torch.arange(row, device=g.device)[None, :]
-        allowed = (keys <= queries) & ((seg[None, :] == 0) | (seg[None, :] == seg[prefix:row, None]))
-        out.append((prefix, row, allowed[None, None]))  # (1, 1, R - P, R)
-    return _Spans(out)
 
 
 @contextlib.contextmanager
@@ -435,7 +490,7 @@ def score_layout(model: nn.Module, layout: PairLayout, head: LabelHead | None = 
     else:
         _register_split_attention()
         with _attention_impl(_hf_config(model), SPLIT_ATTENTION):
-            hidden = _trunk(model, layout.embeds, None, layout.positions, vidtempo_spans=_spans(layout.mask))
+            hidden = _trunk(model, layout.embeds, None, layout.positions, vidtempo_spans=layout.spans)
     groups = 2 * layout.pairs
     logps = token_logps(hidden[layout.rows, layout.positions_scored], _head(model), layout.targets, head,
                         layout.groups, groups)  # fmt: skip
