@@ -50,12 +50,14 @@ def trained(build):
     return model.train()
 
 
-def pair_batch(name, tokenizer, video_dir, input_side=False, ref=False):
+def pair_batch(name, tokenizer, video_dir, input_side=False, ref=False, pairs=None):
+    """The pairs of ``ANSWERS`` (``pairs``: only those indices) as a collated batch."""
+    keep = range(len(ANSWERS)) if pairs is None else pairs
     pairs = [PreferenceSample(video=str(video_dir / f"v{i}.mp4"), prompt=PROMPT, chosen=c,
                               rejected=c if input_side else r, id=f"p{i}",
                               rejected_video=str(video_dir / f"v{3 - i}.mp4") if input_side else None,
                               meta={"ref_chosen_logps": -40.0 - i, "ref_rejected_logps": -45.0} if ref else {})
-             for i, (c, r) in enumerate(ANSWERS)]  # fmt: skip
+             for i, (c, r) in enumerate(ANSWERS) if i in keep]  # fmt: skip
     tok = tiny_qwen2_5_vl_tokenizer() if name == "qwen25vl" else tokenizer
     return PreferenceCollator(tok, num_frames=4, frame_size=MODELS[name][1])(pairs)
 
@@ -310,3 +312,45 @@ def test_prefix_shared_dpo_step_has_no_per_pair_copies_or_host_syncs(tokenizer, 
     # copies: flat up to the kernels' shape-dependent dispatch (a few calls), as in test_vectorised_forward
     assert abs(large["aten::copy_"] - small["aten::copy_"]) <= 4, f"2 pairs {small}, 8 pairs {large}"
     assert small["aten::_local_scalar_dense"] <= 8, small  # a handful of host reads per step, not per pair
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_prefix_shared_step_flops_match_flop_counter(name, tokenizer, video_dir):
+    """#27 item 8 on the DPO path: the FLOP model of a prefix-shared step (``pair_flops``, through the
+    ``perf/*`` monitor's ``batch_shapes`` / ``shapes_work``) counts the video and the prefix once and is within
+    5 % of ``FlopCounterMode`` on the policy's forward + backward (precomputed reference, so the policy alone;
+    the ``full`` head, which recomputes nothing; attention on the math backend, as in tests/models/test_flops.py).
+    One pair per step, as the existing FLOP tests run one sample: padding is executed but is not model FLOPs.
+    Counting both sides in full, as before, overstates it about twice."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vidtempo.training.perf import batch_shapes, shapes_work
+
+    model = trained(MODELS[name][0])
+    module = DPOModule(model, beta=0.1, rpo_alpha=1.0, reference="precomputed", loss_head="full").train()
+    ratios = []
+    for i in range(len(ANSWERS)):
+        batch = pair_batch(name, tokenizer, video_dir, ref=True, pairs=[i])
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            module(batch).loss.loss.backward()
+        model.zero_grad(set_to_none=True)
+        counted = counter.get_total_flops()
+        assert module.last_prefix_shared
+        predicted, tokens = shapes_work(model, batch_shapes(model, batch, prefix_shared=True), {})
+        layout = pair_layout(model, batch.chosen.model_inputs(), batch.rejected.model_inputs())
+        assert tokens == int((layout.mask >= 0).sum())  # the LLM tokens of the row: prefix once, both answers
+        both_sides, _ = shapes_work(model, batch_shapes(model, batch), {})
+        ratios.append((predicted / counted, both_sides / counted))
+    print(name, [(round(a, 4), round(b, 4)) for a, b in ratios])
+    assert all(abs(shared - 1) < 0.05 for shared, _ in ratios), ratios
+    assert all(both > 1.5 for _, both in ratios), ratios  # the overcount this replaced
+    # the monitor takes the pair count when the DPO step shared its prefix (DPOModule.last_prefix_shared)
+    from types import SimpleNamespace
+
+    from vidtempo.training.perf import ThroughputMonitor
+
+    monitor, trainer = ThroughputMonitor(), SimpleNamespace(_logger_connector=SimpleNamespace(should_update_logs=False))
+    monitor.on_train_batch_start(trainer, module, batch, 0)
+    monitor.on_train_batch_end(trainer, module, None, batch, 0)
+    assert [counts.shape for _, _, counts in monitor._pending] == [(1, 5)]

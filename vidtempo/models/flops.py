@@ -8,6 +8,12 @@ Left out (as by ``FlopCounterMode``): norms, activations, softmax, embeddings lo
 the optimiser step; activation recomputation under gradient checkpointing is not counted either (model FLOPs,
 not hardware FLOPs). ``docs/performance.md`` gives the formulas.
 
+A prefix-shared preference pair (:func:`pair_flops`, DPO's one-row layout of
+``vidtempo.models.prefix_share``) runs the video path and the prefix (video tokens + prompt) once: the LLM's
+linear layers see prefix + both answers, its attention is the prefix's causal square plus both answers'
+queries over the row (prefix + both answers, the other answer masked, as the kernel computes it), and the LM
+head runs at the answer positions only.
+
 Backward of a part, from its ``trainable`` flag and whether its input carries a gradient:
 
 * weights: a weight gradient (= the forward FLOPs of that product) only for trained weights (LoRA: only the
@@ -35,7 +41,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["FlopReport", "PartFlops", "model_flops"]
+__all__ = ["FlopReport", "PartFlops", "model_flops", "pair_flops"]
 
 QFORMER_TEXT_TOKENS = 32  # default instruction tokens a text-reading Q-Former sees ([CLS] ... [SEP])
 
@@ -386,19 +392,40 @@ def _tokenwise(module: nn.Module, tokens: int) -> _Ops:
 
 
 # ---------------------------------------------------------------------------------------------- LLMs
-def _decoder(cfg: Any, tokens: int, lm_head: bool = True) -> _Ops:
-    """A llama-style decoder (Qwen2, Llama, Mistral, Qwen2.5-VL's text model) over ``tokens`` tokens; ``first``
-    is block 0's q/k/v (they read the embeddings)."""
+@dataclass(frozen=True)
+class _Sequence:
+    """What the LLM runs for one sample: ``tokens`` through every linear layer, attention over the
+    ``blocks`` of (queries, keys), and the LM head on ``head`` tokens."""
+
+    tokens: int
+    blocks: tuple[tuple[int, int], ...]
+    head: int
+
+    @classmethod
+    def plain(cls, tokens: int) -> _Sequence:
+        """One causal sequence (the full L x L square, as the kernels compute it); the head on every token."""
+        return cls(tokens, ((tokens, tokens),), tokens)
+
+    @classmethod
+    def shared(cls, prefix: int, chosen: int, rejected: int) -> _Sequence:
+        """A prefix-shared pair row: the prefix's causal square, both answers' queries over the whole row."""
+        answers = chosen + rejected
+        return cls(prefix + answers, ((prefix, prefix), (answers, prefix + answers)), answers)
+
+
+def _decoder(cfg: Any, seq: _Sequence) -> _Ops:
+    """A llama-style decoder (Qwen2, Llama, Mistral, Qwen2.5-VL's text model) running ``seq``; ``first`` is
+    block 0's q/k/v (they read the embeddings)."""
     h, inter, layers = int(cfg.hidden_size), int(cfg.intermediate_size), int(cfg.num_hidden_layers)
     heads = int(cfg.num_attention_heads)
     kv = int(getattr(cfg, "num_key_value_heads", None) or heads)
     hd = int(getattr(cfg, "head_dim", None) or h // heads)
+    tokens = seq.tokens
     qkv = _linear(tokens, h, (heads + 2 * kv) * hd)
     block = qkv + _linear(tokens, heads * hd, h) + 3 * _linear(tokens, h, inter)
-    ops = _Ops(weight=layers * block, attn=layers * _attention(tokens, tokens, heads * hd), first=qkv)
-    if lm_head:
-        ops += _Ops(weight=_linear(tokens, h, int(cfg.vocab_size)))
-    return ops
+    attn = sum(_attention(q, k, heads * hd) for q, k in seq.blocks)
+    ops = _Ops(weight=layers * block, attn=layers * attn, first=qkv)
+    return ops + _Ops(weight=_linear(seq.head, h, int(cfg.vocab_size)))
 
 
 def _lora(module: nn.Module, tokens_of: Any) -> float:
@@ -450,18 +477,58 @@ def model_flops(
     return _video_llm(model, frames, text_tokens, audio_seconds, query_tokens, cached_features)
 
 
-def _video_llm(model: Any, frames: int, text_tokens: int, audio_seconds: float | None,
-               query_tokens: int, cached: bool) -> FlopReport:  # fmt: skip
+def pair_flops(
+    model: nn.Module,
+    frames: int,
+    prompt_tokens: int,
+    chosen_tokens: int,
+    rejected_tokens: int,
+    frame_size: int | Sequence[int] | None = None,
+    audio_seconds: float | None = None,
+    query_tokens: int = QFORMER_TEXT_TOKENS,
+    cached_features: bool = False,
+) -> FlopReport:
+    """Forward and training FLOPs of one prefix-shared preference pair (one row ``[prefix | chosen |
+    rejected]``, ``vidtempo.models.prefix_share``) under the policy's ``trainable`` plan: the video path and
+    the prefix once, each answer attending to the prefix and itself (module docstring). The reference pass
+    is not included. Arguments as :func:`model_flops`, with the text split into the shared ``prompt_tokens``
+    (without the video placeholder) and each side's answer tokens.
+
+    Example:
+        >>> from vidtempo.models.build import build_video_llm
+        >>> model = build_video_llm({"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
+        ...                          "compressor": {"_target_": "pool", "in_dim": 32}, "llm": {"_target_": "tiny"}})
+        >>> pair = pair_flops(model, frames=4, prompt_tokens=12, chosen_tokens=4, rejected_tokens=6)
+        >>> pair.llm_tokens, pair.video_tokens  # 16 video + 12 prompt + 4 + 6
+        (38, 16)
+        >>> two = [model_flops(model, frames=4, text_tokens=12 + n) for n in (4, 6)]
+        >>> pair.train < sum(r.train for r in two)
+        True
+    """
+    answers = (chosen_tokens, rejected_tokens)
+    if type(model).__name__ == "Qwen25VLVideoModel":
+        return _native_qwen(model, frames, prompt_tokens, frame_size, answers)
+    return _video_llm(model, frames, prompt_tokens, audio_seconds, query_tokens, cached_features, answers)
+
+
+def _llm_sequence(prefix: int, answers: tuple[int, int] | None) -> _Sequence:
+    """One sample of ``prefix`` tokens (plain), or a shared pair row with that prefix and these answers."""
+    return _Sequence.plain(prefix) if answers is None else _Sequence.shared(prefix, *answers)
+
+
+def _video_llm(model: Any, frames: int, text_tokens: int, audio_seconds: float | None, query_tokens: int,
+               cached: bool, answers: tuple[int, int] | None = None) -> FlopReport:  # fmt: skip
     plan, unmodelled = model.trainable, []
     audio = audio_seconds if model.audio_encoder is not None else None
     video, grid = _video_tokens(model, frames, audio is not None)  # grid (0, 0): unknown
-    tokens = text_tokens + video
+    seq = _llm_sequence(text_tokens + video, answers)
+    tokens = seq.tokens
     ops: dict[str, _Ops | None] = {
         "vision_encoder": _vision_ops(model.vision_encoder),
         "audio_encoder": _audio_ops(model.audio_encoder, audio) if audio is not None else _Ops(),
         "compressor": _compressor_ops(model.compressor, frames, grid, audio, query_tokens),
         "projector": _tokenwise(model.projector, video),
-        "llm": _decoder(model.llm.config, tokens),
+        "llm": _decoder(model.llm.config, seq),
     }
     if ops["vision_encoder"] is not None:
         ops["vision_encoder"] = ops["vision_encoder"].scaled(0 if cached else frames)
@@ -504,7 +571,8 @@ def _video_tokens(model: Any, frames: int, audio: bool) -> tuple[int, tuple[int,
 
 
 def _native_qwen(
-    model: Any, frames: int, text_tokens: int, frame_size: int | Sequence[int] | None
+    model: Any, frames: int, text_tokens: int, frame_size: int | Sequence[int] | None,
+    answers: tuple[int, int] | None = None,
 ) -> FlopReport:
     from vidtempo.models.native.qwen2_5_vl import frame_pixel_budget, smart_resize
 
@@ -521,8 +589,9 @@ def _native_qwen(
     # the merger's first linear reads its own (trained) LayerNorm: no ``first``
     proj = _Ops(weight=_linear(merged, wide, wide) + _linear(merged, wide, int(vc.out_hidden_size)))
     video = merged if frames else 0
-    tokens = text_tokens + video + (2 if frames else 0)
-    llm = _decoder(tc, tokens)
+    seq = _llm_sequence(text_tokens + video + (2 if frames else 0), answers)  # + vision start / end tokens
+    tokens = seq.tokens
+    llm = _decoder(tc, seq)
     vit.lora = _lora(model.llm, lambda name: patches if ".visual." in f".{name}" else 0)
     llm.lora = _lora(model.llm, lambda name: 0 if ".visual." in f".{name}" else tokens)
     plan = model.trainable

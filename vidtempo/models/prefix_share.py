@@ -241,6 +241,22 @@ def _first_label(labels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.where(first > 0, first, lengths)
 
 
+def text_prefix_lengths(chosen: dict[str, Any], rejected: dict[str, Any]) -> torch.Tensor:
+    """(B,) length of the text prefix each pair's sides would share: the prompt up to the first answer label of
+    either side (right-padded ``model_inputs()`` dicts; no check that the prompts agree, no host read).
+
+    Example:
+        >>> side = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+        ...         "labels": torch.tensor([[-100, -100, 7, 8]])}
+        >>> text_prefix_lengths(side, {**side, "labels": torch.tensor([[-100, -100, -100, 8]])}).tolist()
+        [2]
+    """
+    device = chosen["input_ids"].device
+    n_c, n_r = chosen["attention_mask"].sum(1), rejected["attention_mask"].to(device).sum(1)  # (B,)
+    return torch.minimum(_first_label(chosen["labels"].to(device), n_c),
+                         _first_label(rejected["labels"].to(device), n_r))  # fmt: skip
+
+
 def _text_prefix(chosen: dict[str, Any], rejected: dict[str, Any]) -> tuple[torch.Tensor | None, str | None]:
     """(B,) length of the shared text prefix of each pair (prompt up to the first answer label), or a reason.
     Computed for all pairs at once; one host read (of the first failing pair) decides."""
@@ -248,8 +264,7 @@ def _text_prefix(chosen: dict[str, Any], rejected: dict[str, Any]) -> tuple[torc
     n_c = chosen["attention_mask"].sum(1)  # (B,)
     n_r = rejected["attention_mask"].to(n_c.device).sum(1)
     ids_r = ids_r.to(ids_c.device)
-    p = torch.minimum(_first_label(chosen["labels"].to(ids_c.device), n_c),
-                      _first_label(rejected["labels"].to(ids_c.device), n_r))  # (B,)  # fmt: skip
+    p = text_prefix_lengths(chosen, rejected)  # (B,)
     width = min(ids_c.shape[1], ids_r.shape[1])
     col = torch.arange(width, device=ids_c.device)
     same = ((ids_c[:, :width] == ids_r[:, :width]) | (col >= p[:, None])).all(1)  # prompts equal up to p

@@ -281,6 +281,7 @@ class DPOModule(Objective):
         if prefix_sharing not in SHARING:
             raise ValueError(f"DPOModule: prefix_sharing must be one of {', '.join(SHARING)}, got '{prefix_sharing}'")
         self.prefix_sharing = prefix_sharing
+        self.last_prefix_shared = False  # whether the last forward shared its pairs' prefix (perf/* FLOPs read it)
         self._reasons: set[str] = set()  # fall-back reasons already logged
 
     @classmethod
@@ -300,11 +301,13 @@ class DPOModule(Objective):
         if self.loss_head is None or unsupported is not None:
             if unsupported is not None:
                 self._note(f"two forwards: {unsupported}")
+            self.last_prefix_shared = False
             return self._two_forwards(batch)
         scores, layout = call_with_hooks(self.model, score_pairs, batch.chosen.model_inputs(),
                                          batch.rejected.model_inputs(), self.loss_head, self.prefix_sharing)  # fmt: skip
         if layout.reason is not None:
             self._note(f"prefix not shared: {layout.reason}")
+        self.last_prefix_shared = layout.shared
         with _eval_mode(self.model, self.reference.name == "adapter_off"):
             ref_chosen, ref_rejected = self.reference.pair_logps(self.model, batch, layout, self.loss_head,
                                                                  self.prefix_sharing)  # fmt: skip

@@ -2,7 +2,8 @@
 on every logged training step, from the measured wall time and the FLOP model (``vidtempo.models.flops``).
 
 MFU = the model's training FLOPs of the steps in the window (forward + backward under the ``trainable`` plan,
-per sample from its frames and text tokens) / the window's wall time / the device's peak. Figures are per
+per sample from its frames and text tokens; a prefix-shared DPO pair counts its video path and prefix once,
+``pair_flops``) / the window's wall time / the device's peak. Figures are per
 device (this rank's batches); the wall time includes data loading, so they are what the run achieves. The
 peak is, in this order: the callback's ``peak_tflops`` argument, the ``VIDTEMPO_PEAK_TFLOPS`` environment
 variable, or the bf16 dense peak of the CUDA device from :data:`PEAK_TFLOPS` (only when the trainer's
@@ -25,7 +26,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from vidtempo.models.flops import model_flops
+from vidtempo.models.flops import model_flops, pair_flops
 
 __all__ = ["PEAK_ENV", "PEAK_TFLOPS", "ThroughputMonitor", "batch_shapes", "device_peak_tflops", "resolve_peak_tflops",
            "shapes_work", "throughput_metrics"]  # fmt: skip
@@ -79,15 +80,17 @@ def resolve_peak_tflops(
     return peak, (name if peak is not None else "none")
 
 
-# One batch side as the FLOP model needs it: (frame size or None, cached features, (B, 3) counts of frames,
-# text tokens and audio seconds (-1 = none) still on the batch's device, read once per logged step).
+# One batch side as the FLOP model needs it: (frame size or None, cached features, counts still on the batch's
+# device, read once per logged step): (B, 3) frames, text tokens, audio seconds (-1 = none) per sample, or for
+# prefix-shared preference pairs (B, 5) frames, prompt tokens, chosen and rejected answer tokens, audio seconds.
 Shapes = tuple[tuple[int, int] | None, bool, torch.Tensor]
 
 
-def batch_shapes(model: Any, batch: Any) -> list[Shapes] | None:
+def batch_shapes(model: Any, batch: Any, prefix_shared: bool = False) -> list[Shapes] | None:
     """The per-sample shapes of a training batch, without a host sync: a ``VideoTextBatch``, or a preference
-    batch (its ``chosen`` and ``rejected`` sides, each a forward + backward of the policy); None for batches
-    the FLOP model does not describe (the ``align`` objective's captions)."""
+    batch: its ``chosen`` and ``rejected`` sides, each a forward + backward of the policy, or with
+    ``prefix_shared`` (the step ran the pairs as shared-prefix rows) one (B, 5) entry of pairs whose video and
+    prompt count once; None for batches the FLOP model does not describe (the ``align`` objective's captions)."""
     from vidtempo.models.interfaces import VIDEO_TOKEN_INDEX
 
     sides = [batch.chosen, batch.rejected] if hasattr(batch, "chosen") else [batch]
@@ -103,7 +106,25 @@ def batch_shapes(model: Any, batch: Any) -> list[Shapes] | None:
         )
         size = tuple(side.frames.shape[-2:]) if side.frames is not None else None
         out.append((size, side.features is not None, counts))  # counts (B, 3)
+    if prefix_shared and len(out) == 2:
+        size, cached, chosen = out[0]
+        out = [(size, cached, _pair_counts(batch, chosen))]
     return out
+
+
+def _pair_counts(batch: Any, chosen: torch.Tensor) -> torch.Tensor:
+    """(B, 5) frames, prompt tokens (without the placeholder), chosen and rejected answer tokens and audio
+    seconds of prefix-shared pairs, from the chosen side's (B, 3) counts."""
+    from vidtempo.models.interfaces import VIDEO_TOKEN_INDEX
+    from vidtempo.models.prefix_share import text_prefix_lengths
+
+    c, r = batch.chosen.model_inputs(), batch.rejected.model_inputs()
+    prefix = text_prefix_lengths(c, r)  # (B,)
+    ids, mask = c["input_ids"], c["attention_mask"].bool()
+    col = torch.arange(ids.shape[1], device=ids.device)
+    prompt = (mask & (ids != VIDEO_TOKEN_INDEX) & (col < prefix[:, None])).sum(1)  # (B,)
+    answers = [side["attention_mask"].to(ids.device).sum(1) - prefix for side in (c, r)]
+    return torch.stack([chosen[:, 0], prompt.float(), answers[0].float(), answers[1].float(), chosen[:, 2]], 1)
 
 
 def shapes_work(
@@ -112,18 +133,27 @@ def shapes_work(
     """(training FLOPs, LLM tokens) of the batch sides in ``pending`` (one host read for all of them)."""
     if not pending:
         return 0.0, 0
-    rows = torch.cat([counts for _, _, counts in pending]).tolist()  # (sum B, 3)
+    width = max(counts.shape[1] for _, _, counts in pending)
+    rows = torch.cat([_pad_counts(counts, width) for _, _, counts in pending]).tolist()  # (sum B, 3 or 5)
     flops, tokens, i = 0.0, 0, 0
     for size, cached, counts in pending:
-        for frames, text, audio in rows[i : i + len(counts)]:
-            key = (int(frames), int(text), size, None if audio < 0 else round(audio, 2), cached)
+        k = counts.shape[1]
+        for row in rows[i : i + len(counts)]:
+            frames, text, audio = int(row[0]), tuple(int(t) for t in row[1 : k - 1]), row[k - 1]
+            key = (frames, text, size, None if audio < 0 else round(audio, 2), cached)
             if key not in cache:
-                report = model_flops(model, key[0], key[1], frame_size=size, audio_seconds=key[3],
-                                     cached_features=cached)  # fmt: skip
+                kwargs = {"frame_size": size, "audio_seconds": key[3], "cached_features": cached}
+                report = (model_flops(model, frames, text[0], **kwargs) if len(text) == 1
+                          else pair_flops(model, frames, *text, **kwargs))  # fmt: skip
                 cache[key] = (report.train, report.llm_tokens)
             flops, tokens = flops + cache[key][0], tokens + cache[key][1]
         i += len(counts)
     return flops, tokens
+
+
+def _pad_counts(counts: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, k) counts right-padded with zeros to ``width`` columns (so sides of both kinds go in one read)."""
+    return torch.nn.functional.pad(counts, (0, width - counts.shape[1]))
 
 
 def batch_size(batch: Any) -> int:
@@ -196,7 +226,8 @@ class ThroughputMonitor(L.Callback):
         size = batch_size(batch)
         self._samples += size
         model = getattr(pl_module, "model", None)
-        shapes = batch_shapes(model, batch) if model is not None and not self._failed else None
+        shared = bool(getattr(pl_module, "last_prefix_shared", False))  # set by DPOModule's forward
+        shapes = batch_shapes(model, batch, shared) if model is not None and not self._failed else None
         self._failed = self._failed or shapes is None
         self._pending += shapes or []
         if not getattr(trainer._logger_connector, "should_update_logs", True):
