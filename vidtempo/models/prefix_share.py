@@ -13,7 +13,9 @@ the prompt) runs through the LLM twice, although only the answers (tens of token
   for the native Qwen2.5-VL the text positions after the video continue from the largest mRoPE position, the
   same on all three axes). Every hidden state of the rejected answer then equals the one a separate forward
   gives; the last prefix position scores the first token of both answers. The prefix costs one pass instead
-  of two, forward and backward.
+  of two, forward and backward. The rows are built for all pairs at once from the (B,) lengths (one host
+  read per batch), and the attention runs split for all pairs at once (:class:`SplitSpans`): one causal call
+  over the prefixes, one masked call for the answers.
 * **fallback** (the videos or prompts differ, e.g. input-side pairs, or an attention backend without custom
   masks): chosen and rejected rows as one batch of 2B rows (one forward, standard padding mask); a video the
   two sides share is still encoded once. The reason is logged once.
