@@ -4,6 +4,7 @@ Qwen2.5-VL, each video is encoded once per pair, and the fall-backs say why."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -224,6 +225,9 @@ def test_split_attention_equals_the_dense_shared_prefix_mask(name, tokenizer, vi
     for field in ("chosen_logps", "rejected_logps", "chosen_nll"):
         torch.testing.assert_close(getattr(split, field), getattr(dense, field), atol=1e-5, rtol=1e-6)
     assert split.chosen_lengths.tolist() == dense.chosen_lengths.tolist()
+    # a layout made without its spans (by hand): the split attention derives them from the segments
+    again = score_layout(model, dataclasses.replace(layout, spans=None))
+    assert torch.equal(again.chosen_logps, split.chosen_logps) and torch.equal(again.rejected_logps, split.rejected_logps)
 
 
 def test_pairs_with_different_prompts_fall_back_to_one_2b_forward():

@@ -440,6 +440,13 @@ def _split_spans(group: torch.Tensor, prefix_len: torch.Tensor, row_len: torch.T
     return SplitSpans(prefix_max, answer_max, query, allowed[:, None], out)
 
 
+def _spans_of(group: torch.Tensor) -> SplitSpans:
+    """The split attention's indices of a shared layout given by its (B, L) segments alone (one host read)."""
+    prefix_len, row_len = (group == 0).sum(1), (group >= 0).sum(1)  # (B,)
+    prefix_max, answer_max = torch.stack([prefix_len.max(), (row_len - prefix_len).max()]).tolist()
+    return _split_spans(group, prefix_len, row_len, prefix_max, answer_max)
+
+
 def _split_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                      **kwargs: Any) -> tuple[torch.Tensor, None]:  # fmt: skip
@@ -507,7 +514,8 @@ def score_layout(model: nn.Module, layout: PairLayout, head: LabelHead | None = 
     else:
         _register_split_attention()
         with _attention_impl(_hf_config(model), SPLIT_ATTENTION):
-            hidden = _trunk(model, layout.embeds, None, layout.positions, vidtempo_spans=layout.spans)
+            spans = layout.spans if layout.spans is not None else _spans_of(layout.mask)
+            hidden = _trunk(model, layout.embeds, None, layout.positions, vidtempo_spans=spans)
     groups = 2 * layout.pairs
     logps = token_logps(hidden[layout.rows, layout.positions_scored], _head(model), layout.targets, head,
                         layout.groups, groups)  # fmt: skip
