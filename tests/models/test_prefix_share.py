@@ -292,11 +292,13 @@ def _dpo_step_counts(module: DPOModule, batch) -> dict[str, int]:
     return {k: counts.get(k, 0) for k in ("aten::copy_", "aten::item", "aten::_local_scalar_dense", "aten::nonzero")}
 
 
-def test_prefix_shared_dpo_step_has_no_per_pair_copies_or_host_syncs(tokenizer, video_dir):
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_prefix_shared_dpo_step_has_no_per_pair_copies_or_host_syncs(name, tokenizer, video_dir):
     """#27 item 7 on the DPO path: the shared layout (prefix lengths, rows, positions, scored tokens) and the
     split attention are built for all pairs at once, so a prefix-shared step's copies and host reads stay
-    flat from 2 to 8 pairs (pairs of varied prompt and answer lengths). The per-pair loops this replaced added
-    15 host reads (``aten::item``), 3 ``nonzero`` and 24 copies per extra pair to this step."""
+    flat from 2 to 8 pairs (pairs of varied prompt and answer lengths; VideoLLM and the native Qwen2.5-VL, whose
+    input preparation is vectorised too). The per-pair loops this replaced added 15 host reads
+    (``aten::item``), 3 ``nonzero`` and 24 copies per extra pair to the VideoLLM step."""
     prompts = ["<video>\nOrder?", "<video>\nIn which order do the red, blue and green shapes appear?",
                "<video>\nWhat comes first?"]  # fmt: skip
     answers = [("red then blue", "blue"), ("a circle", "a square, then a circle"), ("x", "y z"), ("one two", "four")]
@@ -305,9 +307,10 @@ def test_prefix_shared_dpo_step_has_no_per_pair_copies_or_host_syncs(tokenizer, 
         pairs = [PreferenceSample(video=str(video_dir / f"v{i % 2}.mp4"), prompt=[{"role": "user", "content": prompts[i % 3]}],
                                   chosen=answers[i % 4][0], rejected=answers[i % 4][1], id=f"p{i}")
                  for i in range(n)]  # fmt: skip
-        return PreferenceCollator(tokenizer, num_frames=4, frame_size=32)(pairs)
+        tok = tiny_qwen2_5_vl_tokenizer() if name == "qwen25vl" else tokenizer
+        return PreferenceCollator(tok, num_frames=4, frame_size=MODELS[name][1])(pairs)
 
-    module = DPOModule(trained(videollm), beta=0.1, rpo_alpha=1.0, reference="adapter_off").train()
+    module = DPOModule(trained(MODELS[name][0]), beta=0.1, rpo_alpha=1.0, reference="adapter_off").train()
     small_batch, large_batch = batch(2), batch(8)
     _dpo_step_counts(module, small_batch)  # warm-up: first-call initialisation is not a per-step cost
     small, large = _dpo_step_counts(module, small_batch), _dpo_step_counts(module, large_batch)
