@@ -25,22 +25,32 @@ from vidtempo.config.instantiate import instantiate, resolve_target
 PART_KEYS = ("vision_encoder", "audio_encoder", "compressor", "projector", "llm")
 
 
+DEFERRABLE = ("llm",)  # parts whose values nothing reads before FSDP2 shards them (the towers run at build)
+
+
 def build_video_llm(
     node: dict[str, Any] | DictConfig, weights: dict[str, str | None] | None = None, recipe: str | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None, defer: bool = False,
 ) -> Any:
     """Instantiate the parts of ``node``, load ``weights`` into them, then build the model around them.
 
     A part named in ``weights`` whose class loads every parameter itself (``lean_load = True``: the LLMs, the
-    native Qwen2.5-VL) is built with its parameters on the meta device and filled tensor by tensor in ``dtype``
-    (``vidtempo.models.weights``): no random init, no second copy. ``dtype`` (None = fp32) is the dtype of the
-    loaded weights (``weights_dtype(trainer.precision)``: bf16 under ``bf16-true``)."""
-    from vidtempo.models.weights import empty_init, meta_parameters
+    native Qwen2.5-VL, the transformers / timm vision towers, the Whisper encoder) is built with its parameters
+    on the meta device and filled tensor by tensor in ``dtype`` (``vidtempo.models.weights``): no random init, no
+    second copy. ``dtype`` (None = fp32) is the dtype of the loaded weights (``weights_dtype(trainer.precision)``:
+    bf16 under ``bf16-true``).
+
+    ``defer`` (FSDP2 training): the LLM's load is only checked and recorded (``weights.defer_loads``); the model
+    comes back with that LLM still on the meta device and the records in ``model.pending_weights``, which
+    ``strategies.shard_for_strategy`` loads after sharding, each rank reading only its own rows. Not deferred
+    when the model adds token rows (``new_token_ids``: their start is the mean of the loaded rows)."""
+    from vidtempo.models.weights import defer_loads, empty_init, meta_parameters
 
     if isinstance(node, DictConfig):
         node = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
     loaded = set(weights or {})
-    parts = {}
+    parts: dict[str, Any] = {}
+    pending: list[Any] = []
     for key, value in node.items():
         if key not in PART_KEYS or value is None:
             continue
@@ -55,15 +65,30 @@ def build_video_llm(
         if loader is None:
             raise RecipeError(f"{type(parts[part]).__name__} has no load_pretrained()", recipe=recipe,
                               key=f"weights.{part}")  # fmt: skip
-        if getattr(parts[part], "lean_load", False):
-            loader(source, dtype=dtype)
-        else:
-            loader(source)
-        if unloaded := meta_parameters(parts[part]):
+        deferring = defer and part in DEFERRABLE and not node.get("new_token_ids") and meta_parameters(parts[part])
+        with defer_loads() if deferring else nullcontext() as recorded:
+            if getattr(parts[part], "lean_load", False):
+                loader(source, dtype=dtype)
+            else:
+                loader(source)
+        if recorded:
+            pending.extend(recorded)
+        elif unloaded := meta_parameters(parts[part]):
             raise RecipeError(f"{len(unloaded)} parameters were not in the weights, e.g. {unloaded[:3]}",
                               recipe=recipe, key=f"weights.{part}")  # fmt: skip
     rest = {k: v for k, v in node.items() if k not in parts}
-    return instantiate(rest, key="model", recipe=recipe, **parts)
+    model = instantiate(rest, key="model", recipe=recipe, **parts)
+    if pending:
+        model.pending_weights = pending
+    return model
+
+
+def load_deferred(model: Any) -> None:
+    """Load, unsharded, what ``build_video_llm(defer=True)`` left on the meta device (for uses of the model
+    before, or instead of, FSDP2 sharding: an ``init_from``, a finished stage's weights, a stage without FSDP)."""
+    from vidtempo.models.weights import load_pending
+
+    load_pending(getattr(model, "pending_weights", None) or [])
 
 
 def _lean_loadable(node: Any, key: str, recipe: str | None) -> bool:

@@ -33,6 +33,7 @@ def apply_lora(llm: nn.Module, settings: LoraSettings, trainable_tokens: list[in
     from peft import LoraConfig, get_peft_model
 
     from vidtempo.models.new_tokens import embedding_module_names
+    from vidtempo.models.weights import adapters_off_meta
 
     extra = {}
     if trainable_tokens:
@@ -46,4 +47,5 @@ def apply_lora(llm: nn.Module, settings: LoraSettings, trainable_tokens: list[in
         task_type="CAUSAL_LM",
         **extra,
     )
-    llm.model = get_peft_model(llm.model, config)
+    with adapters_off_meta():  # a deferred (meta) base LLM: the adapters keep their initial values on the CPU
+        llm.model = get_peft_model(llm.model, config)

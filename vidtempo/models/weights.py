@@ -9,7 +9,7 @@ CPU init for a 7 B LLM. Here:
   buffers stay real, so non-persistent ones computed in constructors (rotary ``inv_freq``) are right;
 * :func:`load_weights` fills each parameter from the checkpoint's ``*.safetensors`` files: every tensor is read
   with plain file reads (no mmap, so no file pages count against the process) directly into its final tensor,
-  converted chunk by chunk (<= 64 MiB of scratch) when the file's dtype or device differ. Peak host memory is
+  converted chunk by chunk (<= 4 MiB of scratch) when the file's dtype or device differ. Peak host memory is
   the weights in the target dtype plus one chunk. Tied weights stay tied (a tensor shared under two names is
   read once).
 
@@ -37,13 +37,15 @@ import json
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-CHUNK_BYTES = 64 * 2**20  # scratch per conversion read
+CHUNK_BYTES = 4 * 2**20  # scratch for conversion reads (one buffer per load)
 
 # safetensors dtype names -> torch dtypes (format specification)
 _DTYPES = {
@@ -82,24 +84,28 @@ def meta_parameters(module: nn.Module) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------- checkpoint files
+TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
+
+
 def checkpoint_files(source: str | Path) -> list[Path]:
-    """The ``*.safetensors`` files of a local directory (through ``model.safetensors.index.json`` when sharded),
-    or of a hub id already in the local cache. A single ``.safetensors`` file is returned as is.
+    """The weight files of a local directory or of a hub id already in the local cache: its ``*.safetensors``
+    files (through ``model.safetensors.index.json`` when sharded), else its ``pytorch_model*.bin`` files
+    (through ``pytorch_model.bin.index.json``). A single ``.safetensors`` / ``.bin`` file is returned as is.
 
     Raises:
-        FileNotFoundError: no such directory / cached snapshot, or no safetensors file in it.
+        FileNotFoundError: no such directory / cached snapshot, or no weight file in it.
     """
     path = Path(str(source))
-    if path.is_file() and path.suffix == ".safetensors":
+    if path.is_file() and path.suffix in (".safetensors", ".bin"):
         return [path]
     if not path.is_dir():
         path = _cached_snapshot(str(source))
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        return [path / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-    files = sorted(path.glob("*.safetensors"))
+    for index in (path / "model.safetensors.index.json", path / TORCH_BIN_INDEX):
+        if index.is_file():
+            return [path / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
     if not files:
-        raise FileNotFoundError(f"{path}: no model.safetensors(.index.json): safetensors weights are needed")
+        raise FileNotFoundError(f"{path}: no model.safetensors(.index.json) or pytorch_model.bin(.index.json)")
     return files
 
 
@@ -107,14 +113,24 @@ def _cached_snapshot(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=["*.json", "*.safetensors"]))
+        return Path(snapshot_download(repo_id, local_files_only=True,
+                                      allow_patterns=["*.json", "*.safetensors", "*.bin"]))  # fmt: skip
     except Exception as err:  # LocalEntryNotFoundError, HFValidationError (not a repo id)
         raise FileNotFoundError(f"'{repo_id}' is neither a local directory nor a hub id in the local cache "
                                 f"({type(err).__name__}); download it to a directory first") from err  # fmt: skip
 
 
+def _check_slice(where: Any, name: str, shape: tuple[int, ...], dest: torch.Tensor, start: int) -> None:
+    """``dest`` must be rows ``start:start + len(dest)`` of a tensor of ``shape`` (all of it when start = 0)."""
+    if start == 0 and tuple(dest.shape) == shape:
+        return
+    if not shape or tuple(dest.shape[1:]) != shape[1:] or start < 0 or start + dest.shape[0] > shape[0]:
+        raise ValueError(f"{where}: '{name}' has shape {list(shape)}, the model expects {list(dest.shape)}"
+                         + (f" at row {start}" if start else ""))  # fmt: skip
+
+
 class SafetensorsReader:
-    """Reads tensors of one or more safetensors files with plain ``readinto`` calls (no mmap).
+    """Reads tensors (or row ranges of them) of safetensors files with plain ``readinto`` calls (no mmap).
 
     Example:
         >>> import tempfile, torch
@@ -123,6 +139,8 @@ class SafetensorsReader:
         >>> reader = SafetensorsReader([Path(d) / "x.safetensors"])
         >>> out = torch.empty(2, 3, dtype=torch.bfloat16); reader.read_into("a", out); out[1].tolist()
         [3.0, 4.0, 5.0]
+        >>> row = torch.empty(1, 3); reader.read_into("a", row, start=1); reader.bytes_read
+        36
     """
 
     def __init__(self, files: list[Path]) -> None:
@@ -140,6 +158,8 @@ class SafetensorsReader:
                 begin, end = info["data_offsets"]
                 self.entries[name] = (file, _DTYPES[info["dtype"]], tuple(info["shape"]), base + begin, base + end)
         self._handles: dict[Path, Any] = {}
+        self._scratch: torch.Tensor | None = None
+        self.bytes_read = 0  # checkpoint bytes read so far (a sharded load reads only its rows)
 
     def keys(self) -> list[str]:
         return list(self.entries)
@@ -147,10 +167,15 @@ class SafetensorsReader:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.entries[name][2]
 
+    def order(self, name: str) -> tuple[str, int]:
+        """Sort key: file, then position in it (tensors are read in file order)."""
+        return str(self.entries[name][0]), self.entries[name][3]
+
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
+        self._scratch = None
 
     def _read(self, file: Path, offset: int, out: memoryview) -> None:
         handle = self._handles.get(file)
@@ -163,103 +188,440 @@ class SafetensorsReader:
             if not n:
                 raise ValueError(f"{file}: truncated at byte {offset + done} (the file is shorter than its header says)")
             done += n
+        self.bytes_read += len(out)
 
-    def read_into(self, name: str, dest: torch.Tensor) -> None:
-        """Fill ``dest`` (same shape, any dtype / device) with tensor ``name``."""
+    def _scratch_for(self, nbytes: int, pin: bool) -> torch.Tensor:
+        """One conversion buffer for the whole load, grown to the largest chunk: a fresh buffer per tensor would
+        leave the allocator's freed blocks counted in the process's memory (glibc raises its mmap threshold
+        after each large free, so later buffers come from a heap that does not shrink)."""
+        if self._scratch is None or self._scratch.numel() < nbytes or (pin and not self._scratch.is_pinned()):
+            self._scratch = None
+            self._scratch = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin)
+        return self._scratch
+
+    def read_into(self, name: str, dest: torch.Tensor, start: int = 0) -> None:
+        """Fill ``dest`` (any dtype / device) with tensor ``name``, or with its rows ``start:start + len(dest)``
+        (a dim-0 shard: its bytes are contiguous in the file, so only they are read)."""
         file, dtype, shape, begin, end = self.entries[name]
-        if tuple(dest.shape) != shape:
-            raise ValueError(f"{file}: '{name}' has shape {list(shape)}, the model expects {list(dest.shape)}")
+        _check_slice(file, name, shape, dest, start)
         if dest.numel() == 0:
             return
+        item = torch.empty(0, dtype=dtype).element_size()
+        row = int(torch.Size(shape[1:]).numel()) if shape else 1
+        begin, total = begin + start * row * item, dest.numel()
+        assert begin + total * item <= end
         if dest.dtype == dtype and dest.device.type == "cpu" and dest.is_contiguous():
             self._read(file, begin, memoryview(dest.view(-1).view(torch.uint8).numpy()))  # straight in
             return
-        flat = dest.view(-1) if dest.is_contiguous() else None
-        item = torch.empty(0, dtype=dtype).element_size()
         per_chunk = max(1, CHUNK_BYTES // item)
-        pin = dest.device.type == "cuda"
-        scratch = torch.empty(min(per_chunk, dest.numel()) * item, dtype=torch.uint8, pin_memory=pin)
-        total, start = dest.numel(), 0
-        if flat is None:  # a non-contiguous destination: read whole, then copy (rare: parameters are contiguous)
+        if not dest.is_contiguous():  # a non-contiguous destination: read whole, then copy (rare)
             whole = torch.empty(total * item, dtype=torch.uint8)
             self._read(file, begin, memoryview(whole.numpy()))
-            dest.copy_(whole.view(dtype).view(shape))
+            dest.copy_(whole.view(dtype).view(dest.shape))
             return
-        while start < total:
-            n = min(per_chunk, total - start)
+        flat = dest.view(-1)
+        scratch = self._scratch_for(min(per_chunk, total) * item, pin=dest.device.type == "cuda")
+        done = 0
+        while done < total:
+            n = min(per_chunk, total - done)
             part = scratch[: n * item]
-            self._read(file, begin + start * item, memoryview(part.numpy()))
-            flat[start : start + n].copy_(part.view(dtype), non_blocking=False)
-            start += n
-        assert begin + total * item == end
+            self._read(file, begin + done * item, memoryview(part.numpy()))
+            flat[done : done + n].copy_(part.view(dtype), non_blocking=False)
+            done += n
+
+
+class TorchBinReader:
+    """Reads tensors of ``torch.save`` checkpoints (``pytorch_model.bin`` and its shards) one file at a time:
+    ``torch.load(mmap=True, weights_only=True)`` maps a file without reading it, each tensor is copied (cast)
+    into its destination, and the file is unmapped before the next one is opened.
+
+    Example:
+        >>> import tempfile, torch
+        >>> d = Path(tempfile.mkdtemp()); torch.save({"a": torch.arange(6.0).view(2, 3)}, d / "pytorch_model.bin")
+        >>> out = torch.empty(1, 3, dtype=torch.bfloat16)
+        >>> TorchBinReader([d / "pytorch_model.bin"]).read_into("a", out, start=1); out.tolist()
+        [[3.0, 4.0, 5.0]]
+    """
+
+    def __init__(self, files: list[Path]) -> None:
+        self.entries: dict[str, tuple[int, tuple[int, ...], int]] = {}  # name -> (file index, shape, position)
+        self.files = list(files)
+        self._current: tuple[int, dict[str, torch.Tensor]] | None = None  # the one file mapped now
+        for i in range(len(self.files)):
+            for pos, (name, tensor) in enumerate(self._load(i).items()):
+                self.entries[name] = (i, tuple(tensor.shape), pos)
+            self._current = None  # unmapped: only shapes are kept
+        self.bytes_read = 0
+
+    def _load(self, index: int) -> dict[str, torch.Tensor]:
+        file = self.files[index]
+        try:
+            state = torch.load(str(file), map_location="cpu", mmap=True, weights_only=True)
+        except Exception as err:  # a pickle weights_only refuses, a truncated zip, ...
+            raise ValueError(f"{file}: not a readable torch.save state dict ({type(err).__name__}: {err})") from err
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{file}: expected a flat state dict of tensors, got {type(state).__name__}")
+        self._current = (index, state)
+        return state
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.entries[name][1]
+
+    def order(self, name: str) -> tuple[str, int]:
+        return str(self.files[self.entries[name][0]]), self.entries[name][2]
+
+    def close(self) -> None:
+        self._current = None
+
+    def read_into(self, name: str, dest: torch.Tensor, start: int = 0) -> None:
+        index, shape, _ = self.entries[name]
+        _check_slice(self.files[index], name, shape, dest, start)
+        state = self._current[1] if self._current is not None and self._current[0] == index else self._load(index)
+        source = state[name]
+        if tuple(dest.shape) != shape:
+            source = source.narrow(0, start, dest.shape[0])
+        dest.copy_(source)
+        self.bytes_read += source.numel() * source.element_size()
+
+
+class StateDictReader:
+    """The reader interface over an in-memory state dict (e.g. timm's converted EVA-CLIP keys): each tensor is
+    cast into its destination, and dropped from the dict once read."""
+
+    def __init__(self, state: dict[str, torch.Tensor], where: str = "state dict") -> None:
+        self.state, self.where, self.bytes_read = dict(state), where, 0
+        self.shapes = {k: tuple(v.shape) for k, v in self.state.items()}
+
+    def keys(self) -> list[str]:
+        return list(self.shapes)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.shapes[name]
+
+    def order(self, name: str) -> tuple[str, int]:
+        return "", 0
+
+    def close(self) -> None:
+        self.state.clear()
+
+    def read_into(self, name: str, dest: torch.Tensor, start: int = 0) -> None:
+        _check_slice(self.where, name, self.shapes[name], dest, start)
+        source = self.state[name]
+        dest.copy_(source if tuple(dest.shape) == self.shapes[name] else source.narrow(0, start, dest.shape[0]))
+        self.bytes_read += dest.numel() * source.element_size()
+
+
+Reader = SafetensorsReader | TorchBinReader | StateDictReader
+
+
+def open_reader(files: list[Path]) -> Reader:
+    """The reader for ``files``: safetensors, or ``torch.save`` files (``.bin`` / ``.pt`` / ``.pth``)."""
+    if not files:
+        raise FileNotFoundError("no weight files given")
+    kinds = {f.suffix == ".safetensors" for f in files}
+    if len(kinds) > 1:
+        raise ValueError(f"{files[0].parent}: a mix of safetensors and torch.save weight files; pass one kind")
+    return SafetensorsReader(files) if kinds.pop() else TorchBinReader(files)
 
 
 # ----------------------------------------------------------------------------------------- loading
+@dataclass
+class PendingLoad:
+    """A ``load_weights`` call recorded under :func:`defer_loads`: ``module`` (its parameters on meta, already in
+    ``dtype``) is filled later by :func:`load_pending`, after FSDP2 has sharded it (each rank reads its rows)."""
+
+    module: nn.Module
+    files: list[Path]
+    dtype: torch.dtype | None
+    rename: Rename | None = None
+    ignore_unexpected: Callable[[str], bool] | None = None
+    optional: Callable[[str], bool] | None = None
+
+
+_recording: ContextVar[list[PendingLoad] | None] = ContextVar("vidtempo_deferred_loads", default=None)
+
+
+@contextmanager
+def defer_loads() -> Iterator[list[PendingLoad]]:
+    """Within the block, :func:`load_weights` on a meta-built module checks the checkpoint's keys and shapes,
+    casts the meta parameters to the target dtype (no memory) and records the load instead of reading it; the
+    yielded list holds the records for :func:`load_pending`.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from safetensors.torch import save_file
+        >>> d = tempfile.mkdtemp(); save_file({"weight": torch.ones(3, 2), "bias": torch.zeros(3)}, f"{d}/m.safetensors")
+        >>> with empty_init():
+        ...     layer = torch.nn.Linear(2, 3)
+        >>> with defer_loads() as pending:
+        ...     load_weights(layer, checkpoint_files(d), dtype=torch.bfloat16)
+        >>> layer.weight.is_meta, layer.weight.dtype, len(pending)
+        (True, torch.bfloat16, 1)
+        >>> load_pending(pending); float(layer.weight.detach().sum())
+        6.0
+    """
+    token = _recording.set([])
+    try:
+        yield _recording.get()  # type: ignore[misc]
+    finally:
+        _recording.reset(token)
+
+
+def _unwrapped(name: str) -> str:
+    """A module key without the ``.base_layer`` segments peft's LoRA layers insert (the checkpoint's key)."""
+    return name.replace(".base_layer.", ".")
+
+
+Row = tuple[str, torch.Tensor, str | None, int]  # module key, tensor, checkpoint key, first row in it
+Rename = Callable[[str], str | list[str] | None]
+
+
+def _plan(module: nn.Module, reader: Reader, where: Any, rename: Rename | None,
+          ignore_unexpected: Callable[[str], bool] | None, optional: Callable[[str], bool] | None,
+          ) -> tuple[list[Row], dict[str, torch.Tensor]]:  # fmt: skip
+    """What to read: ``[(module key, tensor, checkpoint key or None for a tie / an optional tensor, first row)]``
+    (each distinct tensor with a checkpoint key first, in file order) and the module's state. ``rename`` may
+    map a checkpoint key to a list of module keys: the tensor is split into that many equal parts on dim 0
+    (transformers' ``Chunk(dim=0)`` conversion, e.g. DINOv2's fused SwiGLU input projection).
+
+    Raises:
+        ValueError: a module tensor missing from the checkpoint, a checkpoint tensor the module lacks, or a shape
+            mismatch; the message names the first few keys.
+    """
+    by_module_key: dict[str, str] = {}
+    parts: dict[str, tuple[int, int]] = {}  # module key -> (part, parts): a checkpoint tensor split on dim 0
+    for key in reader.keys():
+        target = rename(key) if rename is not None else key
+        if isinstance(target, list | tuple):
+            for i, name in enumerate(target):
+                by_module_key[name], parts[name] = key, (i, len(target))
+        elif target is not None:
+            by_module_key[target] = key
+    state = {name: t for name, t in _named_tensors(module)}
+    plain = {_unwrapped(k) for k in state}
+    unexpected = [k for k in by_module_key if k not in plain and not (ignore_unexpected and ignore_unexpected(k))]
+    missing, shapes, rows, seen = [], [], [], set()
+    for name, tensor in state.items():
+        key = by_module_key.get(_unwrapped(name))
+        if key is None:
+            tied = id(tensor) in seen or any(t is tensor and _unwrapped(n) in by_module_key for n, t in state.items())
+            if not tied and (tensor.is_meta or not (optional and optional(_unwrapped(name)))):
+                missing.append(name)
+            rows.append((name, tensor, None, 0))
+            continue
+        part, count = parts.get(_unwrapped(name), (0, 1))
+        want = (tensor.shape[0] * count, *tensor.shape[1:]) if tensor.dim() else ()
+        if tuple(reader.shape(key)) != tuple(want):
+            shapes.append(f"'{key}' has shape {list(reader.shape(key))}, the model expects {list(want)}")
+        seen.add(id(tensor))
+        rows.append((name, tensor, key, part * (tensor.shape[0] if tensor.dim() else 0)))
+    if shapes:
+        raise ValueError(f"{where}: {shapes[0]} ({len(shapes)} shape mismatches in all)")
+    if missing or unexpected:
+        raise ValueError(f"{where}: checkpoint and model differ: missing {missing[:5]} "
+                         f"({len(missing)} in all), unexpected {unexpected[:5]} ({len(unexpected)} in all)")  # fmt: skip
+    rows.sort(key=lambda r: (r[2] is None, reader.order(r[2]) if r[2] is not None else ("", 0), r[3]))
+    return rows, state
+
+
+def _named_tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Parameters (ties under every name) and persistent buffers of ``module``."""
+    out = list(module.named_parameters(remove_duplicate=False))
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        for name, buf in sub._buffers.items():
+            if buf is not None and name not in sub._non_persistent_buffers_set:
+                out.append((f"{prefix}.{name}" if prefix else name, buf))
+    return out
+
+
 def load_weights(
     module: nn.Module,
-    files: list[Path],
+    files: list[Path] | Reader,
     *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    rename: Callable[[str], str | None] | None = None,
+    rename: Rename | None = None,
     ignore_unexpected: Callable[[str], bool] | None = None,
     optional: Callable[[str], bool] | None = None,
-) -> None:
-    """Fill every parameter and persistent buffer of ``module`` from safetensors ``files``.
+) -> int:
+    """Fill every parameter and persistent buffer of ``module`` from checkpoint ``files`` (safetensors or
+    ``torch.save`` files) or an open reader (e.g. a :class:`StateDictReader`).
 
     Args:
         module: built under :func:`empty_init` (meta parameters: each is allocated once, in ``dtype`` on
             ``device``) or a materialised module (its tensors are overwritten in place, converted to ``dtype``).
+            Under :func:`defer_loads` a meta-built module is only checked and recorded (files only).
         dtype: floating dtype of the loaded parameters; None = the dtype each parameter has now.
         device: where new tensors are allocated; None = CPU for meta parameters, else where they are.
-        rename: checkpoint key -> module key (None = not a tensor of this module: skipped).
+        rename: checkpoint key -> module key (None = not a tensor of this module: skipped; a list = the tensor
+            split into that many equal dim-0 parts, one per module key).
         ignore_unexpected: checkpoint keys (after ``rename``) that may be absent from the module.
         optional: module keys that may be absent from the checkpoint (they must not be meta then).
+
+    Returns:
+        the checkpoint bytes read (0 when only recorded; a rank's share of each tensor under FSDP2).
 
     Raises:
         ValueError: a module tensor missing from the checkpoint, a checkpoint tensor the module lacks, or a
             shape mismatch; the message names the first few keys.
     """
-    reader = SafetensorsReader(files)
+    reader = open_reader(files) if isinstance(files, list) else files
+    where = files[0].parent if isinstance(files, list) else getattr(files, "where", type(files).__name__)
     try:
-        by_module_key: dict[str, str] = {}
-        for key in reader.keys():
-            target = rename(key) if rename is not None else key
-            if target is not None:
-                by_module_key[target] = key
-        state = module.state_dict(keep_vars=True)
-        unexpected = [k for k in by_module_key if k not in state and not (ignore_unexpected and ignore_unexpected(k))]
-        done: dict[int, torch.Tensor] = {}  # id(original tensor) -> loaded tensor (ties)
-        missing = []
-        for name, tensor in sorted(state.items(), key=lambda kv: kv[0] not in by_module_key):  # ties: read first
-            if id(tensor) in done:
-                assign_tensor(module, name, done[id(tensor)])
-                continue
-            key = by_module_key.get(name)
-            if key is None:
-                if not (optional and optional(name)) or tensor.is_meta:
-                    missing.append(name)
-                continue
-            done[id(tensor)] = _load_one(module, name, tensor, reader, key, dtype, device)
-        if missing or unexpected:
-            raise ValueError(f"{files[0].parent}: checkpoint and model differ: missing {missing[:5]} "
-                             f"({len(missing)} in all), unexpected {unexpected[:5]} ({len(unexpected)} in all)")  # fmt: skip
+        rows, _ = _plan(module, reader, where, rename, ignore_unexpected, optional)
+        recording = _recording.get()
+        if recording is not None and isinstance(files, list) and any(t.is_meta for _, t, _k, _s in rows):
+            _cast_meta(module, rows, dtype)
+            recording.append(PendingLoad(module, list(files), dtype, rename, ignore_unexpected, optional))
+            return 0
+        _execute(module, rows, reader, dtype, device)
+        return reader.bytes_read
     finally:
         reader.close()
 
 
-def _load_one(module: nn.Module, name: str, tensor: torch.Tensor, reader: SafetensorsReader, key: str,
-              dtype: torch.dtype | None, device: torch.device | str | None) -> torch.Tensor:  # fmt: skip
+def _cast_meta(module: nn.Module, rows: list[Row], dtype: torch.dtype | None) -> None:
+    """Meta parameters to ``dtype`` (still on meta, ties kept): what peft and FSDP2 see before the load."""
+    if dtype is None:
+        return
+    done: dict[int, torch.Tensor] = {}
+    for name, tensor, _, _ in rows:
+        if tensor.is_meta and tensor.is_floating_point() and tensor.dtype != dtype:
+            new = done.get(id(tensor))
+            if new is None:
+                new = done[id(tensor)] = assign_tensor(module, name, torch.empty_like(tensor, dtype=dtype), like=tensor)
+            else:
+                assign_tensor(module, name, new)
+
+
+def _execute(module: nn.Module, rows: list[Row], reader: Reader,
+             dtype: torch.dtype | None, device: torch.device | str | None) -> None:  # fmt: skip
+    done: dict[int, torch.Tensor] = {}  # id(original tensor) -> loaded tensor (ties)
+    for name, tensor, key, start in rows:
+        if id(tensor) in done:
+            assign_tensor(module, name, done[id(tensor)])
+        elif key is not None:
+            done[id(tensor)] = _load_one(module, name, tensor, reader, key, dtype, device, start)
+
+
+def _load_one(module: nn.Module, name: str, tensor: torch.Tensor, reader: Reader, key: str,
+              dtype: torch.dtype | None, device: torch.device | str | None, start: int = 0) -> torch.Tensor:  # fmt: skip
     want = dtype if (dtype is not None and tensor.is_floating_point()) else tensor.dtype
+    if _is_dtensor(tensor):
+        return _load_shard(module, name, tensor, reader, key, want, start)
     if tensor.is_meta or tensor.dtype != want or (device is not None and tensor.device != torch.device(device)):
         where = device if device is not None else (tensor.device if not tensor.is_meta else "cpu")
         new = torch.empty(tensor.shape, dtype=want, device=where)
         with torch.no_grad():
-            reader.read_into(key, new)
+            reader.read_into(key, new, start=start)
         return assign_tensor(module, name, new, like=tensor)
     with torch.no_grad():
-        reader.read_into(key, tensor.data)  # materialised, right dtype and device: in place
+        reader.read_into(key, tensor.data, start=start)  # materialised, right dtype and device: in place
     return tensor
+
+
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def _load_shard(module: nn.Module, name: str, tensor: torch.Tensor, reader: Reader, key: str,
+                dtype: torch.dtype, start: int = 0) -> torch.Tensor:  # fmt: skip
+    """A DTensor parameter (FSDP2: ``Shard(0)`` over the data-parallel mesh): only this rank's rows of ``key``
+    are read, into a new local tensor on the mesh's device, wrapped as a DTensor of the same global layout."""
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    placements = tuple(tensor.placements)
+    if not all(isinstance(p, Replicate) or (isinstance(p, Shard) and p.dim == 0) for p in placements):
+        raise ValueError(f"{name}: sharded as {placements}; only dim-0 shards (FSDP2) load slice-wise")
+    mesh = tensor.device_mesh
+    local_shape, offset = compute_local_shape_and_global_offset(tensor.shape, mesh, placements)
+    device = torch.device(mesh.device_type, torch.cuda.current_device()) if mesh.device_type == "cuda" else \
+        torch.device(mesh.device_type)  # fmt: skip
+    local = torch.empty(tuple(local_shape), dtype=dtype, device=device)
+    with torch.no_grad():
+        reader.read_into(key, local, start=start + (int(offset[0]) if len(offset) else 0))
+    value = DTensor.from_local(local, mesh, placements, run_check=False, shape=tensor.shape, stride=tensor.stride())
+    return assign_tensor(module, name, value, like=tensor)
+
+
+def load_pending(pending: list[PendingLoad]) -> int:
+    """Load what :func:`defer_loads` recorded. A parameter FSDP2 has sharded (a meta DTensor) gets this rank's
+    rows only, read straight into its local shard on the mesh's device; an unsharded one is loaded whole (the
+    fallback before anything needs the values unsharded). peft's LoRA layers may wrap the module meanwhile
+    (``.base_layer`` keys map to the checkpoint's); their adapters are left as they are. Empties ``pending``;
+    returns the checkpoint bytes read."""
+    total = 0
+    while pending:
+        item = pending.pop(0)
+        total += load_weights(item.module, item.files, dtype=item.dtype, rename=item.rename,
+                              ignore_unexpected=item.ignore_unexpected, optional=_with_adapters(item.optional))  # fmt: skip
+    return total
+
+
+def transformers_key_map(model: nn.Module, checkpoint_keys: list[str]) -> dict[str, str | list[str]]:
+    """Checkpoint key -> module key(s) under the key conversions transformers applies when it loads ``model``
+    (``transformers.conversion_mapping``: transformers 5 renames e.g. DINOv2's ``attention.attention.query`` to
+    ``attention.q_proj`` and splits its fused SwiGLU ``mlp.weights_in`` in two on dim 0, which is a list here).
+    Keys no conversion touches map to themselves.
+
+    Raises:
+        ValueError: a conversion other than a rename or a dim-0 split (it would need the whole tensor).
+    """
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    except ImportError:  # a transformers without conversions: keys are the module's
+        return {k: k for k in checkpoint_keys}
+    transforms = get_model_conversion_mapping(model) if hasattr(model, "config") else []
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter) and not isinstance(t, WeightRenaming)]
+    out: dict[str, str | list[str]] = {}
+    for key in checkpoint_keys:
+        renamed, pattern = rename_source_key(key, renamings, converters)
+        if pattern is None:
+            out[key] = renamed
+            continue
+        conv = next(c for c in converters if pattern in c.source_patterns)
+        ops = [type(op).__name__ for op in conv.operations]
+        if ops != ["Chunk"] or getattr(conv.operations[0], "dim", None) != 0 or len(conv.source_patterns) != 1:
+            raise ValueError(f"'{key}': transformers converts it with {ops}; only renames and dim-0 chunks load lean")
+        first = conv.target_patterns[0]
+        base = renamed[: len(renamed) - len(first)] if renamed.endswith(first) else renamed.rsplit(first, 1)[0]
+        out[key] = [base + target for target in conv.target_patterns]
+    return out
+
+
+def _with_adapters(optional: Callable[[str], bool] | None) -> Callable[[str], bool]:
+    return lambda k: "lora_" in k or "trainable_tokens" in k or bool(optional and optional(k))
+
+
+@contextmanager
+def adapters_off_meta() -> Iterator[None]:
+    """peft moves a new adapter to its base layer's device; for a base layer still on meta (a deferred load)
+    that would drop the adapter's initial values. Within the block such adapters stay on the CPU, in the base
+    layer's dtype, so they start as they would on a loaded model (the same RNG draws)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    original = BaseTunerLayer._move_adapter_to_device_of_base_layer
+
+    def move(self: Any, adapter_name: str, device: torch.device | None = None) -> None:
+        if device is None:
+            weight = getattr(self.get_base_layer(), "weight", None)
+            if weight is not None and weight.is_meta:
+                device = torch.device("cpu")
+        original(self, adapter_name, device)
+
+    BaseTunerLayer._move_adapter_to_device_of_base_layer = move  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        BaseTunerLayer._move_adapter_to_device_of_base_layer = original  # type: ignore[method-assign]
 
 
 def assign_tensor(module: nn.Module, name: str, value: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:

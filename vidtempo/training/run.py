@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from vidtempo.config.load import recipe_path, resolve_recipe, save_recipe, to_yaml
 from vidtempo.data.overlong import length_settings
-from vidtempo.models.build import build_video_llm
+from vidtempo.models.build import build_video_llm, load_deferred
 from vidtempo.models.checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -95,7 +95,9 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
     write_manifest(out, settings, changes)
     tokenizer = build_tokenizer(plain, recipe)
     plain["model"] = model_node_for(plain["model"], tokenizer, recipe)  # + the rows of time tokens
-    model = build_video_llm(plain["model"], weights=plain.get("weights"), recipe=recipe, dtype=load_dtype(stages))
+    defer = shards_first(stages, dirs) and not plain.get("init_from")  # FSDP2: each rank loads only its shard
+    model = build_video_llm(plain["model"], weights=plain.get("weights"), recipe=recipe, dtype=load_dtype(stages),
+                            defer=defer)  # fmt: skip
     if plain.get("init_from"):
         init_weights(model, plain["init_from"], recipe)
     final = out
@@ -116,8 +118,11 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
             log.warning("stage %s freezes the LLM: the rows of the %d tokenizer.time_tokens stay at their start "
                         "(train them with trainable.llm: true or lora)", stage["name"], len(model.new_token_ids))
         final = sdir / "final"
+        if not is_fsdp(stage):
+            load_deferred(model)  # no sharding in this stage: the LLM loads whole (a no-op once loaded)
         if is_complete(final, legacy=LEGACY_LAST_FILE):
             log.info("stage %s already finished: loading %s", stage["name"], final)
+            load_deferred(model)
             load_weights(model, final)
             heads = final if has_heads(final) else heads
         else:
@@ -139,6 +144,17 @@ def _stage_lora(model: VideoModel, settings: dict[str, Any], key: str) -> LoraSe
         raise ValueError(f"{key}: the model already has a LoRA adapter ({current}), so these settings would be "
                          "ignored; set them under model.lora, or merge the earlier adapter (merge_lora_after)")
     return wanted
+
+
+def is_fsdp(stage: dict[str, Any]) -> bool:
+    """Whether a stage trains under FSDP2 (``trainer.strategy: fsdp``)."""
+    return str((stage.get("trainer") or {}).get("strategy")) in ("fsdp", "fsdp2")
+
+
+def shards_first(stages: list[dict[str, Any]], dirs: list[Path]) -> bool:
+    """Whether the first stage that still has to train runs under FSDP2 and no finished stage comes before it:
+    then the pretrained LLM is built on the meta device and loaded after sharding, per rank."""
+    return bool(stages) and is_fsdp(stages[0]) and not is_complete(dirs[0] / "final", legacy=LEGACY_LAST_FILE)
 
 
 def load_dtype(stages: list[dict[str, Any]]) -> torch.dtype:

@@ -3,7 +3,8 @@
 ``fsdp`` (or ``fsdp2``) means FSDP2 through Lightning's ``ModelParallelStrategy`` as pure data parallelism,
 on CPU (gloo) and CUDA (NCCL) alike: one code path, the one the CPU tests run. The objective's
 ``configure_model`` shards every transformer block (LLM and towers) with ``fully_shard``, then the model, then
-each trained auxiliary module; ``bf16-mixed`` gets a ``MixedPrecisionPolicy`` (bf16 parameters for the
+each trained auxiliary module, then loads the pretrained LLM that ``vidtempo train`` left on the meta device,
+each rank its own rows (``load_sharded``); ``bf16-mixed`` gets a ``MixedPrecisionPolicy`` (bf16 parameters for the
 all-gather and compute, fp32 gradient reduction). ``ddp`` works everywhere (gloo on CPU).
 """
 
@@ -43,7 +44,19 @@ def shard_for_strategy(module: Any) -> None:
     if not isinstance(module.trainer.strategy, ModelParallelStrategy) or getattr(module, "_sharded", False):
         return
     shard_objective(module, module.device_mesh["data_parallel"], mixed_precision_policy(module.trainer.precision))
+    load_sharded(module.model)
     module._sharded = True
+
+
+def load_sharded(model: nn.Module) -> None:
+    """After ``fully_shard``: fill what ``build_video_llm(defer=True)`` left on the meta device, each rank reading
+    only its own rows of each tensor into its local shard (``vidtempo.models.weights.load_pending``): no rank ever
+    holds the whole LLM."""
+    from vidtempo.models.weights import load_pending
+
+    pending = getattr(model, "pending_weights", None)
+    if pending:
+        load_pending(pending)
 
 
 def mixed_precision_policy(precision: Any) -> Any:

@@ -98,6 +98,12 @@ def is_meta(module: nn.Module) -> bool:
     return any(p.is_meta for p in module.parameters())
 
 
+def meta_buffers(module: nn.Module) -> bool:
+    """True when a buffer of ``module`` is on the meta device (built under ``torch.device("meta")``: buffers
+    computed in constructors, e.g. position ids, hold nothing, so loading parameters alone is not enough)."""
+    return any(b.is_meta for b in module.buffers())
+
+
 def _transformers_attr(name: str) -> Any:
     import transformers  # heavy: only when a tower is built
 
@@ -151,6 +157,28 @@ def check_same_arch(ours: Any, theirs: Any, keys: Sequence[str], path: Path, who
                 f"{who}.load_pretrained: {path / 'config.json'} has {key}={b!r} but this encoder was built "
                 f"with {key}={a!r}; build it from the same architecture (e.g. name_or_path='{path}')"
             )
+
+
+TOWER_PREFIXES = ("", "model.", "dinov2.", "vision_tower.", "model.vision_tower.")  # composite checkpoints
+
+
+def tower_key_map(checkpoint_keys: Sequence[str], tower: nn.Module) -> dict[str, str | list[str]]:
+    """Checkpoint key -> tower key(s) for the checkpoint tensors that belong to ``tower`` (a transformers model):
+    its own keys, or the same keys under the first of :data:`TOWER_PREFIXES` that holds any (the vision half of a
+    full SigLIP / CLIP model has them as is; a DINOv2 classifier under ``dinov2.``), after transformers' key
+    conversions (``weights.transformers_key_map``). Other tensors are left out (not read).
+    """
+    from vidtempo.models.weights import transformers_key_map
+
+    wanted = set(tower.state_dict())
+    for prefix in TOWER_PREFIXES:
+        keys = [k for k in checkpoint_keys if k.startswith(prefix)]
+        converted = transformers_key_map(tower, [k[len(prefix) :] for k in keys])
+        found = {p + k: v for p, k, v in ((prefix, k[len(prefix) :], converted[k[len(prefix) :]]) for k in keys)
+                 if (set(v) if isinstance(v, list) else {v}) <= wanted}  # fmt: skip
+        if found:
+            return found
+    return {}
 
 
 # --------------------------------------------------------------------------------------------- towers
@@ -261,26 +289,44 @@ class HFVisionEncoder(VisionEncoder):
         return unused
 
     # ------------------------------------------------------------------ weights
-    def load_pretrained(self, path_or_dir: str | Path) -> HFVisionEncoder:
-        """Load weights from a local transformers directory (``save_pretrained`` output or hub snapshot).
+    # ``build_video_llm`` builds a tower named under ``weights:`` on the meta device (``empty_init``): every
+    # parameter is filled by ``load_pretrained``, straight in its target dtype
+    lean_load = True
 
-        The architecture must match the one this encoder was built with; every tower weight must be in
-        the checkpoint (a missing key raises instead of staying random). Returns ``self``.
+    def load_pretrained(self, path_or_dir: str | Path | None = None, *, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> HFVisionEncoder:  # fmt: skip
+        """Load weights from a local transformers directory (``save_pretrained`` output or hub snapshot; default
+        ``name_or_path``), tensor by tensor into ``dtype`` (default: the parameters' own) on ``device``
+        (``vidtempo.models.weights``): a tower built under ``empty_init`` is never random-initialised and never
+        held twice; a materialised one is overwritten in place.
+
+        The architecture must match the one this encoder was built with; every tower weight must be in the
+        checkpoint (a missing key raises instead of staying random); the checkpoint's other tensors (the text
+        tower of a full ``SiglipModel`` / ``CLIPModel``) are not read. Returns ``self``.
         """
+        from vidtempo.models.weights import checkpoint_files, empty_init, load_weights, open_reader
+
         who = type(self).__name__
-        path = check_weights_dir(path_or_dir, who)
-        model_cls = _transformers_attr(self.model_class)
-        loaded, info = model_cls.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
-        check_same_arch(self.tower.config, loaded.config, self.arch_keys, path, who)
-        if info.get("missing_keys"):
-            missing = sorted(info["missing_keys"])
-            raise ValueError(
-                f"{who}.load_pretrained: {path} lacks {len(missing)} tower weights, e.g. {missing[:3]}"
-            )
-        if is_meta(self.tower):  # built on meta for inspection: adopt the loaded module as is
-            self.tower = loaded
-        else:
-            self.tower.load_state_dict(loaded.state_dict(), strict=True)
+        source = path_or_dir if path_or_dir is not None else self.name_or_path
+        if source is None:
+            raise ValueError(f"{who}.load_pretrained needs a path (this tower was built from a config only)")
+        path = check_weights_dir(source, who)
+        theirs = build_hf_config(_transformers_attr(self.config_class), None, path, who)
+        check_same_arch(self.tower.config, theirs, self.arch_keys, path, who)
+        if meta_buffers(self.tower):  # built under ``torch.device("meta")`` (inspection): rebuild, buffers real
+            with empty_init():
+                self.tower = _transformers_attr(self.model_class)(self.tower.config)
+        files = checkpoint_files(path)
+        reader = open_reader(files)
+        try:
+            rename = tower_key_map(reader.keys(), self.tower)
+        finally:
+            reader.close()
+        try:
+            load_weights(self.tower, files, dtype=dtype, device=device, rename=rename.get,
+                         optional=lambda k: k.endswith("position_ids"))  # fmt: skip
+        except ValueError as err:
+            raise ValueError(f"{who}.load_pretrained: {err}") from None
         return self
 
     def save_pretrained(self, path: str | Path) -> None:

@@ -21,7 +21,7 @@ from vidtempo.models.encoders.hf_vision import (
     as_grid,
     check_pixels,
     finish_patches,
-    is_meta,
+    meta_buffers,
 )
 from vidtempo.models.interfaces import VisionEncoder
 from vidtempo.utils.imports import require
@@ -43,7 +43,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
         sd: Any = load_file(str(path))
     else:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:  # memory-mapped: tensors are read when copied into the model
+            sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # the legacy (pre-zip) torch.save format cannot be mapped
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
     for key in ("state_dict", "model", "module"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
@@ -180,27 +183,48 @@ class TimmEncoder(VisionEncoder):
         return finish_patches(tokens, num_prefix, self.native_grid, self.pool_to, not self.drop_prefix)
 
     # ------------------------------------------------------------------ weights
-    def load_pretrained(self, path_or_file: str | Path) -> TimmEncoder:
-        """Load a timm/open_clip state dict from a file or a directory (``model.safetensors``, ...).
+    # built on the meta device by ``build_video_llm`` when named under ``weights:`` (``empty_init``)
+    lean_load = True
 
-        The architecture's own ``checkpoint_filter_fn`` (when timm has one, e.g. EVA converting original
-        EVA-CLIP keys) is applied; classifier-head weights are dropped since the model has none. Loading is
-        strict otherwise. Returns ``self``.
+    def load_pretrained(self, path_or_file: str | Path | None = None, *, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> TimmEncoder:  # fmt: skip
+        """Load a timm/open_clip state dict from a file or a directory (``model.safetensors``, ...) into ``dtype``
+        (default: the parameters' own) on ``device``; a model built under ``empty_init`` is never random-
+        initialised.
+
+        A safetensors file whose keys are the model's (timm's own layout, this encoder's ``save_pretrained``) is
+        read tensor by tensor straight into the parameters. Otherwise the file is read as a state dict (a
+        ``torch.save`` file memory-mapped) and the architecture's own ``checkpoint_filter_fn`` (when timm has one,
+        e.g. EVA converting original EVA-CLIP keys) is applied first; tensors are then cast into the parameters
+        one by one. Classifier-head weights are dropped since the model has none; loading is strict otherwise.
+        Returns ``self``.
         """
+        from vidtempo.models.weights import SafetensorsReader, StateDictReader, empty_init, load_weights
+
+        if path_or_file is None:
+            raise ValueError("TimmEncoder.load_pretrained needs a weights file or directory")
         file = find_weights_file(path_or_file, "TimmEncoder")
-        if is_meta(self.model):  # built for inspection: materialise a real module first
-            with torch.device("cpu"):
+        if meta_buffers(self.model):  # built under ``torch.device("meta")``: rebuild with real buffers
+            with empty_init():
                 self.model = self._create()
-        state = read_state_dict(file)
-        filter_fn = getattr(sys.modules[type(self.model).__module__], "checkpoint_filter_fn", None)
-        if filter_fn is not None:
-            state = filter_fn(state, self.model)
-        expected = self.model.state_dict()
-        state = {k: v for k, v in state.items() if k in expected or not k.startswith("head")}
+        expected = set(self.model.state_dict())
+        reader: Any = SafetensorsReader([file]) if file.suffix == ".safetensors" else None
+        if reader is None or not expected <= set(reader.keys()):  # another layout: convert as timm does
+            if reader is not None:
+                reader.close()
+            state = read_state_dict(file)
+            filter_fn = getattr(sys.modules[type(self.model).__module__], "checkpoint_filter_fn", None)
+            if filter_fn is not None:
+                state = filter_fn(state, self.model)
+            reader = StateDictReader(state, where=str(file))
+            del state
         try:
-            self.model.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise ValueError(f"{file}: weights do not fit timm model '{self.model_name}': {err}") from err
+            load_weights(self.model, reader, dtype=dtype, device=device,
+                         rename=lambda k: k if k in expected or not k.startswith("head") else None)  # fmt: skip
+        except ValueError as err:
+            raise ValueError(f"{file}: weights do not fit timm model '{self.model_name}': {err}") from None
+        finally:
+            reader.close()
         return self
 
     def save_pretrained(self, path: str | Path) -> None:

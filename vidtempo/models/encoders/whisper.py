@@ -9,7 +9,6 @@ spectrum, ``log10(max(mel, 1e-10))``, clamp to ``max - 8``, then ``(x + 4) / 4``
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,51 +17,35 @@ from typing import Any
 import torch
 
 from vidtempo.data.log_mel import HOP_LENGTH, SAMPLE_RATE, log_mel_spectrogram
-from vidtempo.models.encoders.hf_vision import build_hf_config, check_same_arch, check_weights_dir, is_meta
+from vidtempo.models.encoders.hf_vision import (
+    build_hf_config,
+    check_same_arch,
+    check_weights_dir,
+    meta_buffers,
+)
 from vidtempo.models.interfaces import AudioEncoder, AudioFeatures
 
-
-def _hf_weight_files(path: Path) -> list[Path]:
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [path / s for s in shards]
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (path / name).is_file():
-            return [path / name]
-    raise FileNotFoundError(
-        f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin"
-    )
+ENCODER_PREFIXES = ("model.encoder.", "encoder.", "")  # WhisperForConditionalGeneration, WhisperModel, ours
 
 
-def read_encoder_state_dict(path: Path, prefixes: tuple[str, ...], probe: str) -> dict[str, torch.Tensor]:
-    """Read only the tensors under the first of ``prefixes`` whose ``prefix + probe`` key exists,
-    with the prefix stripped (e.g. ``model.encoder.`` of a ``WhisperForConditionalGeneration``)."""
-    from safetensors import safe_open
+def encoder_key_map(checkpoint_keys: list[str], probe: str = "conv1.weight") -> dict[str, str]:
+    """Checkpoint key -> encoder key for the encoder's tensors, under the first of :data:`ENCODER_PREFIXES` whose
+    ``prefix + probe`` key exists (the decoder and the projection are left out: never read).
 
-    files = _hf_weight_files(path)
-    if files[0].suffix != ".safetensors":
-        full = torch.load(str(files[0]), map_location="cpu", weights_only=True)
-        keys: dict[str, Any] = dict.fromkeys(full)
-    else:
-        full = None
-        keys = {}
-        for f in files:
-            with safe_open(str(f), framework="pt") as fh:
-                keys.update(dict.fromkeys(fh.keys(), f))
-    prefix = next((p for p in prefixes if p + probe in keys), None)
+    Raises:
+        ValueError: no ``probe`` tensor under any prefix.
+
+    Example:
+        >>> encoder_key_map(["model.encoder.conv1.weight", "model.decoder.embed_tokens.weight"])
+        {'model.encoder.conv1.weight': 'conv1.weight'}
+    """
+    keys = set(checkpoint_keys)
+    prefix = next((p for p in ENCODER_PREFIXES if p + probe in keys), None)
     if prefix is None:
-        raise ValueError(f"{path}: no '{probe}' weight under any of the prefixes {list(prefixes)}")
-    wanted = [k for k in keys if k.startswith(prefix) and (prefix or not k.startswith("decoder."))]
-    if full is not None:
-        return {k[len(prefix) :]: full[k] for k in wanted}
-    out: dict[str, torch.Tensor] = {}
-    for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            for k in wanted:
-                if keys[k] == f:
-                    out[k[len(prefix) :]] = fh.get_tensor(k)
-    return out
+        raise ValueError(f"no '{probe}' weight under any of the prefixes {list(ENCODER_PREFIXES)}")
+    if prefix:
+        return {k: k[len(prefix) :] for k in checkpoint_keys if k.startswith(prefix)}
+    return {k: k for k in checkpoint_keys if not k.startswith(("decoder.", "model.", "proj_out."))}
 
 
 class WhisperAudioEncoder(AudioEncoder):
@@ -154,23 +137,39 @@ class WhisperAudioEncoder(AudioEncoder):
         return AudioFeatures(feats=feats, times=times.float()[None].expand(bsz, -1).contiguous(), mask=mask)
 
     # ------------------------------------------------------------------ weights
-    def load_pretrained(self, path_or_dir: str | Path) -> WhisperAudioEncoder:
-        """Load the encoder weights from a local Whisper directory (a full ``WhisperForConditionalGeneration``
-        or ``WhisperModel`` snapshot, or this encoder's ``save_pretrained`` output). Strict; returns ``self``."""
-        from transformers import WhisperConfig
-        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    # built on the meta device by ``build_video_llm`` when named under ``weights:`` (``empty_init``)
+    lean_load = True
 
-        path = check_weights_dir(path_or_dir, "WhisperAudioEncoder")
+    def load_pretrained(self, path_or_dir: str | Path | None = None, *, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> WhisperAudioEncoder:  # fmt: skip
+        """Load the encoder weights from a local Whisper directory (a full ``WhisperForConditionalGeneration``
+        or ``WhisperModel`` snapshot, or this encoder's ``save_pretrained`` output; default ``name_or_path``),
+        tensor by tensor into ``dtype`` (default: the parameters' own) on ``device``; the decoder's tensors are
+        not read. Strict; returns ``self``."""
+        from transformers import WhisperConfig
+
+        from vidtempo.models.weights import checkpoint_files, empty_init, load_weights, open_reader
+
+        source = path_or_dir if path_or_dir is not None else self.name_or_path
+        if source is None:
+            raise ValueError("WhisperAudioEncoder.load_pretrained needs a path (built from a config only)")
+        path = check_weights_dir(source, "WhisperAudioEncoder")
         theirs = WhisperConfig.from_pretrained(str(path), local_files_only=True)
         check_same_arch(self.encoder.config, theirs, self.arch_keys, path, "WhisperAudioEncoder")
-        state = read_encoder_state_dict(path, ("model.encoder.", "encoder.", ""), probe="conv1.weight")
-        if is_meta(self.encoder):  # built for inspection: materialise a real module first
-            with torch.device("cpu"):
+        if meta_buffers(self.encoder):  # built under ``torch.device("meta")``: rebuild with real buffers
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+            with empty_init():
                 self.encoder = WhisperEncoder(self.encoder.config)
+        files = checkpoint_files(path)
+        reader = open_reader(files)
         try:
-            self.encoder.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise ValueError(f"{path}: weights do not fit the Whisper encoder: {err}") from err
+            rename = encoder_key_map(reader.keys())
+            load_weights(self.encoder, reader, dtype=dtype, device=device, rename=rename.get)
+        except ValueError as err:
+            raise ValueError(f"{path}: weights do not fit the Whisper encoder: {err}") from None
+        finally:
+            reader.close()
         return self
 
     def save_pretrained(self, path: str | Path) -> None:
