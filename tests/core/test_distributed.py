@@ -18,10 +18,12 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_train(recipe: Path, out: Path, *overrides: str) -> Path:
+def run_train(recipe: Path, out: Path, *overrides: str, logs: list[str] | None = None) -> Path:
     cmd = [sys.executable, "-m", "vidtempo.cli.main", "train", str(recipe), f"output_dir={out}", *overrides]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if logs is not None:
+        logs.append(proc.stderr)
     return out / "1_more" / "final"
 
 
@@ -91,7 +93,9 @@ def test_lora_merged_under_fsdp2_gives_the_weights_of_one_process(video_dir: Pat
 def test_lora_under_fsdp2_saves_the_adapter_only_like_one_process(video_dir: Path, tmp_path: Path):
     """An unmerged LoRA stage on a pretrained LLM: ``final/`` holds the adapter and the non-LLM weights, never
     the frozen base LLM (which is not even gathered), plus peft's ``adapter/`` written from the gathered
-    factors; the same files as one process, and the checkpoint reloads onto the base weights."""
+    factors; the same files as one process, and the checkpoint reloads onto the base weights. Under FSDP2 the
+    pretrained LLM (``weights: {llm: null}``) is built on the meta device and each rank loads only its shards
+    after ``fully_shard`` (#27 item 2); one process loads it whole before training."""
     from vidtempo.models.checkpoint import load_pretrained
     from vidtempo.models.llms.presets import tiny_llm
 
@@ -99,11 +103,13 @@ def test_lora_under_fsdp2_saves_the_adapter_only_like_one_process(video_dir: Pat
     base = tmp_path / "base_llm"
     tiny_llm().model.save_pretrained(base)
     stages = (f"model:\n  llm: {{_target_: hf_causal_lm, name_or_path: {base}}}\n  trainable: {{llm: lora}}\n"
-              "  lora: {r: 4, alpha: 8, dropout: 0.0}\nstages:\n  - {name: sft}\n")
+              "  lora: {r: 4, alpha: 8, dropout: 0.0}\nweights: {llm: null}\nstages:\n  - {name: sft}\n")
     recipe = write_recipe(video_dir, tmp_path, stages)
-    finals = {}
+    finals, logs = {}, {"one": [], "two": []}
     for name, args in (("one", ()), ("two", ("trainer.devices=2", "trainer.strategy=fsdp", "data.batch_size=1"))):
-        finals[name] = run_train(recipe, tmp_path / name, *args).parent.parent / "0_sft" / "final"
+        finals[name] = run_train(recipe, tmp_path / name, *args, logs=logs[name]).parent.parent / "0_sft" / "final"
+    assert "loaded its shards of the pretrained LLM" in logs["two"][0]  # deferred to after fully_shard
+    assert "loaded its shards" not in logs["one"][0]
     one, two = (load_file(str(finals[n] / "model.safetensors")) for n in ("one", "two"))
     assert one.keys() == two.keys() and not [k for k in two if k.startswith("llm.") and "lora_" not in k]
     assert any(two[k].abs().max() > 0 for k in two if "lora_B" in k)  # the adapters moved

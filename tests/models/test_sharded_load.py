@@ -5,6 +5,7 @@ fp32); no rank reads more than its share of the checkpoint or holds more than it
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,30 @@ def test_fsdp2_loads_each_rank_its_shard_and_trains_like_one_process(tmp_path: P
     assert got["state"].keys() == want.keys()
     for key, value in want.items():
         torch.testing.assert_close(got["state"][key], value, rtol=0, atol=1e-5, msg=key)
+
+
+def test_lora_on_a_deferred_llm_starts_from_the_adapters_of_a_loaded_one(tmp_path: Path) -> None:
+    """peft would move new adapters onto their meta base layers (losing their initial values): they stay on the
+    CPU, equal to those a loaded LLM gets from the same seed, and the deferred load then fills the base only."""
+    from vidtempo.models.llms.hf import HFCausalLM
+    from vidtempo.models.lora import LoraSettings, apply_lora
+    from vidtempo.models.weights import defer_loads, empty_init, load_pending, meta_parameters
+
+    tiny_llm().model.save_pretrained(tmp_path)
+    llms = []
+    for deferred in (False, True):
+        with empty_init():
+            llm = HFCausalLM(str(tmp_path))
+        with defer_loads() if deferred else nullcontext() as pending:
+            llm.load_pretrained(dtype=torch.bfloat16)
+        torch.manual_seed(0)
+        apply_lora(llm, LoraSettings(r=4, alpha=8))
+        if deferred:
+            adapters = [n for n, p in llm.named_parameters() if "lora_" in n and not p.is_meta]
+            assert adapters and all(n not in meta_parameters(llm) for n in adapters)
+            load_pending(pending)
+        llms.append(dict(llm.named_parameters()))
+    eager, lazy = llms
+    assert eager.keys() == lazy.keys() and any("lora_A" in k for k in eager)
+    for name, value in eager.items():
+        assert lazy[name].dtype == value.dtype and torch.equal(lazy[name], value), name

@@ -603,25 +603,36 @@ def _with_adapters(optional: Callable[[str], bool] | None) -> Callable[[str], bo
 
 @contextmanager
 def adapters_off_meta() -> Iterator[None]:
-    """peft moves a new adapter to its base layer's device; for a base layer still on meta (a deferred load)
-    that would drop the adapter's initial values. Within the block such adapters stay on the CPU, in the base
-    layer's dtype, so they start as they would on a loaded model (the same RNG draws)."""
+    """peft puts a new LoRA layer's adapters on its base layer's device (``LoraModel._replace_module``, then
+    ``_move_adapter_to_device_of_base_layer``); for a base layer still on meta (a deferred load) that would drop
+    the adapters' initial values. Within the block such adapters stay on the CPU (in the base layer's dtype), so
+    they start as they would on a loaded model, from the same random draws; base layers that are not on meta are
+    handled by peft as usual."""
+    from peft.tuners.lora.model import LoraModel
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    original = BaseTunerLayer._move_adapter_to_device_of_base_layer
+    move, replace = BaseTunerLayer._move_adapter_to_device_of_base_layer, LoraModel._replace_module
 
-    def move(self: Any, adapter_name: str, device: torch.device | None = None) -> None:
-        if device is None:
-            weight = getattr(self.get_base_layer(), "weight", None)
-            if weight is not None and weight.is_meta:
-                device = torch.device("cpu")
-        original(self, adapter_name, device)
+    def on_meta(layer: nn.Module) -> bool:
+        weight = getattr(getattr(layer, "base_layer", layer), "weight", None)
+        return weight is not None and weight.is_meta
 
-    BaseTunerLayer._move_adapter_to_device_of_base_layer = move  # type: ignore[method-assign]
+    def move_off_meta(self: Any, adapter_name: str, device: torch.device | None = None) -> None:
+        move(self, adapter_name, torch.device("cpu") if device is None and on_meta(self.get_base_layer()) else device)
+
+    def replace_off_meta(self: Any, parent: nn.Module, child_name: str, new_module: nn.Module, child: nn.Module) -> None:
+        if on_meta(child):  # what peft does, less the move of the new adapters onto the base layer's device
+            setattr(parent, child_name, new_module)
+        else:
+            replace(self, parent, child_name, new_module, child)
+
+    BaseTunerLayer._move_adapter_to_device_of_base_layer = move_off_meta  # type: ignore[method-assign]
+    LoraModel._replace_module = replace_off_meta  # type: ignore[method-assign]
     try:
         yield
     finally:
-        BaseTunerLayer._move_adapter_to_device_of_base_layer = original  # type: ignore[method-assign]
+        BaseTunerLayer._move_adapter_to_device_of_base_layer = move  # type: ignore[method-assign]
+        LoraModel._replace_module = replace  # type: ignore[method-assign]
 
 
 def assign_tensor(module: nn.Module, name: str, value: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:

@@ -10,12 +10,15 @@ all-gather and compute, fp32 gradient reduction). ``ddp`` works everywhere (gloo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 def resolve_strategy(strategy: Any, accelerator: str = "auto", devices: Any = 1, num_nodes: int = 1) -> Any:
@@ -56,7 +59,12 @@ def load_sharded(model: nn.Module) -> None:
 
     pending = getattr(model, "pending_weights", None)
     if pending:
-        load_pending(pending)
+        import torch.distributed as dist
+
+        read = load_pending(pending)
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        log.info("rank %d loaded its shards of the pretrained LLM (%.1f MB read; never the whole model)", rank,
+                 read / 1e6)  # fmt: skip
 
 
 def mixed_precision_policy(precision: Any) -> Any:
