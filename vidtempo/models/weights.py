@@ -26,7 +26,8 @@ Example:
     ...     layer = torch.nn.Linear(2, 3)
     >>> layer.weight.is_meta
     True
-    >>> load_weights(layer, checkpoint_files(d), dtype=torch.bfloat16)
+    >>> load_weights(layer, checkpoint_files(d), dtype=torch.bfloat16)  # bytes read
+    36
     >>> layer.weight.dtype, float(layer.weight.sum()), layer.weight.requires_grad
     (torch.bfloat16, 6.0, True)
 """
@@ -357,10 +358,12 @@ def defer_loads() -> Iterator[list[PendingLoad]]:
         >>> with empty_init():
         ...     layer = torch.nn.Linear(2, 3)
         >>> with defer_loads() as pending:
-        ...     load_weights(layer, checkpoint_files(d), dtype=torch.bfloat16)
+        ...     load_weights(layer, checkpoint_files(d), dtype=torch.bfloat16)  # recorded, nothing read
+        0
         >>> layer.weight.is_meta, layer.weight.dtype, len(pending)
         (True, torch.bfloat16, 1)
         >>> load_pending(pending); float(layer.weight.detach().sum())
+        36
         6.0
     """
     token = _recording.set([])
