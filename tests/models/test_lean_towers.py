@@ -154,3 +154,18 @@ def test_pytorch_model_bin_checkpoints_load_lean_with_the_logits_of_from_pretrai
     (tmp_path / files[0].name).write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable torch.save state dict"):
         TorchBinReader(files)
+
+
+def test_a_concat_encoder_builds_lean_when_weights_name_every_tower(tmp_path: Path) -> None:
+    SiglipEncoder(VIT).save_pretrained(tmp_path / "a")
+    Dinov2Encoder(DINO_SWIGLU).save_pretrained(tmp_path / "b")
+    towers = [{"_target_": "siglip", "config": VIT}, {"_target_": "dinov2", "config": DINO_SWIGLU}]
+    node = {"_target_": "vidtempo.models.VideoLLM", "llm": {"_target_": "tiny"},
+            "vision_encoder": {"_target_": "concat", "towers": towers, "tower_names": ["a", "b"]},
+            "compressor": {"_target_": "pool", "in_dim": 64}}  # fmt: skip
+    both = build_video_llm(node, weights={"vision_encoder": {"a": str(tmp_path / "a"), "b": str(tmp_path / "b")}},
+                           dtype=torch.bfloat16)  # fmt: skip
+    assert {p.dtype for p in both.vision_encoder.parameters()} == {torch.bfloat16}  # built on meta, loaded lean
+    one = build_video_llm(node, weights={"vision_encoder": {"a": str(tmp_path / "a")}}, dtype=torch.bfloat16)
+    assert {p.dtype for p in one.vision_encoder.towers[1].parameters()} == {torch.float32}  # random, as before
+    assert not meta_parameters(one)

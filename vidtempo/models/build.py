@@ -54,7 +54,7 @@ def build_video_llm(
     for key, value in node.items():
         if key not in PART_KEYS or value is None:
             continue
-        lean = key in loaded and _lean_loadable(value, f"model.{key}", recipe)
+        lean = key in loaded and _lean_loadable(value, f"model.{key}", recipe, (weights or {}).get(key))
         with empty_init() if lean else nullcontext():
             parts[key] = instantiate(value, key=f"model.{key}", recipe=recipe)
     for part, source in (weights or {}).items():
@@ -91,9 +91,10 @@ def load_deferred(model: Any) -> None:
     load_pending(getattr(model, "pending_weights", None) or [])
 
 
-def _lean_loadable(node: Any, key: str, recipe: str | None) -> bool:
+def _lean_loadable(node: Any, key: str, recipe: str | None, source: Any = None) -> bool:
     """Whether the class a part node builds (directly, or as a builder function's return annotation) loads all
-    of its parameters in ``load_pretrained`` (``lean_load = True``)."""
+    of its parameters in ``load_pretrained`` (``lean_load = True``; a class with a ``lean_for(node, source,
+    is_lean)`` decides per recipe node, e.g. ``ConcatEncoder`` when ``weights:`` names every tower)."""
     if not isinstance(node, dict) or "_target_" not in node:
         return False
     target = resolve_target(node, key, recipe)
@@ -102,4 +103,9 @@ def _lean_loadable(node: Any, key: str, recipe: str | None) -> bool:
             target = typing.get_type_hints(target).get("return")
         except Exception:  # an unresolvable annotation: build the plain way
             return False
-    return isinstance(target, type) and bool(getattr(target, "lean_load", False))
+    if not isinstance(target, type) or not getattr(target, "lean_load", False):
+        return False
+    lean_for = getattr(target, "lean_for", None)
+    if lean_for is None:
+        return True
+    return bool(lean_for(node, source, lambda sub: _lean_loadable(sub, key, recipe)))

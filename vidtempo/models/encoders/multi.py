@@ -15,8 +15,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,12 +63,30 @@ class ConcatEncoder(VisionEncoder):
         assert target is not None
         return torch.cat(outs, dim=-1), (int(target[0]), int(target[1]))
 
-    def load_pretrained(self, sources: dict[str, str | Path] | None = None) -> None:
-        """``{tower_name: path}``: load each named tower's weights (others keep theirs)."""
+    lean_load = True  # when ``weights:`` names every tower (``lean_for``): built on meta, each tower loaded lean
+
+    @classmethod
+    def lean_for(cls, node: dict[str, Any], sources: Any, is_lean: Callable[[Any], bool]) -> bool:
+        """Whether ``build_video_llm`` may build this recipe node on the meta device for ``sources``: only when
+        they name every tower (a tower left out keeps its random init, which a meta build would not have) and
+        every tower node loads all of its parameters itself (``is_lean``)."""
+        towers = list(node.get("towers") or [])
+        names = list(node.get("tower_names") or [f"tower{i}" for i in range(len(towers))])
+        return (isinstance(sources, dict) and bool(towers) and set(sources) == set(names)
+                and all(is_lean(t) for t in towers))  # fmt: skip
+
+    def load_pretrained(self, sources: dict[str, str | Path] | None = None, *, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> None:  # fmt: skip
+        """``{tower_name: path}``: load each named tower's weights (others keep theirs); ``dtype`` / ``device`` go
+        to the towers that load lean (``lean_load``)."""
         for name, path in (sources or {}).items():
             if name not in self.tower_names:
                 raise ValueError(f"ConcatEncoder has no tower '{name}'; towers: {', '.join(self.tower_names)}")
-            self.towers[self.tower_names.index(name)].load_pretrained(path)
+            tower = self.towers[self.tower_names.index(name)]
+            if getattr(tower, "lean_load", False):
+                tower.load_pretrained(path, dtype=dtype, device=device)
+            else:
+                tower.load_pretrained(path)
 
     def unused_parameter_names(self) -> set[str]:
         names = set()
