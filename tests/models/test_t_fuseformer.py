@@ -182,3 +182,29 @@ def test_video_llm_with_t_fuseformer_embeds_videos_and_texts():
     torch.testing.assert_close(emb_v.norm(dim=-1), torch.ones(2))
     no_align = build_video_llm({**node, "compressor": {**node["compressor"], "alignment": False}})
     assert not {"embed_video", "embed_text"} & set(no_align.capabilities)
+
+
+def test_query_tokens_are_not_frames_so_llm_frame_losses_refuse_and_encoder_tags_bind():
+    """Q-Former queries each read the whole clip: a VideoLLM around t_fuseformer must not declare
+    ``token_frames`` (16 queries for 16 frames would otherwise be read as one token per frame, silently), the
+    LLM-side saliency / tag losses refuse it by name, and the encoder-side tag loss still binds."""
+    from vidtempo.models.build import build_video_llm
+    from vidtempo.training.auxiliary import AuxLossError, EncoderTagLoss, FrameTagLoss, SaliencyLoss, bind_aux
+
+    node = {"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
+            "projector": {"_target_": "linear", "in_dim": 32, "out_dim": 64},
+            "compressor": {"_target_": "t_fuseformer", **{**SMALL, "in_dim": 32, "audio_dim": None}},
+            "llm": {"_target_": "tiny"}}  # fmt: skip
+    model = build_video_llm(node)
+    assert "token_frames" not in model.capabilities
+    assert "frame_features" in model.capabilities
+    channels = {"frame_targets": 13, "frame_tags": 14}
+    with pytest.raises(AuxLossError, match=r"objective\.aux\.saliency: .*'token_frames'"):
+        bind_aux({"saliency": SaliencyLoss(slots=13)}, model, channels)
+    with pytest.raises(AuxLossError, match=r"objective\.aux\.tag: .*'token_frames'"):
+        bind_aux({"tag": FrameTagLoss()}, model, channels)
+    bound = bind_aux({"encoder_tag": EncoderTagLoss(slots=12)}, model, channels)
+    assert list(bound) == ["encoder_tag"]
+    pooled = build_video_llm({**node, "compressor": {"_target_": "pool", "in_dim": 32},
+                              "projector": {"_target_": "linear", "in_dim": 32, "out_dim": 64}})  # fmt: skip
+    assert "token_frames" in pooled.capabilities

@@ -369,6 +369,7 @@ def test_stage_hand_off_keeps_the_aligned_weights(tmp_path, monkeypatch):
     cfg.stages = cfg.stages[:2]
     cfg.stages[0].data.batch_size = 4
     cfg.stages[0].trainer.max_steps = 2  # the align stage's own 400 would override the top-level 2
+    cfg.stages[1].trainer.max_steps = 2  # and the bridge stage's own 100
     cfg.stages[1].trainable.compressor = False
     train(cfg)
     aligned = load_file(str(tmp_path / "run" / "0_align" / "final" / "model.safetensors"))

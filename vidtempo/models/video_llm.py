@@ -133,7 +133,11 @@ class VideoLLM(VideoModel):
     # ----------------------------------------------------------------- the VideoModel contract
     @property
     def capabilities(self) -> frozenset[str]:  # type: ignore[override]
-        caps = {"hidden_states", "frame_features", "token_frames", "cached_features", "embed_frames", "packing"}
+        caps = {"hidden_states", "frame_features", "cached_features", "embed_frames", "packing"}
+        # video tokens map to frames unless the compressor says they do not (t_fuseformer's Q-Former queries
+        # each read the whole clip: reading query k as frame k would be silently wrong)
+        if getattr(self.compressor, "tokens_map_to_frames", True):
+            caps.add("token_frames")
         if self.audio_encoder is not None:
             caps.add("audio")
         if getattr(self.compressor, "alignment", False):  # a compressor with retrieval heads (t_fuseformer)

@@ -200,6 +200,11 @@ class TFuseformerCompressor(TokenCompressor):
         (5, 12, 3.0)
     """
 
+    # every output token is a Q-Former query that reads the whole clip: no token belongs to one frame, so the
+    # per-frame losses on the LLM's video positions (saliency, frame_tags) do not apply (VideoLLM then does not
+    # declare the ``token_frames`` capability, and those losses refuse the model by name)
+    tokens_map_to_frames = False
+
     def __init__(
         self,
         in_dim: int,
