@@ -22,8 +22,8 @@ stay under ``--out/<variant>``; a finished step (train, eval, retrieval) is not 
 
 Ends with one ``RESULT case=<variant> ...`` line per variant: grounding mIoU (normal, time control, blind),
 audio-visual accuracy (normal, blind), multiple-choice accuracy over all tasks, and text-to-video retrieval
-R@1/5/10 and median rank on the test videos, plus the training wall time (a shared machine: compare steps,
-not seconds).
+R@1/5/10 and median rank on the test videos (all in percent except the rank), plus the wall time of the last
+``train`` call (a resumed run counts only what it trained; a shared machine: compare steps, not seconds).
 """
 
 from __future__ import annotations
@@ -116,12 +116,13 @@ def vidtempo(args: list[str], log: Path) -> float:
 
 
 def synth_scores(report: Path) -> dict[str, float]:
-    """Grounding mIoU and audio-visual / all-task MCQ accuracy per condition from a synth ``report.json``."""
+    """Grounding mIoU and audio-visual / all-task MCQ accuracy (all in percent) per condition from a synth
+    ``report.json``."""
     metrics = json.loads(report.read_text())["metrics"]
     out: dict[str, float] = {}
     for cond in ("normal", "time", "blind"):
         m = metrics[cond]
-        out[f"miou_{cond}"] = 100 * m["grounding"]["strict"]["mIoU"]
+        out[f"miou_{cond}"] = m["grounding"]["strict"]["mIoU"]  # in percent, as the MCQ accuracies
         out[f"av_{cond}"] = m["mcq"]["strict"]["per_task"]["audio_visual"]["accuracy"]
         out[f"mcq_{cond}"] = m["mcq"]["strict"]["accuracy"]
     return out
