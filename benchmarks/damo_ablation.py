@@ -85,7 +85,8 @@ def variant_recipe(name: str, steps: tuple[int, int, int] | None, out: Path, cli
     elif name == "no_global":
         comp["global_residual"] = False
     elif name == "no_aux":
-        cfg["objective"].pop("aux", None)
+        for stage in stages:
+            stage.get("objective", {}).pop("aux", None)
         cfg["data"]["collator"].pop("targets", None)
     elif name == "stage1":
         if stage1:
