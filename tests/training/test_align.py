@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from vidtempo.models.compressors.t_fuseformer import decoder_attention_bias
+from vidtempo.models.interfaces import TrainableParts
 from vidtempo.training.align import (
     AlignBatch,
     AlignCollator,
@@ -231,8 +232,10 @@ def test_bad_settings_fail_with_one_line_errors():
         check_weights({"itc": 1.0})
     with pytest.raises(ValueError, match="every loss weight is 0"):
         check_weights({"vtc": 0, "vtm": 0, "vtg": 0})
-    with pytest.raises(ValueError, match="auxiliary losses"):
-        AlignObjective(torch.nn.Linear(2, 2), aux={"saliency": object()})
+    from vidtempo.training.auxiliary.frame_heads import SaliencyLoss
+
+    with pytest.raises(ValueError, match="auxiliary loss 'saliency' reads hidden_states, token_frames; align runs no"):
+        AlignObjective(torch.nn.Linear(2, 2), aux={"saliency": SaliencyLoss()})
     from vidtempo.models.build import build_video_llm
 
     pool = build_video_llm({"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
@@ -268,6 +271,60 @@ def test_collator_pairs_retrieval_samples_and_conversations(tmp_path: Path):
     assert batch.video_keys[0] == batch.video_keys[1] and [s.id for s in batch.skipped] == ["gone"]
     with pytest.raises(ValueError, match="sample 'nocap' has no caption"):
         collate([ConversationSample(video=video, messages=[{"role": "user", "content": "hi"}], id="nocap")])
+
+
+def test_encoder_tag_aux_loss_adds_to_the_total_and_trains_the_vision_encoder():
+    from vidtempo.training.auxiliary.encoder_tags import EncoderTagLoss
+
+    model = tiny_model()
+    model.set_trainable(TrainableParts(**{**STAGE1, "vision_encoder": True}))
+    obj = AlignObjective(model, weights={"vtm": 0, "vtg": 0}, aux={"tag": EncoderTagLoss(weight=0.5, slots=2)},
+                         targets={"frame_tags": 3})  # fmt: skip
+    batch = toy_batch()
+    tags = torch.zeros(len(batch), 4, 3)
+    tags[0, :2, 0] = tags[1, 2:, 1] = 1.0
+    tags[3] = float("nan")  # a pair without events: left out of the tag loss
+    batch.targets = {"frame_tags": tags}
+    torch.manual_seed(0)
+    total, metrics = obj.compute_loss(batch, "train")
+    assert torch.allclose(total, metrics["vtc_loss"] + 0.5 * metrics["tag_loss"])
+    total.backward()
+    head = obj.aux["tag"].scorer.head
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.vision_encoder.parameters() if p.requires_grad)
+    assert "aux.tag.scorer.head.weight" in {n for n, p in obj.named_parameters() if p.requires_grad}
+
+
+def test_check_recipe_takes_encoder_tags_and_refuses_llm_state_losses():
+    from vidtempo.config.errors import RecipeError
+
+    tags = {"frame_tags": {"_target_": "event_tags", "labels": ["red circle"]}}
+    stage = {"objective": {"_target_": "align", "aux": {"enc": {"_target_": "encoder_tags"}}},
+             "model": {"compressor": COMP}, "data": {"collator": {"targets": tags}}}  # fmt: skip
+    AlignObjective.check_recipe(stage, "r.yaml", "stages.0.")
+    with pytest.raises(RecipeError, match=r"stages\.0\.objective\.aux\.enc.*reads batch target 'frame_tags'"):
+        AlignObjective.check_recipe({**stage, "data": {}}, "r.yaml", "stages.0.")
+    llm = {**stage, "objective": {"_target_": "align", "aux": {"tag": {"_target_": "frame_tags"}}}}
+    with pytest.raises(RecipeError, match=r"objective\.aux\.tag.*reads hidden_states"):
+        AlignObjective.check_recipe(llm, "r.yaml", "stages.0.")
+
+
+def test_collator_builds_tag_targets_from_the_pairs_events(tmp_path: Path):
+    from vidtempo.data.samples import RetrievalSample
+    from vidtempo.data.testing import make_test_video
+    from vidtempo.models.tokenizers import tiny_tokenizer
+
+    video = str(make_test_video(tmp_path / "v.mp4", duration=2.0))
+    collate = AlignCollator(tiny_tokenizer(), num_frames=4, frame_size=32,
+                            targets={"frame_tags": {"_target_": "event_tags", "labels": ["red circle", "beep"]}})  # fmt: skip
+    batch = collate([RetrievalSample(video, "a red circle", "r", meta={"events": [["red circle", 0.0, 1.0]]}),
+                     RetrievalSample(video, "no events", "n")])  # fmt: skip
+    tags = batch.targets["frame_tags"]  # (2, 4, 2)
+    times = batch.timestamps[0]
+    assert tags.shape == (2, 4, 2)
+    assert tags[0, :, 0].tolist() == [float(t < 1.0) for t in times.tolist()] and tags[0, :, 1].sum() == 0
+    assert torch.isnan(tags[1]).all()  # no events: unknown, not "absent"
+    assert batch.to("cpu").targets["frame_tags"].shape == (2, 4, 2)
 
 
 # ------------------------------------------------------------------------------------------- distributed

@@ -63,11 +63,13 @@ class MultipleChoiceSample:
 
 @dataclass
 class RetrievalSample:
-    """A (video, caption) pair for text-video retrieval."""
+    """A (video, caption) pair for text-video retrieval. ``meta``: per-video annotations the training
+    collator may read (e.g. ``events`` rows for per-frame tag targets)."""
 
     video: str
     caption: str
     id: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -288,14 +288,20 @@ def extra_mcq(scripts: list[EventScript], seed: int, split: str, per_video: dict
     return items
 
 
+def script_events(script: EventScript) -> list[list[Any]]:
+    """``[name, start, end]`` of each object and ``["high beep" | "low beep", start, end]`` of each beep: the
+    ``meta.events`` rows that per-frame tag targets read (``vidtempo.data.targets.EventTags``)."""
+    return ([[o.name, o.start, o.end] for o in script.objects]
+            + [[f"{b.pitch} beep", b.time, round(b.time + b.length, 3)] for b in script.beeps])  # fmt: skip
+
+
 def conversation_records(ann: SplitAnnotations) -> list[dict[str, Any]]:
     """LLaVA conversations: grounding (seconds codec), every MCQ (option letter), dense captions. Every record
     carries ``events`` (``[name, start, end]`` of each object and ``["high beep" | "low beep", start, end]`` of
     each beep: per-frame tag targets, see ``VideoCollator``)."""
     dur = {s.video_id: s.duration for s in ann.scripts}
 
-    events = {s.video_id: [[o.name, o.start, o.end] for o in s.objects]
-              + [[f"{b.pitch} beep", b.time, round(b.time + b.length, 3)] for b in s.beeps] for s in ann.scripts}
+    events = {s.video_id: script_events(s) for s in ann.scripts}
 
     def rec(rid: str, vid: str, question: str, answer: str, task: str, **extra: Any) -> dict[str, Any]:
         return {"id": rid, "video": video_path(vid),

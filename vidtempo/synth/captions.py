@@ -30,6 +30,8 @@ class SynthCaptions(Dataset):
         num_videos, seed, size, fps, min_duration, max_duration: generator settings (first use only).
         limit: keep at most this many pairs.
         workers: rendering processes when the set is generated (0 = one per CPU core).
+        events: put each video's ``events`` rows (objects and beeps, ``[label, start, end]``) in the pair's
+            ``meta``, for per-frame tag targets (``data.collator.targets``, the ``encoder_tags`` loss).
     """
 
     def __init__(
@@ -44,9 +46,11 @@ class SynthCaptions(Dataset):
         max_duration: float = 30.0,
         limit: int | None = None,
         workers: int = 0,
+        events: bool = True,
     ) -> None:
         from vidtempo.data.datasets import MSRVTTDataset
-        from vidtempo.synth.generate import generate
+        from vidtempo.synth.annotate import script_events
+        from vidtempo.synth.generate import Manifest, generate
 
         self.root = Path(root)
         if not (self.root / "manifest.json").is_file():
@@ -59,6 +63,13 @@ class SynthCaptions(Dataset):
             )
         samples = MSRVTTDataset(path, video_root=self.root / "videos").samples
         self.samples: list[RetrievalSample] = samples[:limit] if limit else samples
+        if events:
+            scripts = Manifest.load(self.root).scripts(split)
+            for sample in self.samples:
+                script = scripts.get(Path(sample.video).stem)
+                if script is None:
+                    raise ValueError(f"{path}: video '{sample.video}' has no event script in the split's scripts.json")
+                sample.meta["events"] = script_events(script)
 
     def __len__(self) -> int:
         return len(self.samples)

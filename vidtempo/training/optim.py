@@ -39,7 +39,9 @@ class OptimSettings:
             arXiv 2404.06395, and Hagele et al., arXiv 2405.18392).
         decay_fraction: the part of the run (steps or time, per ``anneal_by``) that ``wsd`` spends decaying.
         min_lr_ratio: floor of the decay as a fraction of ``lr``.
-        lr_multipliers: per top-level part, e.g. ``{compressor: 10.0}``.
+        lr_multipliers: per top-level part, e.g. ``{compressor: 10.0}``, or per dotted prefix of parameter names,
+            e.g. ``{compressor.qformer: 10.0}`` (the longest matching prefix wins; its parameters form a group of
+            their own).
         grad_clip: gradient norm clip (0 = off); passed to the Trainer.
         anneal_by: ``steps`` (default): the decay runs over the run's total steps. ``time``: it runs over
             whichever budget is spent first, steps or the trainer's ``max_time``, so a time-boxed run (the
@@ -64,15 +66,24 @@ def param_groups(
     model: nn.Module, settings: OptimSettings, extra: dict[str, nn.Module] | None = None
 ) -> list[dict[str, Any]]:
     """Trainable parameters grouped by (part, decay); ``extra`` adds objective-owned modules (e.g. an
-    auxiliary head) as parts of their own name."""
+    auxiliary head) as parts of their own name. A part is the top-level name, or the longest dotted prefix
+    in ``settings.lr_multipliers`` that the parameter's name starts with.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+        >>> groups = param_groups(model, OptimSettings(lr=1.0, lr_multipliers={"1.bias": 10.0}))
+        >>> [(g["name"], g["lr"], len(g["params"])) for g in groups]
+        [('0.no_decay', 1.0, 2), ('1.no_decay', 1.0, 1), ('1.bias.no_decay', 10.0, 1)]
+    """
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     named = list(model.named_parameters())
     for prefix, module in (extra or {}).items():
         named += [(f"{prefix}.{n}", p) for n, p in module.named_parameters()]
+    prefixes = sorted((k for k in settings.lr_multipliers if "." in k), key=len, reverse=True)
     for name, param in named:
         if not param.requires_grad:
             continue
-        part = name.split(".", 1)[0]
+        part = next((p for p in prefixes if name == p or name.startswith(p + ".")), name.split(".", 1)[0])
         decay = param.ndim >= 2 and settings.weight_decay > 0
         groups.setdefault((part, decay), []).append(param)
     unknown = set(settings.lr_multipliers) - {part for part, _ in groups}
