@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"minutes={(time.time() - t0) / 60:.1f}")  # fmt: skip
             print("EVAL " + line, flush=True)
             results.append(line)
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             raise SystemExit(f"non-finite loss at step {step}")
     for line in results:
         print("RESULT " + line)

@@ -78,3 +78,16 @@ def test_time_schedule_needs_max_time() -> None:
         _fit("time", None)
     with pytest.raises(ValueError, match="anneal_by must be steps or time"):
         _fit("wallclock", "00:00:00:01")
+
+
+def test_lr_multipliers_by_dotted_prefix_take_the_longest_match_and_name_unknown_prefixes() -> None:
+    from vidtempo.training.optim import param_groups
+
+    model = torch.nn.ModuleDict({"enc": torch.nn.Linear(2, 2),
+                                 "comp": torch.nn.ModuleDict({"text": torch.nn.Linear(2, 2), "video": torch.nn.Linear(2, 2)})})  # fmt: skip
+    settings = OptimSettings(lr=1.0, weight_decay=0.1, lr_multipliers={"enc": 10.0, "comp.text": 3.0, "comp.text.bias": 5.0})
+    lrs = {g["name"]: (g["lr"], len(g["params"])) for g in param_groups(model, settings)}
+    assert lrs == {"comp": (1.0, 1), "comp.no_decay": (1.0, 1), "comp.text": (3.0, 1), "comp.text.bias.no_decay": (5.0, 1),
+                   "enc": (10.0, 1), "enc.no_decay": (10.0, 1)}  # fmt: skip
+    with pytest.raises(ValueError, match=r"no trainable parameters: \['comp.txt'\]"):
+        param_groups(model, OptimSettings(lr_multipliers={"comp.txt": 2.0}))
