@@ -14,8 +14,9 @@ Three losses on (video, caption) pairs, computed through the compressor's Q-Form
 
 The total is ``weights.vtc * VTC + weights.vtm * VTM + weights.vtg * VTG`` (recipe ``objective.weights``; a
 zero weight skips the term), plus the weighted auxiliary losses of ``objective.aux`` that read only what this
-objective computes: the vision encoder's per-frame features (``encoder_tags``; no loss that reads LLM states). The batches come from :class:`AlignCollator` (``RetrievalSample`` pairs, or
-conversations whose last assistant turn is the caption).
+objective computes: the vision encoder's per-frame features (``encoder_tags``; no loss that reads LLM states).
+The batches come from :class:`AlignCollator` (``RetrievalSample`` pairs, or conversations whose last assistant
+turn is the caption).
 
 Example:
     >>> import torch
@@ -253,8 +254,8 @@ class AlignObjective(Objective):
         weights: per-term weights ``{vtc, vtm, vtg}`` (default 1 each, BLIP-2's sum); 0 skips a term.
         label_smoothing: of VTC (BLIP-2: 0.1). caption_smoothing: of VTG (LAVIS's decoder: 0.1).
 
-    Logged: ``vtc_loss``, ``vtm_loss``, ``vtg_loss``, ``<name>_loss`` per auxiliary loss, ``temperature``, ``vtm_negatives`` and
-    ``videos_without_audio`` (per step), and ``video_spread`` / ``text_spread``: the mean cosine between two
+    Logged: ``vtc_loss``, ``vtm_loss``, ``vtg_loss``, ``<name>_loss`` per auxiliary loss, ``temperature``,
+    ``vtm_negatives`` and ``videos_without_audio`` (per step), and ``video_spread`` / ``text_spread``: the mean cosine between two
     different videos' (captions') embeddings of the batch, near 1 when the embeddings collapse to one point
     (VTC then sits at ln(B) with no gradient). Runs on one device, under ``ddp`` or under ``fsdp`` (FSDP2);
     with several processes every rank's embeddings are VTC negatives.
