@@ -169,3 +169,35 @@ def test_a_concat_encoder_builds_lean_when_weights_name_every_tower(tmp_path: Pa
     one = build_video_llm(node, weights={"vision_encoder": {"a": str(tmp_path / "a")}}, dtype=torch.bfloat16)
     assert {p.dtype for p in one.vision_encoder.towers[1].parameters()} == {torch.float32}  # random, as before
     assert not meta_parameters(one)
+
+
+def _fake_hub_cache(cache: Path, repo_id: str, files: Path) -> None:
+    """``files`` laid out as the Hugging Face cache keeps a downloaded snapshot of ``repo_id``."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    for f in files.iterdir():
+        (snap / f.name).write_bytes(f.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+
+
+@pytest.mark.parametrize("kind", ["siglip", "whisper"])
+def test_a_tower_loads_from_a_hub_id_in_the_local_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        kind: str) -> None:  # fmt: skip
+    """The real recipes name towers by hub id (``google/siglip-so400m-patch14-384``): one already in the local
+    cache loads offline, as the LLM does; an id that is not there fails naming it."""
+    from huggingface_hub import constants
+
+    torch.manual_seed(0)
+    src = _tower(kind).eval()
+    src.save_pretrained(tmp_path / "w")
+    _fake_hub_cache(tmp_path / "hub", "org/tiny-tower", tmp_path / "w")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    torch.manual_seed(1)
+    tower = _tower(kind).eval()
+    tower.load_pretrained("org/tiny-tower")
+    assert torch.equal(_out(tower, kind), _out(src, kind))
+    with pytest.raises(FileNotFoundError, match="org/not-cached"):
+        tower.load_pretrained("org/not-cached")

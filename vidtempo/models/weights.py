@@ -100,7 +100,7 @@ def checkpoint_files(source: str | Path) -> list[Path]:
     if path.is_file() and path.suffix in (".safetensors", ".bin"):
         return [path]
     if not path.is_dir():
-        path = _cached_snapshot(str(source))
+        path = cached_snapshot(str(source))
     for index in (path / "model.safetensors.index.json", path / TORCH_BIN_INDEX):
         if index.is_file():
             return [path / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
@@ -110,7 +110,12 @@ def checkpoint_files(source: str | Path) -> list[Path]:
     return files
 
 
-def _cached_snapshot(repo_id: str) -> Path:
+def cached_snapshot(repo_id: str) -> Path:
+    """The local snapshot directory of hub id ``repo_id`` when it is in the Hugging Face cache (never downloads).
+
+    Raises:
+        FileNotFoundError: not a hub id, or not in the local cache.
+    """
     from huggingface_hub import snapshot_download
 
     try:

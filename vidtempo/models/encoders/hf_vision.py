@@ -138,14 +138,23 @@ def build_hf_config(
 
 
 def check_weights_dir(path: str | Path, who: str) -> Path:
-    """Return ``path`` as a Path, or raise ``FileNotFoundError`` unless it is a directory with config.json."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
+    """Return ``path`` as a Path (a hub id already in the local Hugging Face cache: its snapshot directory), or
+    raise ``FileNotFoundError`` unless it is a directory with config.json."""
+    from vidtempo.models.weights import cached_snapshot
+
+    local = Path(path)
+    if not local.is_dir():
+        try:
+            local = cached_snapshot(str(path))
+        except FileNotFoundError:
+            pass
+    if not (local / "config.json").is_file():
         raise FileNotFoundError(
-            f"{who}.load_pretrained: '{path}' is not a local model directory (expected config.json plus "
-            "*.safetensors or pytorch_model.bin, as written by save_pretrained or a downloaded hub snapshot)"
+            f"{who}.load_pretrained: '{path}' is neither a local model directory (expected config.json plus "
+            "*.safetensors or pytorch_model.bin, as written by save_pretrained or a downloaded hub snapshot) nor "
+            "a hub id in the local cache"
         )
-    return path
+    return local
 
 
 def check_same_arch(ours: Any, theirs: Any, keys: Sequence[str], path: Path, who: str) -> None:
