@@ -152,7 +152,7 @@ def test_siglip_loads_vision_tower_of_full_checkpoint(tmp_path) -> None:
 def test_hf_errors_name_the_problem(tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown config key.*'hiden_size'"):
         SiglipEncoder({"hiden_size": 32})
-    with pytest.raises(FileNotFoundError, match="not a local model directory"):
+    with pytest.raises(FileNotFoundError, match="neither a local model directory.*nor a hub id in the local cache"):
         SiglipEncoder(TINY_VIT).load_pretrained(tmp_path / "nope")
     SiglipEncoder(TINY_VIT).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="hidden_size=32 but this encoder was built with hidden_size=16"):
