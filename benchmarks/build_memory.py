@@ -58,10 +58,31 @@ SMOKE = {**QWEN2_7B, "vocab_size": 4096, "hidden_size": 64, "intermediate_size":
          "num_key_value_heads": 2}  # fmt: skip
 
 
-def write_checkpoint(config: dict[str, Any], out: Path) -> int:
-    """A bf16 safetensors checkpoint of ``config`` in ``out``, written tensor by tensor; returns its bytes."""
+def write_random_safetensors(shapes: dict[str, tuple[int, ...]], path: Path, dtype: str = "BF16") -> int:
+    """A safetensors file of random N(0, 0.02) tensors of ``shapes`` in ``dtype`` (``BF16`` or ``F32``), written
+    tensor by tensor (never the whole state in memory); returns its data bytes."""
     import torch
 
+    torch_dtype, width = {"BF16": (torch.bfloat16, 2), "F32": (torch.float32, 4)}[dtype]
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape in shapes.items():
+        size = width * int(torch.Size(shape).numel())
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    gen = torch.Generator().manual_seed(0)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)) + raw)
+        for shape in shapes.values():
+            tensor = (torch.randn(shape, generator=gen) * 0.02).to(torch_dtype)
+            fh.write(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return offset
+
+
+def write_checkpoint(config: dict[str, Any], out: Path) -> int:
+    """A bf16 safetensors checkpoint of ``config`` in ``out``, written tensor by tensor; returns its bytes."""
     from vidtempo.models.llms.hf import HFCausalLM
     from vidtempo.models.weights import empty_init
 
@@ -69,28 +90,12 @@ def write_checkpoint(config: dict[str, Any], out: Path) -> int:
         llm = HFCausalLM(config=config)
     llm.model.config.save_pretrained(out)
     shapes = {k: tuple(v.shape) for k, v in llm.model.state_dict().items()}
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, shape in shapes.items():
-        size = 2 * int(torch.Size(shape).numel())
-        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    gen = torch.Generator().manual_seed(0)
-    with open(out / "model.safetensors", "wb") as fh:
-        fh.write(struct.pack("<Q", len(raw)) + raw)
-        for shape in shapes.values():
-            tensor = (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
-            fh.write(tensor.view(-1).view(torch.uint8).numpy().tobytes())
-    return offset
+    return write_random_safetensors(shapes, out / "model.safetensors", "BF16")
 
 
 def write_tower_checkpoint(layers: int, out: Path) -> int:
     """An fp32 safetensors checkpoint of a SigLIP-so400m-width vision tower with ``layers`` blocks in ``out``
     (``config.json`` + ``model.safetensors``, written tensor by tensor); returns its **bf16** weight bytes."""
-    import torch
-
     from vidtempo.models.encoders.hf_vision import SiglipEncoder
     from vidtempo.models.weights import empty_init
 
@@ -98,20 +103,7 @@ def write_tower_checkpoint(layers: int, out: Path) -> int:
         enc = SiglipEncoder({**SIGLIP_SO400M_TOWER, "num_hidden_layers": layers})
     enc.tower.config.save_pretrained(out)
     shapes = {k: tuple(v.shape) for k, v in enc.tower.state_dict().items()}
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, shape in shapes.items():
-        size = 4 * int(torch.Size(shape).numel())
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    gen = torch.Generator().manual_seed(0)
-    with open(out / "model.safetensors", "wb") as fh:
-        fh.write(struct.pack("<Q", len(raw)) + raw)
-        for shape in shapes.values():
-            fh.write((torch.randn(shape, generator=gen) * 0.02).view(-1).view(torch.uint8).numpy().tobytes())
-    return offset // 2
+    return write_random_safetensors(shapes, out / "model.safetensors", "F32") // 2
 
 
 def _rss_kb(field: str) -> int:
