@@ -51,8 +51,10 @@ def collate(samples: list[ConversationSample]) -> torch.Tensor:
 
 
 def fit(tmp: Path, max_steps: int, group: int, workers: int, ckpt: Path | None = None) -> list[list[int]]:
-    data = VideoDataModule(Samples(23), collate, batch_size=4, num_workers=workers, group_by_video=group,  # type: ignore[arg-type]
-                           seed=7)  # fmt: skip
+    """``group`` > 0: runs of ``group`` per clip; ``group`` < 0: length-grouped batches in windows of -group."""
+    data = VideoDataModule(Samples(23), collate, batch_size=4, num_workers=workers, group_by_video=max(group, 0),  # type: ignore[arg-type]
+                           seed=7, group_by_length=max(-group, 0))  # fmt: skip
+    data._lengths = [10 + (i * 7) % 13 for i in range(23)]  # measured lengths (these samples have no text)
     model = Recorder()
     every = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp, every_n_train_steps=4, save_last=True, save_top_k=-1)
     trainer = L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
@@ -64,7 +66,7 @@ def fit(tmp: Path, max_steps: int, group: int, workers: int, ckpt: Path | None =
     return model.seen
 
 
-@pytest.mark.parametrize(("group", "workers"), [(0, 0), (0, 1), (2, 0)])
+@pytest.mark.parametrize(("group", "workers"), [(0, 0), (0, 1), (2, 0), (-2, 0)])
 def test_resumed_run_trains_the_batches_of_the_uninterrupted_run(tmp_path: Path, group: int, workers: int):
     # 23 samples in batches of 4 (grouped: runs of 2 per clip): 6 batches an epoch; 10 steps stop in epoch 1
     whole = fit(tmp_path / "whole", 17, group, workers)

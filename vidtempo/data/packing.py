@@ -113,14 +113,14 @@ class TokenBudgetBatchSampler:
         return n // self.num_replicas if self.num_replicas > 1 else n
 
 
-def sample_lengths(dataset: Any, collator: Any) -> list[int]:
+def sample_lengths(dataset: Any, collator: Any, key: str = "data.packing") -> list[int]:
     """LLM tokens of every item of ``dataset`` as ``collator`` (a ``VideoCollator`` with its length budget
     injected) would build it: the tokenised conversation after ``data.overlong`` (an over-long item under
     ``error`` raises here, before training; one the collator will skip counts 1 token) plus the model's video
     tokens per clip for an item with a video.
 
     Raises:
-        ValueError: items with videos but no known video token count (naming ``data.packing``).
+        ValueError: items with videos but no known video token count (naming ``key``, the recipe key that asked).
     """
     limit = collator.limit
     out = []
@@ -128,7 +128,7 @@ def sample_lengths(dataset: Any, collator: Any) -> list[int]:
         sample = as_conversation(dataset[i])
         has_video = bool(sample.video)
         if has_video and not limit.video_tokens:
-            raise ValueError("data.packing needs the model's video tokens per clip to size batches: set "
+            raise ValueError(f"{key} needs the model's video tokens per clip to measure lengths: set "
                              "data.collator.num_frames (or max_frames)")  # fmt: skip
         fitted = collator._encode(sample, has_video=has_video)
         if fitted.reason is not None:

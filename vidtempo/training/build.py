@@ -15,12 +15,14 @@ import logging
 from typing import Any
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from vidtempo.config.errors import RecipeError
 from vidtempo.config.instantiate import instantiate, resolve_target
 from vidtempo.data.collate import VideoCollator
 from vidtempo.data.grouping import VideoGroupedBatchSampler, clip_keys
+from vidtempo.data.length_grouping import LengthGroupedBatchSampler, padding_fraction
 from vidtempo.data.packing import PackingCollator, TokenBudgetBatchSampler, describe, sample_lengths
 from vidtempo.data.resumable import EpochRandomSampler, ResumableDataLoader
 from vidtempo.models.interfaces import VideoModel
@@ -48,12 +50,14 @@ class VideoDataModule(L.LightningDataModule):
         group_by_video: int = 0,
         seed: int = 0,
         packing: int | None = None,
+        group_by_length: int = 0,
     ) -> None:
         super().__init__()
         self.train_set, self.val_set, self.collator = train, val, collator
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
         self.group_by_video, self.seed = int(group_by_video or 0), seed
         self.packing = packing  # data.packing.max_tokens: token-budget batches of packed rows
+        self.group_by_length = int(group_by_length or 0)  # data.group_by_length: windows of W global batches
         self._lengths: list[int] | None = None
         if packing is not None:
             self.collator = PackingCollator(collator, packing)
@@ -85,6 +89,8 @@ class VideoDataModule(L.LightningDataModule):
         (``ResumableDataLoader``), without decoding them."""
         if self.packing is not None:
             return self._loader(self.train_set, ResumableDataLoader, batch_sampler=self._budget_sampler())
+        if self.group_by_length > 0:
+            return self._loader(self.train_set, ResumableDataLoader, batch_sampler=self._length_sampler())
         if self.group_by_video <= 1:
             sampler = self._sampler(self.train_set, self.shuffle)
             return self._loader(self.train_set, ResumableDataLoader, batch_size=self.batch_size, sampler=sampler)
@@ -93,11 +99,30 @@ class VideoDataModule(L.LightningDataModule):
                                            shuffle=self.shuffle, seed=self.seed, num_replicas=world, rank=rank)  # fmt: skip
         return self._loader(self.train_set, ResumableDataLoader, batch_sampler=grouped)
 
+    def _train_lengths(self, collator: VideoCollator, key: str) -> list[int]:
+        """LLM tokens of every training item, measured once (tokenising every item); an over-long item under
+        ``data.overlong: error`` stops here, naming its record."""
+        if self._lengths is None:
+            self._lengths = sample_lengths(self.train_set, collator, key=key)
+        return self._lengths
+
+    def _length_sampler(self) -> LengthGroupedBatchSampler:
+        """Fixed-size batches of similar lengths (``data.group_by_length``)."""
+        world, rank = self._ranks()
+        lengths = self._train_lengths(self.collator, "data.group_by_length")
+        sampler = LengthGroupedBatchSampler(lengths, self.batch_size, self.group_by_length, shuffle=self.shuffle,
+                                            seed=self.seed, num_replicas=world, rank=rank)  # fmt: skip
+        order = [int(i) for i in np.random.default_rng(self.seed).permutation(len(lengths))]
+        drawn = [order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)]
+        log.info("data.group_by_length=%d: %d items, padding %.1f%% of the LLM positions (%.1f%% in shuffled "
+                 "batches)", self.group_by_length, len(lengths),
+                 100 * padding_fraction(lengths, sampler._all_batches()), 100 * padding_fraction(lengths, drawn))  # fmt: skip
+        return sampler
+
     def _budget_sampler(self) -> TokenBudgetBatchSampler:
         """Token-budget batches (``data.packing``); the lengths are measured once (tokenising every item)."""
         world, rank = self._ranks()
-        if self._lengths is None:  # an over-long item under data.overlong: error stops here, naming its record
-            self._lengths = sample_lengths(self.train_set, self.collator.collator)
+        self._train_lengths(self.collator.collator, "data.packing")
         sampler = TokenBudgetBatchSampler(self._lengths, int(self.packing or 0), shuffle=self.shuffle, seed=self.seed,
                                           num_replicas=world, rank=rank)  # fmt: skip
         log.info(describe(self._lengths, sampler._all_batches(), int(self.packing or 0)))
@@ -183,6 +208,7 @@ def build_datamodule(
     collator_node = dict(data.get("collator") or {})
     group = int(data.get("group_by_video") or 0)
     packing = _packing_tokens(data, collator_node, collator_class, group, recipe, prefix)
+    by_length = _length_window(data, collator_class, group, packing, recipe, prefix)
     if group > 1:
         if collator_class not in (None, VideoCollator):
             raise RecipeError(f"group_by_video needs the SFT video collator, not {collator_class.__name__}",
@@ -192,8 +218,26 @@ def build_datamodule(
     return VideoDataModule(
         train, collator, val, batch_size=int(data.get("batch_size", 1)),
         num_workers=int(data.get("num_workers", 0)), shuffle=bool(data.get("shuffle", True)),
-        group_by_video=group, seed=int(seed), packing=packing,
+        group_by_video=group, seed=int(seed), packing=packing, group_by_length=by_length,
     )  # fmt: skip
+
+
+def _length_window(data: dict[str, Any], collator_class: type | None, group: int, packing: int | None, recipe: str,
+                   prefix: str) -> int:  # fmt: skip
+    """``data.group_by_length`` (0 = off) after its checks: the SFT video collator (it measures every item's
+    tokens), and neither ``group_by_video`` nor ``packing``, which draw batches their own way."""
+    window = int(data.get("group_by_length") or 0)
+    if window <= 0:
+        return 0
+    key = f"{prefix}.group_by_length"
+    if collator_class not in (None, VideoCollator):
+        raise RecipeError(f"group_by_length needs the SFT video collator, not {collator_class.__name__}",
+                          recipe=recipe, key=key)  # fmt: skip
+    if group > 1 or packing is not None:
+        other = "group_by_video" if group > 1 else "packing"
+        raise RecipeError(f"group_by_length cannot be combined with data.{other}: each draws the batches its own "
+                          "way", recipe=recipe, key=key)  # fmt: skip
+    return window
 
 
 def _packing_tokens(data: dict[str, Any], collator: dict[str, Any], collator_class: type | None, group: int,

@@ -39,6 +39,7 @@ TOP_LEVEL = {
 DATA_TYPES: dict[str, tuple[type, float | None, float | None]] = {
     "batch_size": (int, 1, None), "num_workers": (int, 0, None), "max_skip_fraction": (float, 0.0, 1.0),
     "shuffle": (bool, None, None), "group_by_video": (int, 0, None), "overlong": (str, None, None),
+    "group_by_length": (int, 0, None),
 }  # fmt: skip
 DATA_KEYS = {"train", "val", "collator", "packing", *DATA_TYPES}
 PACKING_KEYS = {"max_tokens"}
