@@ -146,6 +146,44 @@ def test_each_loss_decreases_on_a_toy_batch(term: str):
     assert values[-1] < 0.8 * values[0], values
 
 
+def _vtm_overfit_curve(steps: int, hide_text: bool = False) -> list[float]:
+    """VTM alone on the fixed 4-pair toy batch, through the objective's loss and the optimiser that training
+    builds for it (``build_optimizer`` with the objective's trained modules: the matching head included).
+    ``hide_text`` is the negative control: the joint pass's text mask is zeroed, so the queries cannot read
+    the caption (the bug this test exists to catch)."""
+    from vidtempo.training.optim import OptimSettings, build_optimizer
+
+    model = tiny_model(audio=False).train()
+    obj = AlignObjective(model, weights={"vtc": 0.0, "vtm": 1.0, "vtg": 0.0})
+    comp = model.compressor
+    if hide_text:
+        see_all = comp.match_logits
+        comp.match_logits = lambda fused, ids, mask: see_all(fused, ids, torch.zeros_like(mask))
+    settings = OptimSettings(lr=1e-3, scheduler="constant")
+    opt, _ = build_optimizer(model, settings, steps, extra=obj.trained_modules())
+    assert any(p is comp.itm_head.weight for g in opt.param_groups for p in g["params"])
+    batch, values = toy_batch(), []
+    for step in range(steps):
+        torch.manual_seed(step)  # the hard negatives are sampled
+        loss, _ = obj.compute_loss(batch, "train")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        values.append(loss.item())
+    return values
+
+
+def test_vtm_alone_overfits_a_tiny_batch_and_cannot_without_the_text():
+    """VTM can learn through the real path: on 4 fixed pairs it falls far below 0.637, the loss of a constant
+    prediction with 1/3 positives (the value it sat at in every stage-1 run). With the caption hidden from
+    the queries it stays near that value, so the test fails on that bug."""
+    prior = -(math.log(1 / 3) / 3 + 2 * math.log(2 / 3) / 3)  # 0.6365
+    learned = _vtm_overfit_curve(80)
+    assert sum(learned[-10:]) / 10 < 0.25 * prior, learned
+    blind = _vtm_overfit_curve(80, hide_text=True)
+    assert sum(blind[-10:]) / 10 > 0.8 * prior, blind
+
+
 def test_gradients_reach_every_trainable_part_and_no_frozen_one():
     model = tiny_model().train()
     obj = AlignObjective(model, optim={"lr": 1e-3})
