@@ -270,6 +270,8 @@ def test_bad_settings_fail_with_one_line_errors():
         check_weights({"itc": 1.0})
     with pytest.raises(ValueError, match="every loss weight is 0"):
         check_weights({"vtc": 0, "vtm": 0, "vtg": 0})
+    with pytest.raises(ValueError, match="vtm_negatives must be one of local, global, got 'all'"):
+        AlignObjective(torch.nn.Linear(2, 2), vtm_negatives="all")
     from vidtempo.training.auxiliary.frame_heads import SaliencyLoss
 
     with pytest.raises(ValueError, match="auxiliary loss 'saliency' reads hidden_states, token_frames; align runs no"):
@@ -290,6 +292,8 @@ def test_check_recipe_names_the_key():
         AlignObjective.check_recipe(stage, "r.yaml", "")
     with pytest.raises(RecipeError, match="objective.weights"):
         AlignObjective.check_recipe({"objective": {"weights": {"vtx": 1}}}, "r.yaml", "")
+    with pytest.raises(RecipeError, match="objective.vtm_negatives"):
+        AlignObjective.check_recipe({"objective": {"vtm_negatives": "all"}}, "r.yaml", "stages.0.")
     AlignObjective.check_recipe({"objective": {}, "model": {"compressor": COMP}}, "r.yaml", "")
 
 
@@ -413,6 +417,60 @@ def test_vtc_negatives_are_all_gathered_over_two_gloo_processes(tmp_path: Path):
         expected.backward()  # the same loss in one process, the other rank's rows as constants
         assert float(got["loss"]) == pytest.approx(expected.item(), rel=1e-5)
         torch.testing.assert_close(got["grad"], local_v.grad)
+
+
+def _one_pair(i: int, audio: int) -> AlignBatch:
+    """Pair i of the toy batch alone, with ``audio`` samples of audio (0 = none: no audio queries at all)."""
+    full = toy_batch(audio_lengths=[8000] * len(CAPTIONS))
+    return AlignBatch([full.captions[i]], [full.video_keys[i]], full.frames[i : i + 1], full.frame_mask[i : i + 1],
+                      full.timestamps[i : i + 1], full.audio[i : i + 1], torch.tensor([audio]))  # fmt: skip
+
+
+def _vtm_global_worker(rank: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    model = tiny_model().eval()
+    obj = AlignObjective(model, weights={"vtc": 0.0, "vtm": 1.0, "vtg": 0.0}, vtm_negatives="global")
+    loss, metrics = obj.compute_loss(_one_pair(rank, 8000 if rank == 0 else 0), "train")
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    torch.save({"loss": loss.detach(), "negatives": metrics["vtm_negatives"], "grads": grads}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_vtm_global_negatives_come_from_the_other_rank_over_two_gloo_processes(tmp_path: Path):
+    """One pair per rank: locally there is no negative; with ``vtm_negatives: global`` each rank pairs its
+    video with the other rank's caption and its caption with the other rank's video (captions of different
+    lengths, one video with audio queries and one without: the gather pads both). Loss and gradients equal
+    the same pairs in one process, the other rank's video a constant."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "rank")
+    mp.spawn(_vtm_global_worker, args=(f"file://{tmp_path / 'init'}", out), nprocs=2, join=True)
+    pairs = [_one_pair(0, 8000), _one_pair(1, 0)]
+    for rank in (0, 1):
+        model = tiny_model().eval()
+        obj = AlignObjective(model, weights={"vtc": 0.0, "vtm": 1.0, "vtg": 0.0})
+        comp = model.compressor
+        fused = [comp.fuse(model.compressor_input(p.video_inputs())) for p in pairs]
+        fused[1 - rank] = type(fused[0])(fused[1 - rank].states.detach(), fused[1 - rank].mask, 0)
+        texts = [comp.tokenize(p.captions) for p in pairs]
+        other = 1 - rank
+        positive = comp.match_logits(fused[rank], *texts[rank])
+        negatives = torch.cat([comp.match_logits(fused[rank], *texts[other]),  # my video, the other caption
+                               comp.match_logits(fused[other], *texts[rank])])  # the other video, my caption  # fmt: skip
+        expected = matching_loss(positive, negatives)
+        expected.backward()
+        got = torch.load(f"{out}.{rank}")
+        assert got["negatives"] == 2.0
+        assert float(got["loss"]) == pytest.approx(expected.item(), rel=1e-5)
+        want = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        assert got["grads"].keys() == want.keys()
+        for name, grad in want.items():
+            torch.testing.assert_close(got["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+        _, local = obj.compute_loss(pairs[rank], "train")
+        assert local["vtm_negatives"] == 0.0  # one pair and local negatives: nothing to draw
 
 
 @pytest.mark.parametrize(
