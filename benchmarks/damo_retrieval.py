@@ -27,6 +27,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,45 @@ def evaluate(model: Any, collator: AlignCollator, pairs: list[Any], batch_size: 
     return retrieval_metrics_multi(sim.numpy(), list(range(len(pairs))))
 
 
+@dataclass
+class AlignRun:
+    """Stage 0 of a DaMO recipe, built for a hand-written training loop."""
+
+    stage: dict[str, Any]
+    recipe: str
+    tokenizer: Any
+    model: Any
+    objective: Any
+    settings: OptimSettings
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    params: list[torch.nn.Parameter]
+
+
+def build_align_stage(recipe_path: str, root: str, seed: int, overrides: list[str], steps: int,
+                      weights: dict[str, float] | None = None) -> AlignRun:  # fmt: skip
+    """Seed, load ``recipe_path`` with ``overrides`` and its train root, check stage 0 is ``align`` (its loss
+    weights replaced by ``weights`` if given), and build the model, objective and optimiser for ``steps``."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    cfg = load_recipe(recipe_path, [f"seed={seed}", *overrides])
+    apply_override(cfg, f"data.train.root={root}", recipe_path)
+    plain, recipe = prepare(cfg)
+    stage = expand_stages(plain)[0]
+    if stage["objective"].get("_target_") != "align":
+        raise SystemExit(f"{recipe}: stage 0 is not an align stage")
+    if weights is not None:
+        stage["objective"]["weights"] = dict(weights)
+    tokenizer = build_tokenizer(plain, recipe)
+    model = build_video_llm(model_node_for(plain["model"], tokenizer, recipe), recipe=recipe)
+    model.set_trainable(TrainableParts(**stage["trainable"]))
+    objective = build_objective(stage, model, recipe, "stages.0.")  # switches the compressor's text paths on
+    settings = OptimSettings(**stage["optim"])
+    optimizer, scheduler = build_optimizer(model, settings, steps, extra=objective.trained_modules())
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    return AlignRun(stage, recipe, tokenizer, model, objective, settings, optimizer, scheduler, params)
+
+
 def train_collator(stage: dict[str, Any], tokenizer: Any, clip_store: str) -> AlignCollator:
     """The stage's collator settings (targets included) with every clip decoded once into ``clip_store``."""
     node = {**(stage["data"].get("collator") or {}), "clip_store": clip_store, "cache_decoded": 4096}
@@ -81,21 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
 
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    cfg = load_recipe(args.recipe, [f"seed={args.seed}", *args.overrides])
-    apply_override(cfg, f"data.train.root={args.root}", args.recipe)
-    plain, recipe = prepare(cfg)
-    stage = expand_stages(plain)[0]
-    if stage["objective"].get("_target_") != "align":
-        raise SystemExit(f"{recipe}: stage 0 is not an align stage")
-    tokenizer = build_tokenizer(plain, recipe)
-    model = build_video_llm(model_node_for(plain["model"], tokenizer, recipe), recipe=recipe)
-    model.set_trainable(TrainableParts(**stage["trainable"]))
-    objective = build_objective(stage, model, recipe, "stages.0.")  # switches the compressor's text paths on
-    settings = OptimSettings(**stage["optim"])
-    optimizer, scheduler = build_optimizer(model, settings, args.steps, extra=objective.trained_modules())
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    run = build_align_stage(args.recipe, args.root, args.seed, args.overrides, args.steps)
+    stage, recipe, tokenizer, model, objective = run.stage, run.recipe, run.tokenizer, run.model, run.objective
+    settings, optimizer, scheduler, params = run.settings, run.optimizer, run.scheduler, run.params
 
     train_set = SynthCaptions(args.root, split="train")
     test_pairs = SynthCaptions(args.root, split="test", events=False).samples

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import sys
 import time
 from pathlib import Path
@@ -34,15 +33,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from damo_retrieval import train_collator  # noqa: E402
+from damo_retrieval import build_align_stage, train_collator  # noqa: E402
 
-from vidtempo.config.load import apply_override, load_recipe  # noqa: E402
-from vidtempo.models.build import build_video_llm  # noqa: E402
-from vidtempo.models.interfaces import TrainableParts  # noqa: E402
 from vidtempo.synth.captions import SynthCaptions  # noqa: E402
-from vidtempo.training.build import build_objective, build_tokenizer, expand_stages, model_node_for  # noqa: E402
-from vidtempo.training.optim import OptimSettings, build_optimizer  # noqa: E402
-from vidtempo.training.run import prepare  # noqa: E402
 
 PRIOR = -(math.log(1 / 3) / 3 + 2 * math.log(2 / 3) / 3)  # 0.6365: constant prediction, 1/3 positives
 ESCAPED = 0.6
@@ -68,22 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     if len(weights) != 3 or weights[1] <= 0:
         raise SystemExit(f"--weights: expected vtc,vtm,vtg with vtm > 0, got {args.weights!r}")
 
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    cfg = load_recipe(args.recipe, [f"seed={args.seed}", *args.overrides])
-    apply_override(cfg, f"data.train.root={args.root}", args.recipe)
-    plain, recipe = prepare(cfg)
-    stage = expand_stages(plain)[0]
-    if stage["objective"].get("_target_") != "align":
-        raise SystemExit(f"{recipe}: stage 0 is not an align stage")
-    stage["objective"]["weights"] = dict(zip(("vtc", "vtm", "vtg"), weights))
-    tokenizer = build_tokenizer(plain, recipe)
-    model = build_video_llm(model_node_for(plain["model"], tokenizer, recipe), recipe=recipe)
-    model.set_trainable(TrainableParts(**stage["trainable"]))
-    objective = build_objective(stage, model, recipe, "stages.0.")  # switches the compressor's text paths on
-    settings = OptimSettings(**stage["optim"])
-    optimizer, scheduler = build_optimizer(model, settings, args.steps, extra=objective.trained_modules())
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    run = build_align_stage(args.recipe, args.root, args.seed, args.overrides, args.steps,
+                            weights=dict(zip(("vtc", "vtm", "vtg"), weights, strict=True)))  # fmt: skip
+    stage, recipe, tokenizer, model, objective = run.stage, run.recipe, run.tokenizer, run.model, run.objective
+    settings, optimizer, scheduler, params = run.settings, run.optimizer, run.scheduler, run.params
     head = model.compressor.itm_head.weight
     if not any(p is head for p in params):
         raise SystemExit("the matching head (compressor.itm_head) is not in the optimiser")
