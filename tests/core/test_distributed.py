@@ -161,7 +161,7 @@ def _shard_worker(rank: int, store: str, out: str) -> None:
 
     from vidtempo.training.strategies import shard_objective
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=2)
     try:
         objective = _Objective()
         extra = shard_objective(objective, init_device_mesh("cpu", (2,)))
@@ -178,7 +178,12 @@ def _shard_worker(rank: int, store: str, out: str) -> None:
 @pytest.mark.distributed
 def test_fsdp2_shards_the_heads_beside_the_model_so_their_gradients_are_averaged(tmp_path: Path):
     # without this the per-frame heads kept each rank's own gradient under ModelParallelStrategy (no DDP)
-    torch.multiprocessing.spawn(_shard_worker, args=(str(tmp_path / "store"), str(tmp_path / "out.pt")), nprocs=2)
+    import socket
+
+    with socket.socket() as sock:  # a TCP store on a free port (the file:// store aborted a rank at exit in CI)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torch.multiprocessing.spawn(_shard_worker, args=(f"tcp://127.0.0.1:{port}", str(tmp_path / "out.pt")), nprocs=2)
     got = torch.load(tmp_path / "out.pt")
     assert got["extra"] == ["head"]  # the frozen child is left alone
     reference = _Objective()
