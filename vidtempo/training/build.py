@@ -122,10 +122,10 @@ class VideoDataModule(L.LightningDataModule):
     def _budget_sampler(self) -> TokenBudgetBatchSampler:
         """Token-budget batches (``data.packing``); the lengths are measured once (tokenising every item)."""
         world, rank = self._ranks()
-        self._train_lengths(self.collator.collator, "data.packing")
-        sampler = TokenBudgetBatchSampler(self._lengths, int(self.packing or 0), shuffle=self.shuffle, seed=self.seed,
+        lengths = self._train_lengths(self.collator.collator, "data.packing")
+        sampler = TokenBudgetBatchSampler(lengths, int(self.packing or 0), shuffle=self.shuffle, seed=self.seed,
                                           num_replicas=world, rank=rank)  # fmt: skip
-        log.info(describe(self._lengths, sampler._all_batches(), int(self.packing or 0)))
+        log.info(describe(lengths, sampler._all_batches(), int(self.packing or 0)))
         return sampler
 
     def val_dataloader(self) -> DataLoader | list:
