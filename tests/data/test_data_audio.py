@@ -89,3 +89,17 @@ def test_per_frame_chunks_offsets_and_padding() -> None:
     assert out.tolist() == [[0.0, 1.0], [9.0, 0.0]]
     with pytest.raises(ValueError):
         per_frame_chunks(wave, 2, [1.0], align="end")
+
+
+@pytest.mark.parametrize("span", [{}, {"start": 0.7, "end": 2.1}])
+def test_file_rate_mono_float_skips_the_resampler_bit_for_bit(media, monkeypatch, span) -> None:
+    """At the file's own rate, AAC's mono float samples are taken as decoded: the same bits the resampler
+    gives (which every frame goes through when it is forced)."""
+    from vidtempo.data import audio
+    from vidtempo.data.testing import AUDIO_RATE
+
+    fast, _ = load_audio(media["main"], sr=AUDIO_RATE, **span)
+    monkeypatch.setattr(audio, "_is_mono_float", lambda frame, sr: False)
+    slow, _ = load_audio(media["main"], sr=AUDIO_RATE, **span)
+    assert len(fast) > AUDIO_RATE // 2 and fast.dtype == slow.dtype == np.float32
+    assert np.array_equal(fast, slow)

@@ -114,3 +114,27 @@ def test_controlled_collator_on_real_videos(tokenizer, video_dir):
         shuffled.input_ids, normal.input_ids
     )
     assert normal.frames.abs().sum() > 0 and blind.frames.abs().sum() == 0 and blind.audio.abs().sum() == 0
+
+
+def test_time_control_on_shared_clips_matches_one_clip_per_row(tokenizer, video_dir):
+    """With ``share_clips`` (an item's options as rows of one clip) each clip is permuted once, by the order
+    every one of its rows gets without sharing; ``share_by: sample`` keeps two items of one video apart (each
+    gets its own permutation); rows of one clip asking for different orders are refused."""
+    rows = [("v1", "a")] * 3 + [("v1", "b")] * 2 + [("v3", "c")]  # (video, item id): options of 3 items
+    samples = [ConversationSample(str(video_dir / f"{v}.mp4"), [{"role": "user", "content": f"Option {k}?"}], id=i)
+               for k, (v, i) in enumerate(rows)]  # fmt: skip
+    settings = {"num_frames": 6, "frame_size": 32, "audio": True, "generation": True}
+    plain = ControlledCollator(VideoCollator(tokenizer, **settings), "time", seed=0)(samples)
+    shared = ControlledCollator(VideoCollator(tokenizer, **settings, share_clips=True, share_by="sample"), "time",
+                                seed=0)(samples)  # fmt: skip
+    assert shared.clip_index.tolist() == [0, 0, 0, 1, 1, 2] and shared.frames.shape[0] == 3
+    assert torch.equal(shared.frames[shared.clip_index], plain.frames)
+    assert torch.equal(shared.audio[shared.clip_index], plain.audio)
+    assert [m["time_permutation"] for m in shared.meta] == [m["time_permutation"] for m in plain.meta]
+    assert shared.meta[0]["time_permutation"] != shared.meta[3]["time_permutation"]  # one video, two items
+    by_clip = VideoCollator(tokenizer, **settings, share_clips=True)(samples)  # share_by: clip
+    assert by_clip.clip_index.tolist() == [0, 0, 0, 0, 0, 1]
+    with pytest.raises(ValueError, match="row 3: clip 0 is shared"):
+        apply_time_control(by_clip, seed=0)
+    with pytest.raises(ValueError, match="share_by must be"):
+        VideoCollator(tokenizer, share_by="video")

@@ -75,19 +75,28 @@ def _decode(container, stream, sr: int, start: float, end: float | None) -> tupl
     if start > 0:
         container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+    resampling = False  # once a frame went through the resampler, every later one does (its delay buffer)
     chunks: list[np.ndarray] = []
     t0: float | None = None
     for frame in container.decode(stream):
         if t0 is None:
             t0 = float(frame.time) if frame.time is not None else 0.0
-        for out in resampler.resample(frame):
-            chunks.append(out.to_ndarray().reshape(-1))  # (1, n) packed mono -> (n,)
+        resampling = resampling or not _is_mono_float(frame, sr)
+        if resampling:
+            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))  # (1, n) -> (n,)
+        else:  # already mono float32 at ``sr`` (AAC decodes to fltp): the resampler would only copy it
+            chunks.append(np.frombuffer(frame.planes[0], dtype=np.float32, count=frame.samples))  # (n,)
         if end is not None and frame.time is not None and frame.time > end:
             break
-    for out in resampler.resample(None):
-        chunks.append(out.to_ndarray().reshape(-1))
+    if resampling:
+        chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
     wave = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
     return wave, (t0 if t0 is not None else start)
+
+
+def _is_mono_float(frame, sr: int) -> bool:  # noqa: ANN001
+    """True when ``frame`` holds mono float32 samples at ``sr`` Hz: what the resampler would output."""
+    return frame.sample_rate == sr and frame.format.name in ("flt", "fltp") and len(frame.layout.channels) == 1
 
 
 def whisper_windows(

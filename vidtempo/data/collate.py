@@ -196,6 +196,9 @@ class VideoCollator:
         share_clips: decode and stack each distinct clip of a batch once (``batch.frames`` (U, ...) and
             ``batch.clip_index``); for batches of several questions per clip
             (``vidtempo.data.grouping.VideoGroupedBatchSampler``, recipe key ``data.group_by_video``).
+        share_by: with ``share_clips``, which rows share a clip: ``clip`` (every row of it) or ``sample``
+            (only rows that also have the same sample id: a multiple-choice item's options, whose clip the
+            eval's time control permutes per item).
     """
 
     def __init__(
@@ -223,6 +226,7 @@ class VideoCollator:
         video_position: str = "keep",
         targets: dict[str, Any] | None = None,
         share_clips: bool = False,
+        share_by: str = "clip",
     ) -> None:
         self.tokenizer = tokenizer
         self.chat = ChatEncoder(tokenizer, system_prompt=system_prompt, video_position=video_position)
@@ -244,6 +248,9 @@ class VideoCollator:
         self.encoder_id = encoder_id
         self.targets = build_targets(targets)
         self.share_clips = share_clips
+        if share_by not in ("clip", "sample"):
+            raise ValueError(f"share_by must be 'clip' or 'sample', got {share_by!r}")
+        self.share_by = share_by
         if feature_cache and not encoder_id:
             raise ValueError("feature_cache needs the encoder_id of the frozen vision encoder")
 
@@ -424,7 +431,7 @@ class VideoCollator:
             labels[i, : len(lab)] = torch.tensor(lab)
         videos, clip_index = [k[1] for k in kept], None
         if self.share_clips:
-            videos, clip_index = distinct_clips(videos)
+            videos, clip_index = distinct_clips(videos, [k[0].id for k in kept] if self.share_by == "sample" else None)
         frames, frame_mask, times = self._pad_frames(videos)
         audio, audio_len = self._pad_audio(videos) if self.audio else (None, None)
         if clip_index is not None and frame_mask is not None:
@@ -513,14 +520,16 @@ def build_targets(nodes: dict[str, Any] | None) -> dict[str, TargetBuilder]:
     return out
 
 
-def distinct_clips(videos: list[DecodedVideo | None]) -> tuple[list[DecodedVideo | None], torch.Tensor]:
+def distinct_clips(videos: list[DecodedVideo | None], groups: list[str] | None = None
+                   ) -> tuple[list[DecodedVideo | None], torch.Tensor]:  # fmt: skip
     """The distinct decoded clips of a batch (the same object = the same clip; each ``None`` is its own) and
-    (B,) the index of each row's clip among them."""
-    order: dict[int, int] = {}
+    (B,) the index of each row's clip among them. ``groups`` (one per row): rows share a clip only within
+    one group."""
+    order: dict[tuple[int, str | None], int] = {}
     unique: list[DecodedVideo | None] = []
     index = []
     for i, video in enumerate(videos):
-        key = id(video) if video is not None else -1 - i
+        key = (id(video) if video is not None else -1 - i, groups[i] if groups is not None else None)
         if key not in order:
             order[key] = len(unique)
             unique.append(video)

@@ -43,22 +43,50 @@ def permute_frames(batch: Any, orders: list[np.ndarray | None]) -> Any:
     recorded in ``meta[i]["time_permutation"]``.
 
     Shapes: frames (B, T, 3, H, W), frame_mask (B, T), audio (B, S) or log-mel (B, n_mels, F) and
-    audio_lengths (B,) samples when decoded.
+    audio_lengths (B,) samples when decoded. With ``batch.clip_index`` (B,) (a collator with ``share_clips``)
+    frames, audio and audio_lengths hold U distinct clips: each clip is permuted once, and every row of one
+    clip must ask for the same order.
+
+    Raises:
+        ValueError: an order's length is not the row's valid frame count, or two rows of one clip ask for
+            different orders.
     """
     if batch.frames is None:
         return batch
+    clip_of = _clip_rows(batch, len(orders))
+    done: dict[int, np.ndarray | None] = {}
     for i, perm in enumerate(orders):
-        if perm is None:
-            continue
-        perm = np.asarray(perm)
-        valid = batch.frame_mask[i].nonzero().flatten()  # (T_i,) indices of real frames
-        if len(perm) != len(valid):
-            raise ValueError(f"row {i}: an order of {len(perm)} frames for {len(valid)} valid frames")
-        src = valid[torch.as_tensor(perm, dtype=torch.long)]
-        batch.frames[i, valid] = batch.frames[i, src].clone()
-        if batch.audio is not None and batch.audio_lengths is not None and len(valid):
-            steps = audio_steps(batch.audio, int(batch.audio_lengths[i]))
-            batch.audio[i] = permute_audio_windows(batch.audio[i], steps, perm)
-        if i < len(batch.meta):
+        perm = None if perm is None else np.asarray(perm)
+        u = clip_of[i]
+        if u in done:
+            if not _same_order(done[u], perm):
+                raise ValueError(f"row {i}: clip {u} is shared with an earlier row that has another order")
+        else:
+            done[u] = perm
+            if perm is not None:
+                _permute_clip(batch, u, batch.frame_mask[i], perm, i)
+        if perm is not None and i < len(batch.meta):
             batch.meta[i] = {**batch.meta[i], "time_permutation": perm.tolist()}
     return batch
+
+
+def _clip_rows(batch: Any, rows: int) -> list[int]:
+    """Row -> the index of its clip in ``batch.frames``: ``clip_index`` when clips are shared, else the row."""
+    index = getattr(batch, "clip_index", None)
+    return list(range(rows)) if index is None else [int(u) for u in index.tolist()]
+
+
+def _same_order(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+
+
+def _permute_clip(batch: Any, u: int, mask: torch.Tensor, perm: np.ndarray, row: int) -> None:
+    """Permute clip ``u``'s valid frames (``mask`` (T,)) and audio windows by ``perm``, in place."""
+    valid = mask.nonzero().flatten()  # (T_u,) indices of real frames
+    if len(perm) != len(valid):
+        raise ValueError(f"row {row}: an order of {len(perm)} frames for {len(valid)} valid frames")
+    src = valid[torch.as_tensor(perm, dtype=torch.long)]
+    batch.frames[u, valid] = batch.frames[u, src].clone()
+    if batch.audio is not None and batch.audio_lengths is not None and len(valid):
+        steps = audio_steps(batch.audio, int(batch.audio_lengths[u]))
+        batch.audio[u] = permute_audio_windows(batch.audio[u], steps, perm)

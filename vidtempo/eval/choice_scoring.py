@@ -10,8 +10,10 @@ text ("the red circle", TempoSynth's ``mcq_answers: text``), ``letter`` scores "
 
 Each candidate is a training-style conversation (user prompt, assistant answer) collated without the
 generation prompt, so the answer tokens are exactly the labelled tokens, the chat template's end-of-turn
-included. All options of one item go into the same batch: the collator decodes the clip once, and the
-time control permutes every option's frames the same way (its permutation depends on the item id only).
+included. All options of one item go into the same batch: the collator decodes the clip once and (with
+``share_clips``, as :mod:`vidtempo.eval.likelihood` builds it) the model encodes it once for all its rows;
+the time control permutes the clip once, the same for every option (its permutation depends on the item id
+only).
 
 Example:
     >>> from vidtempo.eval.benchmarks import EvalItem

@@ -31,8 +31,11 @@ def likelihood_rows(
 
     if not items:
         return
-    collate = ControlledCollator(VideoCollator(tokenizer, **{**settings.collator, "generation": False}),
-                                 condition, settings.control_seed)  # fmt: skip
+    # an item's options are rows of one clip, stacked and encoded once (batch.clip_index); items never share
+    # (the time control permutes each item's clip its own way)
+    inner = VideoCollator(tokenizer, **{**settings.collator, "generation": False, "share_clips": True,
+                                        "share_by": "sample"})  # fmt: skip
+    collate = ControlledCollator(inner, condition, settings.control_seed)
     by_id = {i.id: i for i in items}
     for chunk, batch in choice_batches(items, settings.mcq_answer, collate, settings.batch_size):
         picked = pick_options(model, chunk, batch.to(device), settings.mcq_answer) if len(batch) else {}
