@@ -211,3 +211,17 @@ def test_demo_marks_a_missed_target():
     assert dict((r[0], r[3]) for r in rows)["ordering"] == "NOT met"
     assert sum(r[3] == "met" for r in rows) == len(rows) - 1
     assert "5.00 steps/s" in line and "6 min 40 s" in line and "8 min 40 s" in line
+
+
+def test_demo_preloads_what_the_evaluation_imports_and_survives_a_missing_module():
+    """The evaluation's modules are imported in a background thread while training starts; a module that
+    cannot be imported is left for the evaluation to report (the thread does not die on it)."""
+    import sys
+
+    from vidtempo.cli import demo
+
+    assert "vidtempo.eval.runner" in demo.EVAL_MODULES and "torch" in demo.EVAL_MODULES
+    thread = demo.preload(("vidtempo_no_such_module", "vidtempo.eval.runner"))
+    thread.join(timeout=120)
+    assert not thread.is_alive() and thread.daemon
+    assert "vidtempo.eval.runner" in sys.modules and "vidtempo_no_such_module" not in sys.modules
