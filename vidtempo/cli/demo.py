@@ -104,10 +104,11 @@ def run(args: argparse.Namespace) -> int:
                         "--max-duration", "20", "--workers", "0"])  # fmt: skip
     if code:
         return code
-    preload(EVAL_MODULES)  # while training starts up: its ranks import one after the other, a core is idle
+    imports = preload(EVAL_MODULES)  # while training starts up: its ranks import one after the other
     code = train(["train", args.recipe, *overrides], final, out / "run" / TIMING)
     if code:
         return code
+    imports.join()  # long done after a training; a resumed demo (training finished) waits rather than race it
     code = run_command(["eval", args.recipe, *overrides, "--checkpoint", str(final), "--benchmark", "synth",
                         "--annotations", str(data), "--out", str(out / "eval"),
                         *(["--limit", str(args.limit)] if args.limit else []), "--no-progress"])  # fmt: skip
