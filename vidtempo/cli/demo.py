@@ -12,8 +12,9 @@
 ``--minutes M`` sets the time box for a quicker look (the table then says where it stopped);
 ``--recipe recipes/tiny/synth_grounding.yaml`` runs the earlier, vision-only demo (grounding only).
 
-While training starts up, this process imports what the evaluation needs (``preload``: about 9 s of one core
-that would otherwise come after training). Everything is resumable: running it again reuses the data, the finished training and the generations.
+While training starts up, this process imports what the evaluation needs (``preload``: seconds of one core
+that would otherwise come after training). Everything is resumable: running it again reuses the data, the
+finished training and the generations.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "synth_all.yaml"
 SAFETY_MINUTES = 30.0  # the time box when none is asked for: only a stuck or very slow machine reaches it
 TIMING = "demo_training.json"  # in the run folder: steps and seconds of the training this demo ran
-# what the evaluation step imports (torch, transformers, the model and eval code: about 9 s of one core)
+# what the evaluation step imports (torch, transformers, the model and eval code: seconds of one core)
 EVAL_MODULES = ("torch", "transformers", "vidtempo.eval.runner", "vidtempo.models.checkpoint",
                 "vidtempo.models.build", "vidtempo.models.llms.hf", "vidtempo.data.collate")
 
