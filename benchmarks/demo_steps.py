@@ -23,7 +23,7 @@ Reported per case (median over the repeats):
   validation and checkpoints included): what a run of N steps costs;
 - ``warm_steps_per_s``: the median over the logged windows of the run's second half of ``perf/samples_per_s``
   (the ThroughputMonitor's, first process) / the per-process batch: the rate once most clips are decoded and
-  cached, which is what most of the demo's 2000 steps run at;
+  cached, which is what most of the demo's steps run at;
 - with ``--short-steps S``, ``cpu_s_per_step``: the CPU seconds of every process of the run (ranks and
   DataLoader workers, read from /proc), of the N-step run minus the S-step run, over N - S. Startup, building
   and first-epoch decoding cancel. It is no speed figure on a shared machine: a process with two threads
