@@ -7,6 +7,8 @@
 # then `make demo` timed. Outputs: WORK/<run>.log (everything the demo printed), WORK/tables.md (each run's
 # targets table and its wall time). Expect about 1.5 min of install per clone plus 8-10 min per demo run
 # (one-core and loaded runs longer): about an hour in all on an idle 2-core machine.
+# Each clone (about 6.5 GB with its .venv and the demo's outputs) is deleted after its run, the logs kept;
+# KEEP_CLONES=1 keeps them (six clones need about 40 GB).
 # Usage: benchmarks/demo_runs.sh [REPO] [REF] [WORK]     (defaults: this repository, HEAD, /tmp/vidtempo_demo_runs)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
@@ -54,6 +56,7 @@ demo_run() {  # NAME PREFIX DEMO_ARGS: time `PREFIX make demo` in a fresh clone,
     echo '```'
     if [ -n "$beside" ]; then echo "beside it: $(tail -n 3 "$WORK/${name}_tests.log" | tr '\n' ' ')"; fi
   } >> "$TABLES"
+  if [ "${KEEP_CLONES:-0}" != 1 ]; then rm -rf "$dir" "$WORK/${name}_tests"; fi
   echo "$name done: exit $code, $demo_s s"
 }
 

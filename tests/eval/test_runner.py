@@ -27,33 +27,14 @@ RECIPE = (
 
 
 @pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
+def synth_root(tmp_path_factory, synth_test_split) -> Path:
     """Two 6-8 s TempoSynth videos, all in the test split."""
-    from vidtempo.synth.generate import generate
-
-    root = tmp_path_factory.mktemp("ts")
-    generate(
-        root,
-        num_videos=2,
-        seed=0,
-        size=32,
-        min_duration=6,
-        max_duration=8,
-        splits=(0.0, 0.0, 1.0),
-        progress=False,
-    )
-    return root
+    return synth_test_split(tmp_path_factory.mktemp("ts"), num_videos=2)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tokenizer) -> Path:
-    from vidtempo.models.build import build_video_llm
-    from vidtempo.models.checkpoint import save_pretrained
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("ckpt")
-    save_pretrained(build_video_llm(NODE), out, model_config=NODE, tokenizer=tokenizer)
-    return out
+def checkpoint(tmp_path_factory, tokenizer, saved_checkpoint) -> Path:
+    return saved_checkpoint(NODE, tmp_path_factory.mktemp("ckpt"), tokenizer)
 
 
 @pytest.fixture(scope="module")

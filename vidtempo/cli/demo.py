@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                         "--max-duration", "20", "--workers", "0"])  # fmt: skip
     if code:
         return code
-    imports = preload(EVAL_MODULES)  # while training starts up: its ranks import one after the other
+    imports = preload(EVAL_MODULES)  # while training starts up (a core's seconds the evaluation would wait for)
     code = train(["train", args.recipe, *overrides], final, out / "run" / TIMING)
     if code:
         return code
@@ -122,9 +122,10 @@ def run(args: argparse.Namespace) -> int:
 
 def preload(modules: tuple[str, ...]) -> threading.Thread:
     """Import ``modules`` in a background thread of this process and return it (started, daemon). The demo
-    starts it with training: the training processes then import one after the other while a core is idle,
-    and the evaluation that follows in this process finds its modules imported. A module that fails to import
-    is left for the evaluation to report.
+    starts it with training: the import shares the cores with the training processes' own imports for a few
+    seconds, where after training it would run alone on one core while the other waits, and the evaluation
+    that follows in this process finds its modules imported. A module that fails to import is left for the
+    evaluation to report.
 
     Example:
         >>> preload(("json",)).join()

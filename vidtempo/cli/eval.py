@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder (default: OUTPUT_DIR/eval/BENCHMARK)")
     parser.add_argument("--batch-size", type=int, help="items per generate() call (eval.batch_size)")
     parser.add_argument("--num-workers", type=int, help="DataLoader decoding workers (eval.num_workers)")
+    parser.add_argument("--processes", type=int,
+                        help="CPU processes sharing the batches, one thread each; same rows (eval.processes)")
     parser.add_argument("--max-new-tokens", type=int, help="generation length (eval.max_new_tokens)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (eval.device)")
     parser.add_argument("--mcq-scoring", choices=("generate", "likelihood"),
@@ -59,6 +61,7 @@ def _settings_overrides(args: argparse.Namespace) -> dict[str, object]:
     pairs = {
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
+        "processes": args.processes,
         "max_new_tokens": args.max_new_tokens,
         "device": args.device,
         "mcq_scoring": args.mcq_scoring,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from typing import Any
+
+RANK_GRACE_S = 30.0  # after rank 0 fails, how long the other ranks may take to exit on their own
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -16,13 +18,42 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vidtempo.config.load import load_recipe
+
+    cfg = load_recipe(args.recipe, args.overrides)
+    ranks = launch(cfg, args)  # a CPU run of N processes starts them now, before the heavy imports
     from vidtempo.training.run import RunInterrupted, train
 
     try:
-        final = train(load_recipe(args.recipe, args.overrides), allow_changed_recipe=args.allow_changed_recipe)
+        final = train(cfg, allow_changed_recipe=args.allow_changed_recipe)
     except RunInterrupted as stop:
         print(str(stop), file=sys.stderr)
+        if ranks is not None:
+            ranks.wait(timeout=RANK_GRACE_S)
         return 130
-    if int(os.environ.get("LOCAL_RANK", 0) or 0) == 0 and int(os.environ.get("NODE_RANK", 0) or 0) == 0:
+    except BaseException:
+        if ranks is not None:
+            ranks.wait(timeout=RANK_GRACE_S)
+        raise
+    code = ranks.wait() if ranks is not None else 0
+    if code:
+        print(f"error: another rank of this run exited with code {code} (its output above says why)",
+              file=sys.stderr)  # fmt: skip
+        return code
+    from vidtempo.training.launch import is_first_process
+
+    if is_first_process():
         print(f"checkpoint: {final}")  # once, not by every rank of a multi-process run
     return 0
+
+
+def launch(cfg: Any, args: argparse.Namespace) -> Any:
+    """Start ranks 1..N-1 of a one-node CPU run of N processes (``vidtempo.training.launch``); None otherwise."""
+    from omegaconf import OmegaConf
+
+    from vidtempo.config.load import resolve_recipe
+    from vidtempo.training.launch import launch_local_ranks, launch_size
+
+    size = launch_size(OmegaConf.to_container(resolve_recipe(cfg), resolve=True))  # type: ignore[arg-type]
+    command = [sys.executable, "-m", "vidtempo.cli.main", "train", str(args.recipe), *args.overrides,
+               *(["--allow-changed-recipe"] if args.allow_changed_recipe else [])]  # fmt: skip
+    return launch_local_ranks(size, command) if size else None

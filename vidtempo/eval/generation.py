@@ -13,9 +13,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from vidtempo.eval.benchmarks import EvalError, EvalItem
 from vidtempo.eval.controls import ControlledCollator
@@ -24,6 +24,8 @@ from vidtempo.eval.likelihood import likelihood_rows
 from vidtempo.eval.settings import EvalSettings
 from vidtempo.models.interfaces import VideoModel
 from vidtempo.utils.progress import progress_bar
+
+T = TypeVar("T")
 
 
 def generate_texts(model: VideoModel, tokenizer: Any, batch: Any, max_new_tokens: int) -> list[str]:
@@ -73,10 +75,35 @@ def run_generation(
     *,
     progress: bool = True,
 ) -> int:
-    """Generate every pending item of every job (condition); rows go to ``out_log`` batch by batch.
+    """Generate every pending item of every job (condition); rows go to ``out_log`` batch by batch. With
+    ``eval.processes`` > 1 the batches are shared among that many CPU processes
+    (:func:`vidtempo.eval.parallel.run_parallel`), with the same rows.
 
     Returns:
         The number of rows written.
+    """
+    if settings.processes > 1:
+        from vidtempo.eval.parallel import run_parallel
+
+        return run_parallel(jobs, benchmark, checkpoint, settings, out_log, progress=progress)
+    written = 0
+    with progress_bar(progress) as bar:
+        task = bar.add_task(f"eval {benchmark}", total=sum(len(j.items) for j in jobs), note="")
+        for rows, note in generate_rows(jobs, benchmark, checkpoint, settings):
+            out_log.append(rows)
+            written += len(rows)
+            bar.update(task, advance=len(rows), note=note)
+    return written
+
+
+def generate_rows(
+    jobs: Sequence[Job], benchmark: str, checkpoint: str, settings: EvalSettings, share: tuple[int, int] = (0, 1)
+) -> Iterator[tuple[list[dict[str, Any]], str]]:
+    """(rows, progress note) per batch of every job: generated items first, then those scored by likelihood.
+
+    ``share = (k, n)``: only the batches whose index is k modulo n (of each job's generated items and of its
+    likelihood items), the same batches a single process forms, so n processes together write the rows one
+    process writes (:func:`share_of`).
     """
     from torch.utils.data import DataLoader
 
@@ -85,42 +112,41 @@ def run_generation(
     dev = torch_device(settings.device)
     model, tokenizer = load_model(checkpoint, dev)
     collate = VideoCollator(tokenizer, **settings.collator)
-    written = 0
-    with progress_bar(progress) as bar:
-        task = bar.add_task(f"eval {benchmark}", total=sum(len(j.items) for j in jobs), note="")
-        for job in jobs:
-            by_id = {i.id: i for i in job.items}
-            controlled = ControlledCollator(collate, job.condition, settings.control_seed)
-            by_likelihood = {i.id for i in job.items if settings.mcq_scoring == "likelihood" and i.kind == "mcq"}
-            scored = [i for i in job.items if i.id in by_likelihood]
-            samples = [i.sample() for i in job.items if i.id not in by_likelihood]
-            if settings.lvcot is not None:  # segment descriptions need the model: batches built here
-                batches = lvcot_batches(model, tokenizer, controlled, samples, settings)
-            else:
-                loader = DataLoader(samples, batch_size=settings.batch_size, shuffle=False,
-                                    num_workers=settings.num_workers, collate_fn=controlled)  # fmt: skip
-                batches = ((b, {}) for b in loader)
-            for batch, extras in batches:
-                texts = (
-                    generate_texts(model, tokenizer, batch.to(dev), settings.max_new_tokens)
-                    if len(batch)
-                    else []
-                )
-                rows = [
-                    item_row(
-                        by_id[i], job.condition, benchmark, t, extra={**permutation_meta(meta), **extras.get(i, {})}
-                    )
-                    for i, t, meta in zip(batch.ids, texts, batch.meta)
-                ]
-                rows += skipped_rows(batch.skipped, by_id, job.condition, benchmark, extras)
-                out_log.append(rows)
-                written += len(rows)
-                bar.update(task, advance=len(rows), note=job.condition)
-            for rows in likelihood_rows(model, tokenizer, scored, job.condition, benchmark, settings, dev):
-                out_log.append(rows)
-                written += len(rows)
-                bar.update(task, advance=len(rows), note=f"{job.condition} (likelihood)")
-    return written
+    for job in jobs:
+        by_id = {i.id: i for i in job.items}
+        controlled = ControlledCollator(collate, job.condition, settings.control_seed)
+        by_likelihood = {i.id for i in job.items if settings.mcq_scoring == "likelihood" and i.kind == "mcq"}
+        scored = share_of([i for i in job.items if i.id in by_likelihood], settings.batch_size, share)
+        samples = share_of([i.sample() for i in job.items if i.id not in by_likelihood], settings.batch_size, share)
+        if settings.lvcot is not None:  # segment descriptions need the model: batches built here
+            batches = lvcot_batches(model, tokenizer, controlled, samples, settings)
+        else:
+            loader = DataLoader(samples, batch_size=settings.batch_size, shuffle=False,
+                                num_workers=settings.num_workers, collate_fn=controlled)  # fmt: skip
+            batches = ((b, {}) for b in loader)
+        for batch, extras in batches:
+            texts = generate_texts(model, tokenizer, batch.to(dev), settings.max_new_tokens) if len(batch) else []
+            rows = [
+                item_row(by_id[i], job.condition, benchmark, t, extra={**permutation_meta(meta), **extras.get(i, {})})
+                for i, t, meta in zip(batch.ids, texts, batch.meta)
+            ]
+            yield rows + skipped_rows(batch.skipped, by_id, job.condition, benchmark, extras), job.condition
+        for rows in likelihood_rows(model, tokenizer, scored, job.condition, benchmark, settings, dev):
+            yield rows, f"{job.condition} (likelihood)"
+
+
+def share_of(items: list[T], batch_size: int, share: tuple[int, int]) -> list[T]:
+    """The items of the batches (``batch_size`` consecutive items each) whose index is ``k`` modulo ``n``, in
+    order, for ``share = (k, n)``; batching the result again gives exactly those batches.
+
+    Example:
+        >>> share_of(list(range(7)), 2, (1, 2))
+        [2, 3, 6]
+    """
+    k, n = share
+    if not 0 <= k < n:
+        raise ValueError(f"share {share}: expected (k, n) with 0 <= k < n")
+    return [x for b in range(k * batch_size, len(items), n * batch_size) for x in items[b : b + batch_size]]
 
 
 def lvcot_batches(

@@ -3,6 +3,7 @@
     eval:
       batch_size: 8          # items per generate() call
       num_workers: 2         # DataLoader workers decoding videos
+      processes: 1           # CPU only: share the batches among N processes of one thread each (same rows)
       max_new_tokens: 32
       device: auto           # auto = cuda when available, else cpu
       collator: {}           # overrides of data.collator (num_frames, fps, frame_size, backend, audio, ...)
@@ -43,6 +44,7 @@ from vidtempo.eval.controls import CONTROLS
 EVAL_KEYS = {
     "batch_size",
     "num_workers",
+    "processes",
     "max_new_tokens",
     "device",
     "collator",
@@ -93,10 +95,12 @@ class EvalSettings:
         mcq_scoring: ``generate`` (free text, parsed) or ``likelihood`` (the most likely option; grounding
             items are still generated).
         mcq_answer: the answer form ``likelihood`` scores: ``letter`` or the option's ``text``.
+        processes: CPU processes sharing the batches (``vidtempo.eval.parallel``); 1 = this process.
     """
 
     batch_size: int = 8
     num_workers: int = 2
+    processes: int = 1
     max_new_tokens: int = 32
     device: str = "auto"
     collator: dict[str, Any] = field(default_factory=dict)
@@ -152,6 +156,7 @@ class EvalSettings:
             batch_size=_positive_int(section.get("batch_size", 8), "batch_size"),
             num_workers=_positive_int(section.get("num_workers", min(2, os.cpu_count() or 1)), "num_workers",
                                       zero_ok=True),
+            processes=_positive_int(section.get("processes", 1), "processes"),
             max_new_tokens=_positive_int(section.get("max_new_tokens", 32), "max_new_tokens"),
             device=device, collator=collator, prompts=prompts, option_format=option_format,
             controls=controls, control_seed=int(section.get("control_seed", 0)), benchmarks=benchmarks,

@@ -20,11 +20,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +32,7 @@ import numpy as np
 from vidtempo.synth.annotate import ANNOTATION_FILES, atomic_write_text, build_split, write_split
 from vidtempo.synth.render import DEFAULT_SAMPLE_RATE, is_valid_video, remove_stale_temp_files, write_video
 from vidtempo.synth.script import SCRIPT_VERSION, EventScript, ScriptError, sample_script
+from vidtempo.utils.processes import die_with_parent
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -202,28 +201,6 @@ def render_all(scripts: list[EventScript], videos_dir: Path, *, size: int, sampl
                 future.result()  # re-raises a RenderError from the worker
                 advance("rendered")
     return stats
-
-
-def die_with_parent(parent: int) -> None:
-    """Worker initializer: end this worker when the process that started it is gone (killed, even by
-    SIGKILL), instead of living on orphaned: the kernel's parent-death signal where there is one (Linux), and a
-    watcher thread everywhere."""
-    import signal
-    import threading
-    import time
-
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="vidtempo-parent-watch").start()
 
 
 def generate(out_dir: str | Path, num_videos: int, seed: int, size: int = 64, fps: int = 8,

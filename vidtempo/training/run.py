@@ -44,6 +44,7 @@ from vidtempo.training.build import (
 from vidtempo.training.checkpoints import newest_intact_checkpoint
 from vidtempo.training.head_io import has_heads, head_state, load_heads, save_heads
 from vidtempo.training.interrupt import GracefulInterrupt
+from vidtempo.training.launch import is_first_process
 from vidtempo.training.manifest import check_manifest, run_settings, write_manifest
 from vidtempo.training.schema import validate_recipe
 from vidtempo.training.strategies import full_state_dict
@@ -91,8 +92,9 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
     changes = check_manifest(out, settings, started, allow_changed_recipe, recipe)
     seed = int(plain.get("seed", 0))
     L.seed_everything(seed, workers=True)
-    save_recipe(cfg, out)
-    write_manifest(out, settings, changes)
+    if is_first_process():  # the other ranks (started at the same time: training.launch) only read them
+        save_recipe(cfg, out)
+        write_manifest(out, settings, changes)
     tokenizer = build_tokenizer(plain, recipe)
     plain["model"] = model_node_for(plain["model"], tokenizer, recipe)  # + the rows of time tokens
     defer = shards_first(stages, dirs) and not plain.get("init_from")  # FSDP2: each rank loads only its shard
