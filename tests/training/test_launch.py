@@ -46,7 +46,8 @@ def test_nothing_starts_under_another_launcher(monkeypatch):
 
 def test_ranks_started_here_get_the_rendezvous_and_their_rank(monkeypatch, tmp_path):
     for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # recorded, so the values the launch sets are undone after the test
+        monkeypatch.delenv(key)
     out = tmp_path / "env"
     probe = (f"import os; open(r'{out}' + os.environ['LOCAL_RANK'], 'w').write("
              "' '.join(os.environ[k] for k in ('LOCAL_RANK', 'NODE_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')))")

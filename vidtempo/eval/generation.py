@@ -75,17 +75,13 @@ def run_generation(
     *,
     progress: bool = True,
 ) -> int:
-    """Generate every pending item of every job (condition); rows go to ``out_log`` batch by batch. With
-    ``eval.processes`` > 1 the batches are shared among that many CPU processes
-    (:func:`vidtempo.eval.parallel.run_parallel`), with the same rows.
+    """Generate every pending item of every job (condition) in this process; rows go to ``out_log`` batch by
+    batch. (``eval.processes`` > 1: :func:`vidtempo.eval.parallel.run_parallel` shares the batches among CPU
+    processes, with the same rows.)
 
     Returns:
         The number of rows written.
     """
-    if settings.processes > 1:
-        from vidtempo.eval.parallel import run_parallel
-
-        return run_parallel(jobs, benchmark, checkpoint, settings, out_log, progress=progress)
     written = 0
     with progress_bar(progress) as bar:
         task = bar.add_task(f"eval {benchmark}", total=sum(len(j.items) for j in jobs), note="")

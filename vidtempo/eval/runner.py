@@ -132,9 +132,10 @@ def run_eval(
     done = {k for k, row in gen_log.read().items() if not row.get("skipped")}
     jobs = [Job(c, [i for i in items if (c, i.id) not in done]) for c in conditions]
     jobs = [j for j in jobs if j.items]
-    generated = (
-        run_generation(jobs, benchmark, str(ckpt), settings, gen_log, progress=progress) if jobs else 0
-    )
+    generate = run_generation
+    if settings.processes > 1:  # the batches shared among CPU processes: the same rows
+        from vidtempo.eval.parallel import run_parallel as generate
+    generated = generate(jobs, benchmark, str(ckpt), settings, gen_log, progress=progress) if jobs else 0
     report = build_report(
         benchmark,
         items,
