@@ -25,15 +25,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         final = train(cfg, allow_changed_recipe=args.allow_changed_recipe)
-    except RunInterrupted as stop:
-        print(str(stop), file=sys.stderr)
-        if ranks is not None:
+    except BaseException as err:
+        if ranks is not None:  # the other ranks stop too (interrupted, or failing the same way): wait, then kill
             ranks.wait(timeout=RANK_GRACE_S)
+        if not isinstance(err, RunInterrupted):
+            raise
+        print(str(err), file=sys.stderr)
         return 130
-    except BaseException:
-        if ranks is not None:
-            ranks.wait(timeout=RANK_GRACE_S)
-        raise
     code = ranks.wait() if ranks is not None else 0
     if code:
         print(f"error: another rank of this run exited with code {code} (its output above says why)",

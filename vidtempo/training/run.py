@@ -134,7 +134,19 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
                                  seed + i)  # fmt: skip
         if stage.get("merge_lora_after") and model.has_lora:
             model.merge_lora()  # the next stage starts a fresh adapter on the merged weights
+    end_process_group()
     return final
+
+
+def end_process_group() -> None:
+    """After the last stage of a multi-process run: every rank waits for the others, then the process group is
+    torn down here, not by the interpreter's exit (a rank exiting with gloo's threads alive can abort with
+    'terminate called without an active exception', exit code -6, which rank 0 now reports)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _stage_lora(model: VideoModel, settings: dict[str, Any], key: str) -> LoraSettings:
