@@ -9,7 +9,10 @@ before the contracts refactor (VideoInputs, Objective base, auxiliary losses as 
 (the recorder then passed frames as keyword arguments; ``generate_tokens`` now passes the same tensors as one
 ``VideoInputs``.)
 
-The refactor must leave every loss within 1e-6 and the old checkpoint loadable, generating the same tokens.
+The refactor had to leave every loss within 1e-6 and the old checkpoint loadable, generating the same tokens.
+The pins were recorded on an AVX2 CPU; on an AVX-512 one (AMD EPYC, 2026-12-07) the DPO pin's fourth loss came
+out 5.7e-6 (8.3e-7 relative) away, the kernels summing in another order. So the pins hold to ``TOLERANCE``
+(1e-5 relative, about 7e-5 on a loss of 7): two orders of magnitude under what a change of behaviour moves.
 
 The DPO pin runs the DPO objective's two-forward full-logits path (``loss_head: logits``), the computation
 it was recorded with. The default path since issue 27 (one forward, shared prefix, label-position head) sums
@@ -40,6 +43,7 @@ RECIPES = {
 # the recipe as it was pinned, where it has changed since on purpose (issue 29: a smaller frame CNN, fused AdamW)
 AS_PINNED = {"synth_all": ["model.vision_encoder.channels=[16,32,64]", "optim.fused=false"]}
 STEPS = 5
+TOLERANCE = {"rel": 1e-5, "abs": 1e-6}  # float32 summation order differs across CPUs (AVX2 against AVX-512)
 
 
 def _config(recipe: str, out: Path, dpo: bool, dpo_path: str = "logits") -> Any:
@@ -94,7 +98,7 @@ def first_losses(name: str, out: Path, dpo_path: str = "logits") -> list[float]:
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_first_losses_are_unchanged(name: str, tmp_path):
     expected = json.loads((GOLDEN / "losses.json").read_text())[name]
-    assert first_losses(name, tmp_path) == pytest.approx(expected, abs=1e-6, rel=0)
+    assert first_losses(name, tmp_path) == pytest.approx(expected, **TOLERANCE)
 
 
 def test_shared_prefix_dpo_stays_on_the_pin(tmp_path):
