@@ -93,3 +93,22 @@ def test_wait_kills_ranks_left_after_the_timeout():
     start = time.monotonic()
     assert ranks.wait(timeout=0.5) == -9
     assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "recipes/tiny/synth_all.yaml", "seed=3"],
+    ["-v", "--debug", "train", "recipes/tiny/synth_all.yaml", "seed=3", "--allow-changed-recipe"],
+    ["--debug", "train", "recipes/tiny/synth_all.yaml"],
+])  # fmt: skip
+def test_a_started_rank_runs_the_same_command_with_its_global_flags(argv):
+    """The command a started rank runs parses to the same arguments as the user's, ``-v`` / ``--debug`` included
+    (a rank's error then has its traceback too)."""
+    from vidtempo.cli.main import build_parser, parse
+    from vidtempo.cli.train import rank_command
+
+    parser = build_parser()
+    args = parse(parser, argv)
+    command = rank_command(args)
+    assert command[:3] == [sys.executable, "-m", "vidtempo.cli.main"]
+    again = parse(parser, command[3:])
+    assert {k: v for k, v in vars(again).items()} == {k: v for k, v in vars(args).items()}

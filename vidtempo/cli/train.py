@@ -52,6 +52,11 @@ def launch(cfg: Any, args: argparse.Namespace) -> Any:
     from vidtempo.training.launch import launch_local_ranks, launch_size
 
     size = launch_size(OmegaConf.to_container(resolve_recipe(cfg), resolve=True))  # type: ignore[arg-type]
-    command = [sys.executable, "-m", "vidtempo.cli.main", "train", str(args.recipe), *args.overrides,
-               *(["--allow-changed-recipe"] if args.allow_changed_recipe else [])]  # fmt: skip
-    return launch_local_ranks(size, command) if size else None
+    return launch_local_ranks(size, rank_command(args)) if size else None
+
+
+def rank_command(args: argparse.Namespace) -> list[str]:
+    """The command line of a started rank: this ``vidtempo train`` with its global flags (``-v``, ``--debug``)."""
+    flags = [flag for flag, on in (("-v", getattr(args, "verbose", False)), ("--debug", getattr(args, "debug", False))) if on]
+    return [sys.executable, "-m", "vidtempo.cli.main", *flags, "train", str(args.recipe), *args.overrides,
+            *(["--allow-changed-recipe"] if args.allow_changed_recipe else [])]  # fmt: skip
