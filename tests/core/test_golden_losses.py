@@ -12,7 +12,7 @@ before the contracts refactor (VideoInputs, Objective base, auxiliary losses as 
 The refactor had to leave every loss within 1e-6 and the old checkpoint loadable, generating the same tokens.
 The pins were recorded on an AVX2 CPU; on an AVX-512 one (AMD EPYC, 2026-12-07) the DPO pin's fourth loss came
 out 5.7e-6 (8.3e-7 relative) away, the kernels summing in another order. So the pins hold to ``TOLERANCE``
-(1e-5 relative, about 7e-5 on a loss of 7): two orders of magnitude under what a change of behaviour moves.
+(1e-5 relative, about 7e-5 on a loss of 7): twelve times the difference measured between the two CPUs.
 
 The DPO pin runs the DPO objective's two-forward full-logits path (``loss_head: logits``), the computation
 it was recorded with. The default path since issue 27 (one forward, shared prefix, label-position head) sums

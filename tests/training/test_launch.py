@@ -111,4 +111,4 @@ def test_a_started_rank_runs_the_same_command_with_its_global_flags(argv):
     command = rank_command(args)
     assert command[:3] == [sys.executable, "-m", "vidtempo.cli.main"]
     again = parse(parser, command[3:])
-    assert {k: v for k, v in vars(again).items()} == {k: v for k, v in vars(args).items()}
+    assert vars(again) == vars(args)
