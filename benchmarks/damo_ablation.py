@@ -47,7 +47,7 @@ RECIPE = ROOT / "recipes" / "tiny" / "damo_synth.yaml"
 SFT_STAGES = ("bridge", "temporal", "dialogue")
 
 VARIANTS: dict[str, str] = {
-    "base": "stages 2-4, alpha = 3, time embeddings, global residual, encoder tag loss",
+    "base": "stages 2-4, alpha = 3, time embeddings, global residual, saliency + tag + encoder tag losses",
     "alpha0": "no audio stream (alpha = 0)",
     "no_time": "no temporal embeddings",
     "no_global": "no global residual",

@@ -54,7 +54,7 @@ def test_each_variant_changes_exactly_its_switch(tmp_path):
         changed = {k for k in changed if not k.startswith("model.audio_encoder.")}  # the node became null
         assert changed == keys, name
     no_aux = _recipe("no_aux", tmp_path)
-    assert [set(s["objective"]["aux"]) for s in base["stages"]] == [{"encoder_tag"}] * 3
+    assert [set(s["objective"]["aux"]) for s in base["stages"]] == [{"encoder_tag", "saliency", "tag"}] * 3
     assert not any("aux" in s["objective"] for s in no_aux["stages"]) and "targets" not in no_aux["data"]["collator"]
     trained = _recipe("stage1", tmp_path, align_steps=7)
     assert [s["name"] for s in trained["stages"]] == ["align", "bridge", "temporal", "dialogue"]

@@ -25,7 +25,7 @@ from vidtempo.synth.targets import (
     option_intervals,
     sample_intervals,
 )
-from vidtempo.training.auxiliary import FrameSaliencyLoss, FrameTagLoss, SaliencyLoss
+from vidtempo.training.auxiliary import FrameSaliencyLoss, FrameTagLoss, SaliencyLoss, TokenFrameReadout
 from vidtempo.training.optim import OptimSettings
 from vidtempo.training.schema import validate_recipe
 from vidtempo.training.sft import SFTModule
@@ -263,3 +263,95 @@ def test_token_frames_average_each_frames_own_tokens():
                    targets, torch.tensor([[0, 0, 0, 2, -1]]))  # fmt: skip
     expected = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([3.0, 7.0]), torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(loss, expected)  # frame 1 has no token (trimmed): left out
+
+
+def test_token_readout_equals_a_hand_computation_and_reads_only_the_video_positions():
+    """Tokens that do not belong to frames (Q-Former queries): a linear readout maps a row's N video tokens to
+    F frame states. The loss equals the BCE of the head on them, written out by hand; text positions and
+    padding do not move it; a batch with more frames than F, or a row with other than N tokens, is refused."""
+    torch.manual_seed(0)
+    loss_fn = FrameSaliencyLoss(hidden_size=4, slots=1, tokens=3, frames=3, rank=2)
+    hidden = torch.randn(2, 7, 4)  # row 0: text, 3 video tokens, text; row 1: 3 video tokens after 2 text
+    ids = torch.tensor([[1, VIDEO_TOKEN_INDEX, 2, 2, 2], [1, 1, VIDEO_TOKEN_INDEX, 2, 2]])
+    mask = torch.ones_like(ids)
+    n = torch.tensor([3, 3])
+    frame_mask = torch.tensor([[True, True, True], [True, True, False]])
+    targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, float("nan")]])
+    readout = loss_fn.readout
+    assert isinstance(readout, TokenFrameReadout)
+    expected = []
+    for row, start in enumerate([1, 2]):
+        states = torch.nn.functional.layer_norm(hidden[row, start : start + 3], (4,), readout.norm.weight,
+                                                readout.norm.bias)  # fmt: skip
+        z = (states @ readout.down.weight.T + readout.down.bias).reshape(-1)  # (3 tokens * rank 2,)
+        frames = (readout.mix.weight @ z + readout.mix.bias).reshape(3, 2)  # (F, rank)
+        logits = (frames @ loss_fn.head.weight.T + loss_fn.head.bias)[:, 0]
+        known = ~torch.isnan(targets[row]) & frame_mask[row]
+        expected.append(torch.nn.functional.binary_cross_entropy_with_logits(logits[known], targets[row][known]))
+    loss = loss_fn(hidden, ids, mask, n, frame_mask, targets)
+    torch.testing.assert_close(loss, (expected[0] + expected[1]) / 2)
+    moved = hidden.clone()
+    moved[0, [0, 4, 5, 6]] += 5.0  # row 0's text and padding
+    moved[1, [0, 1, 5, 6]] -= 3.0  # row 1's text and padding
+    torch.testing.assert_close(loss_fn(moved, ids, mask, n, frame_mask, targets), loss)
+    scores, has = loss_fn.frame_scores(hidden[0], (1, 3), 3)
+    assert has.tolist() == [True, True, True] and scores.shape == (3, 1)
+    with pytest.raises(ValueError, match="4 frames, but the token readout was built for frames=3"):
+        loss_fn(hidden, ids, mask, n, torch.ones(2, 4, dtype=torch.bool), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="sample 1: 4 video tokens, but the token readout was built for tokens=3"):
+        loss_fn(hidden, ids, mask, torch.tensor([3, 4]), frame_mask, targets)
+    with pytest.raises(ValueError, match="needs both tokens and frames"):
+        SaliencyLoss(tokens=4)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        SaliencyLoss(tokens=4, frames=0)
+
+
+def test_token_readout_learns_per_frame_targets_spread_over_all_tokens():
+    """Each of 4 tokens holds a random mix of the whole 6-frame pattern (as a Q-Former query may): no token is
+    a frame, yet the readout recovers every frame's target, far below chance (ln 2)."""
+    torch.manual_seed(0)
+    loss_fn = FrameSaliencyLoss(hidden_size=8, slots=1, tokens=4, frames=6, rank=8)
+    code = torch.randn(4, 8, 6)  # token k's state = code[k] @ pattern
+    ids = torch.tensor([[3, VIDEO_TOKEN_INDEX, 5]] * 16)
+    opt = torch.optim.Adam(loss_fn.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(150):
+        bright = (torch.rand(16, 6) > 0.5).float()  # (B, T)
+        video = torch.einsum("khf,bf->bkh", code, bright * 2 - 1)  # (B, 4, 8)
+        hidden = torch.cat([torch.randn(16, 1, 8), video, torch.randn(16, 1, 8)], dim=1)
+        loss = loss_fn(hidden, ids, torch.ones_like(ids), torch.full((16,), 4), torch.ones(16, 6, dtype=torch.bool),
+                       bright)  # fmt: skip
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[0] > 0.5 and sum(losses[-10:]) / 10 < 0.1, losses[::15]
+
+
+def test_a_q_former_model_takes_the_token_readout_and_its_gradient_reaches_the_compressor():
+    """DaMO's Q-Former queries each read the whole clip: without ``tokens`` / ``frames`` the saliency loss
+    refuses the model and says what to set; with them it binds (the SFT objective builds it from the recipe
+    keys), and one step's gradient reaches the compressor's queries, the vision encoder and the LLM."""
+    from vidtempo.models.build import build_video_llm
+    from vidtempo.training.auxiliary import AuxLossError, bind_aux
+
+    comp = {"_target_": "t_fuseformer", "in_dim": 32, "width": 16, "num_heads": 2, "depth": 1, "visual_queries": 6,
+            "audio_queries": 2, "fusion_tokens": 4, "num_queries": 4, "local_grid": [2, 2], "qformer": "tiny"}
+    model = build_video_llm({"_target_": "vidtempo.models.VideoLLM", "vision_encoder": {"_target_": "tiny"},
+                             "compressor": comp, "projector": {"_target_": "linear", "in_dim": 32, "out_dim": 64},
+                             "llm": {"_target_": "tiny"},
+                             "trainable": {"vision_encoder": True, "compressor": True, "projector": True,
+                                           "llm": True}})  # fmt: skip
+    assert "token_frames" not in model.capabilities
+    with pytest.raises(AuxLossError, match=r"'token_frames'.*set the loss's tokens .* and frames"):
+        bind_aux({"saliency": SaliencyLoss(slots=1)}, model, {"frame_targets": 1})
+    module = SFTModule(model, aux={"saliency": SaliencyLoss(slots=1, tokens=4, frames=6)}, targets={"frame_targets": 1})
+    ids = torch.tensor([[3, 4, VIDEO_TOKEN_INDEX, 5]] * 2)
+    out = module.model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                       video=VideoInputs(frames=torch.rand(2, 6, 3, 32, 32)), return_hidden=True)  # fmt: skip
+    batch = SimpleNamespace(input_ids=ids, attention_mask=torch.ones_like(ids), frame_mask=torch.ones(2, 6, dtype=torch.bool),
+                            targets={"frame_targets": torch.rand(2, 6, 1).round()})  # fmt: skip
+    module.aux["saliency"](out, batch).backward()
+    for part in ("vision_encoder", "compressor", "llm"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model, part).parameters()), part
+    assert model.compressor.query_tokens.grad.abs().sum() > 0

@@ -12,8 +12,10 @@ from vidtempo.training.auxiliary.frame_heads import (
            FrameSaliencyLoss,
            FrameTagLoss,
            SaliencyLoss,
+           TokenFrameReadout,
            hidden_state,
 )
 
 __all__ = ["AuxLoss", "AuxLossError", "EncoderTagHead", "EncoderTagLoss", "FrameSaliencyLoss", "FrameTagLoss", "SaliencyLoss",
+           "TokenFrameReadout",
            "bind_aux", "hidden_state"]  # fmt: skip

@@ -59,6 +59,7 @@ class AuxLoss(nn.Module, ABC):
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()  # model capabilities it reads
+    capability_hint: ClassVar[str] = ""  # appended to the error when the model lacks one of them
     default_target: ClassVar[str | None] = None
 
     def __init__(self, weight: float = 1.0, target: str | None = None) -> None:
@@ -119,6 +120,7 @@ def bind_aux(
             raise AuxLossError(
                 name, f"{type(loss).__name__} needs the model capability {', '.join(repr(m) for m in missing)}, "
                 f"which {type(model).__name__} does not provide (it provides: {', '.join(sorted(declared)) or 'none'})"
+                + (f"; {loss.capability_hint}" if loss.capability_hint else "")
             )
         for target in loss.targets:
             if target not in target_channels:

@@ -18,6 +18,10 @@ apply the same idea to multiple choice. The loss is added to the next-token loss
 which the digits of a text answer give only weakly. On TempoSynth it is what makes a tiny from-scratch
 model ground (docs/benchmarks/synth.md).
 
+A compressor whose tokens do not belong to frames (DaMO's Q-Former queries) is read through
+:class:`TokenFrameReadout` (the loss's ``tokens`` and ``frames`` options): a linear map from all the video
+positions to per-frame states.
+
 The video tokens must be able to see the question: put the video after it
 (``data.collator.video_position: after_text``); otherwise the head cannot know what to look for.
 
@@ -60,17 +64,24 @@ class FrameSaliencyLoss(nn.Module):
         reduction: ``sample`` (each sample's mean over its known (frame, slot) targets, then the mean over
             samples: a question with 9 known slots weighs as much as one with 1) or ``entry`` (the mean over
             every known target of the batch).
+        tokens, frames, rank: set ``tokens`` and ``frames`` for video tokens that do not belong to frames: the
+            head then reads :class:`TokenFrameReadout`'s per-frame states instead of each frame's own tokens.
     """
 
     def __init__(
-        self, hidden_size: int, slots: int | Sequence[int] = 1, reduction: str = "sample"
-    ) -> None:
+        self, hidden_size: int, slots: int | Sequence[int] = 1, reduction: str = "sample",
+        tokens: int | None = None, frames: int | None = None, rank: int = 64,
+    ) -> None:  # fmt: skip
         super().__init__()
         if reduction not in ("sample", "entry"):
             raise ValueError(f"reduction must be 'sample' or 'entry', got {reduction!r}")
         self.slots = slot_indices(slots)
-        self.head = nn.Linear(hidden_size, len(self.slots))
         self.reduction = reduction
+        # tokens + frames: the tokens do not map to frames (Q-Former queries); a linear readout maps them to frames
+        if (tokens is None) != (frames is None):
+            raise ValueError(f"the token readout needs both tokens and frames, got tokens={tokens}, frames={frames}")
+        self.readout = TokenFrameReadout(hidden_size, tokens, frames, rank) if tokens is not None and frames is not None else None
+        self.head = nn.Linear(self.readout.rank if self.readout else hidden_size, len(self.slots))
 
     def _columns(self, available: int) -> list[int] | slice:
         """The target columns this head predicts, of ``available``; all of them when it predicts more
@@ -89,6 +100,10 @@ class FrameSaliencyLoss(nn.Module):
         a varying number of tokens per frame, e.g. TDC's ``info["token_frames"]``); without it every frame
         must have n / T tokens."""
         start, n = span
+        if self.readout is not None:
+            self.readout.check(num_frames, torch.tensor([n]))
+            states = self.readout(hidden[None], torch.tensor([start]), torch.tensor([n]))[0, :num_frames]  # (T, r)
+            return self.head(states), torch.full((num_frames,), n > 0, device=states.device)
         per_token = self.head(hidden[start : start + n])  # (n, slots)
         if token_frames is not None:
             if len(token_frames) != n:
@@ -134,6 +149,11 @@ class FrameSaliencyLoss(nn.Module):
         starts, n = starts.to(device), n.to(device)
         has_target = ~torch.isnan(targets) & frame_mask[..., None]  # (B, T, S)
         active = (n > 0) & has_target.flatten(1).any(1)  # (B,) rows this loss reads
+        if self.readout is not None:
+            self.readout.check(t, n)
+            scores = self.head(self.readout(hidden, starts, n)[:, :t])  # (B, T, slots)
+            covered = (n > 0)[:, None].expand(b, t)  # (B, T): every frame is read from the whole clip
+            return self._bce(scores[..., : targets.shape[-1]], targets, has_target & covered[..., None], active)
         if token_frames is not None:
             frame_of = token_frames.to(device).long()  # (B, J): each video token's frame, -1 = padding
             bad = active & ((frame_of >= 0).sum(1) != n)
@@ -160,7 +180,14 @@ class FrameSaliencyLoss(nn.Module):
         sums = sums.scatter_add(1, dest[..., None].expand_as(per_token), per_token * valid[..., None])
         counts = torch.zeros(b, t + 1, device=device).scatter_add(1, dest, valid.float())[:, :t]  # (B, T)
         scores = (sums[:, :t] / counts.clamp(min=1)[..., None].to(sums.dtype))[..., : targets.shape[-1]]
-        known = has_target & (counts > 0)[..., None] & active[:, None, None]  # (B, T, S)
+        return self._bce(scores, targets, has_target & (counts > 0)[..., None], active)
+
+    def _bce(
+        self, scores: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, active: torch.Tensor
+    ) -> torch.Tensor:
+        """BCE of (B, T, S) logits against (B, T, S) targets over the ``known`` entries of the ``active`` (B,)
+        rows, reduced per ``reduction``."""
+        known = known & active[:, None, None]  # (B, T, S)
         bce = nn.functional.binary_cross_entropy_with_logits(scores.float(), targets.nan_to_num(0.0).float(),
                                                              reduction="none")  # fmt: skip
         bce = torch.where(known, bce, torch.zeros_like(bce))
@@ -169,6 +196,56 @@ class FrameSaliencyLoss(nn.Module):
         per_row = bce.flatten(1).sum(1) / known.flatten(1).sum(1).clamp(min=1)  # (B,)
         rows = known.flatten(1).any(1)
         return (per_row * rows).sum() / rows.sum().clamp(min=1)
+
+
+class TokenFrameReadout(nn.Module):
+    """Per-frame states read from a fixed number of video tokens that do not belong to frames (e.g. DaMO's
+    Q-Former queries, each of which reads the whole clip). Each token's state is LayerNorm-ed and projected to
+    ``rank`` dims; one linear map from all ``tokens`` of them (token k keeps its own weights: query k is the
+    same query in every clip) gives ``frames`` frame states of ``rank`` dims, which a head then scores. A
+    linear probe of the video positions; ours, not DaMO's (the paper has no per-frame loss, docs/methods/damo.md).
+
+    Args:
+        hidden_size: the LLM's hidden size H. tokens: video tokens per clip N (t_fuseformer: ``num_queries``).
+        frames: frame slots F (the collator's ``num_frames``). rank: width r of the per-token projection.
+
+    Example:
+        >>> readout = TokenFrameReadout(hidden_size=8, tokens=4, frames=3, rank=5)
+        >>> hidden = torch.randn(2, 7, 8)                     # (B, L', H)
+        >>> tuple(readout(hidden, torch.tensor([1, 2]), torch.tensor([4, 4])).shape)   # video at 1..4 / 2..5
+        (2, 3, 5)
+    """
+
+    def __init__(self, hidden_size: int, tokens: int, frames: int, rank: int = 64) -> None:
+        super().__init__()
+        for name, value in (("tokens", tokens), ("frames", frames), ("rank", rank)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.tokens, self.frames, self.rank = int(tokens), int(frames), int(rank)
+        self.norm = nn.LayerNorm(hidden_size)
+        self.down = nn.Linear(hidden_size, self.rank)
+        self.mix = nn.Linear(self.tokens * self.rank, self.frames * self.rank)
+
+    def check(self, num_frames: int, num_tokens: torch.Tensor) -> None:
+        """A clear error when a batch has more frames than ``frames``, or a row with video has other than
+        ``tokens`` video tokens (one host transfer)."""
+        if num_frames > self.frames:
+            raise ValueError(f"the batch has {num_frames} frames, but the token readout was built for "
+                             f"frames={self.frames}: set the loss's frames to data.collator.num_frames")  # fmt: skip
+        wrong = ((num_tokens != self.tokens) & (num_tokens > 0)).nonzero().flatten().tolist()
+        if wrong:
+            raise ValueError(f"sample {wrong[0]}: {int(num_tokens[wrong[0]])} video tokens, but the token readout "
+                             f"was built for tokens={self.tokens} (the compressor's fixed token count)")  # fmt: skip
+
+    def forward(self, hidden: torch.Tensor, starts: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """(B, L', H) states, (B,) first video position and (B,) video token count (``tokens``, or 0 for a row
+        without video) -> (B, F, rank) frame states (those of a row without video are not read)."""
+        device = hidden.device
+        j = torch.arange(self.tokens, device=device)[None]  # (1, N)
+        pos = (starts.to(device)[:, None] + j).clamp(max=hidden.shape[1] - 1)  # (B, N)
+        states = torch.gather(hidden, 1, pos[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, N, H)
+        z = self.down(self.norm(states)).flatten(1)  # (B, N * r)
+        return self.mix(z).reshape(-1, self.frames, self.rank)  # (B, F, r)
 
 
 def slot_indices(slots: int | Sequence[int]) -> list[int]:
@@ -203,20 +280,32 @@ class _FrameHeadLoss(AuxLoss):
     """A :class:`FrameSaliencyLoss` head on hidden state ``layer`` at the video positions."""
 
     requires = frozenset({"hidden_states", "token_frames"})
+    capability_hint = ("for video tokens that do not belong to frames (Q-Former queries), set the loss's tokens (the "
+                       "compressor's tokens per clip) and frames (data.collator.num_frames): a linear readout then "
+                       "maps every video token to the frames")  # fmt: skip
 
     def __init__(self, weight: float = 1.0, target: str | None = None, slots: int | Sequence[int] | None = None,
-                 reduction: str = "sample", layer: int = -1) -> None:  # fmt: skip
+                 reduction: str = "sample", layer: int = -1, tokens: int | None = None, frames: int | None = None,
+                 rank: int = 64) -> None:  # fmt: skip
         super().__init__(weight, target)
         if slots is not None:
             slot_indices(slots)  # a bad value fails when the recipe is built, not at the first step
         if reduction not in ("sample", "entry"):
             raise ValueError(f"reduction must be 'sample' or 'entry', got {reduction!r}")
+        if (tokens is None) != (frames is None):
+            raise ValueError(f"the token readout needs both tokens and frames, got tokens={tokens}, frames={frames}")
+        if tokens is not None and min(int(tokens), int(frames or 0), int(rank)) < 1:
+            raise ValueError(f"tokens, frames and rank must be >= 1, got {tokens}, {frames}, {rank}")
         self.slots, self.reduction, self.layer = slots, reduction, int(layer)
+        self.readout = None if tokens is None else {"tokens": int(tokens), "frames": int(frames or 0), "rank": int(rank)}
+        if self.readout is not None:  # the token readout reads every video token: no token-to-frame map
+            self.requires = frozenset({"hidden_states"})  # type: ignore[misc]
         self.scorer: FrameSaliencyLoss | None = None
 
     def bind(self, model: VideoModel, target_channels: Mapping[str, int]) -> None:
         slots = self.slots if self.slots is not None else target_channels[self.target]
-        self.scorer = FrameSaliencyLoss(model.hidden_size, slots=slots, reduction=self.reduction)
+        self.scorer = FrameSaliencyLoss(model.hidden_size, slots=slots, reduction=self.reduction,
+                                        **(self.readout or {}))  # fmt: skip
 
     def forward(self, out: VideoModelOutput, batch: Any) -> torch.Tensor:
         assert self.scorer is not None, "bind() was not called"
@@ -240,10 +329,16 @@ class SaliencyLoss(_FrameHeadLoss):
         slots: the target slots it predicts (a count or a list of indices; default every channel).
         reduction: ``sample`` (every sample weighs the same) or ``entry`` (every known target weighs the same).
         layer: which hidden state the head reads (0 = embeddings, k = block k's output, -1 = the last).
+        tokens, frames, rank: None (each video token belongs to a frame: ``token_frames``), or, for a model
+            whose tokens do not (DaMO's Q-Former queries), its fixed video tokens per clip N and the collator's
+            frame count F: a linear readout of rank ``rank`` then maps all N tokens to F frames
+            (:class:`TokenFrameReadout`), and the loss needs only ``hidden_states``.
 
     Example:
         >>> SaliencyLoss(weight=1.0, slots=13).requires == frozenset({"hidden_states", "token_frames"})
         True
+        >>> sorted(SaliencyLoss(weight=1.0, slots=11, tokens=16, frames=16).requires)
+        ['hidden_states']
     """
 
     default_target = "frame_targets"
