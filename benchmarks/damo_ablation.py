@@ -2,6 +2,7 @@
 steps, then grounding (normal / time / blind), audio-visual accuracy and retrieval on the unseen test split.
 
 Usage: ``python benchmarks/damo_ablation.py --data /tmp/vt_data/temposynth_demo [--out runs/damo_ablation]
+[--recipe recipes/tiny/damo_synth.yaml] [key=value ...]
 [--variants base alpha0 no_time no_global no_aux stage1] [--steps 100 800 100] [--limit 60] [--jobs 1]
 [--stage1 PATH | --align-steps N]``
 
@@ -57,11 +58,12 @@ VARIANTS: dict[str, str] = {
 
 
 def variant_recipe(name: str, steps: tuple[int, int, int] | None, out: Path, clip_store: Path,
-                   stage1: str | None, align_steps: int | None) -> dict[str, Any]:
+                   stage1: str | None, align_steps: int | None, recipe: Path = RECIPE,
+                   overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """The recipe of variant ``name`` as a plain dict (interpolations kept), written by :func:`main`."""
     from vidtempo.config import load_recipe
 
-    cfg = OmegaConf.to_container(load_recipe(RECIPE), resolve=False)
+    cfg = OmegaConf.to_container(load_recipe(recipe, list(overrides)), resolve=False)
     assert isinstance(cfg, dict)
     cfg.pop("_recipe_path_", None)
     cfg["name"], cfg["output_dir"] = f"damo_ablation_{name}", str(out / "run")
@@ -69,7 +71,7 @@ def variant_recipe(name: str, steps: tuple[int, int, int] | None, out: Path, cli
     cfg["data"]["collator"]["clip_store"] = str(clip_store)
     stages = [s for s in cfg["stages"] if s["name"] in SFT_STAGES]
     if [s["name"] for s in stages] != list(SFT_STAGES):
-        raise SystemExit(f"{RECIPE}: expected the stages {SFT_STAGES} after align, got {[s['name'] for s in stages]}")
+        raise SystemExit(f"{recipe}: expected the stages {SFT_STAGES} after align, got {[s['name'] for s in stages]}")
     if steps is not None:
         for stage, n in zip(stages, steps):
             stage["trainer"] = {**stage.get("trainer", {}), "max_steps": n, "max_time": None}
@@ -140,7 +142,8 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     log, recipe, timing = out / "log.txt", out / "recipe.yaml", out / "train_seconds.json"
     cfg = variant_recipe(name, tuple(args.steps) if args.steps else None, out,
-                         Path(args.out).resolve() / "decoded_clips", args.stage1, args.align_steps)  # fmt: skip
+                         Path(args.out).resolve() / "decoded_clips", args.stage1, args.align_steps,
+                         Path(args.recipe), tuple(args.overrides))  # fmt: skip
     cfg["data"]["train"]["root"] = str(Path(args.data).resolve())
     recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
     if not timing.is_file():
@@ -171,6 +174,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="TempoSynth root (vidtempo data synth)")
     parser.add_argument("--out", default="runs/damo_ablation")
+    parser.add_argument("--recipe", default=str(RECIPE), help="a DaMO recipe with align, bridge, temporal, dialogue")
+    parser.add_argument("overrides", nargs="*", help="recipe overrides (key=value), applied before each variant's")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--steps", nargs=3, type=int, metavar=("BRIDGE", "TEMPORAL", "DIALOGUE"),
                         help="steps of stages 2-4 (default: the recipe's)")

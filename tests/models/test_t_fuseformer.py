@@ -67,8 +67,9 @@ def test_num_tokens_is_exact(frames: int, audio):
     assert comp.out_dim == 12 and _comp().out_dim == 32  # no out_dim: the Q-Former width
 
 
-def test_missing_audio_takes_the_visual_path_alone():
-    comp = _comp()
+@pytest.mark.parametrize("streams", [False, True])
+def test_missing_audio_takes_the_visual_path_alone(streams: bool):
+    comp = _comp(qformer_reads_streams=streams)
     mixed = comp(_inputs(audio=[True, False]))
     assert mixed.info == {"videos_without_audio": 1}
     none = comp(_inputs(audio=None))  # the whole batch without audio
@@ -88,6 +89,38 @@ def test_audio_windows_cover_the_clip_and_fixed_windows_mask_empty_ones():
     tokens, mask, times = comp._audio_stream(_inputs(audio=[True, True]).audio, torch.tensor([True, True]))
     assert tokens.shape == (2, 2 * 3, 16) and mask[:, :3].all() and not mask[:, 3:].any()
     assert torch.equal(times[0], torch.tensor([15.0] * 3 + [45.0] * 3))
+    split = _comp()  # segment_seconds None: the 4 s split into 2 windows, both heard (the last one was once
+    _, mask, _ = split._audio_stream(_inputs(audio=[True, True]).audio, torch.tensor([True, True]))  # masked)
+    assert mask.all()
+
+
+def test_the_q_former_can_also_read_the_stream_tokens():
+    """``qformer_reads_streams``: the fused states gain each modality's stream tokens (visual: 2 windows x 4
+    local slots; audio: 2 windows x 3 slots), masked for a video without audio; no new weights, so a checkpoint
+    of either setting loads into the other; the token count stays exact."""
+    plain, streams = _comp(), _comp(qformer_reads_streams=True)
+    assert plain.state_dict().keys() == streams.state_dict().keys()
+    streams.load_state_dict(plain.state_dict())
+    a, b = plain.fuse(_inputs(audio=[True, False])), streams.fuse(_inputs(audio=[True, False]))
+    assert b.states.shape[1] == a.states.shape[1] + 2 * 4 + 2 * 3
+    assert b.mask[0].all() and not b.mask[1, -6:].any() and b.mask[1, -14:-6].all()
+    torch.testing.assert_close(b.states[:, : a.states.shape[1]], a.states)  # the queries are as before
+    assert streams(_inputs(t=3, audio=[True, False])).tokens.shape == (2, 5, 32)
+    assert not torch.allclose(_run(plain, _inputs()), _run(streams, _inputs()), atol=1e-4)
+
+
+def test_anchored_queries_start_from_the_time_code_of_their_part_of_the_clip():
+    """``anchored_queries``: visual query k (of 6) gets the shared time code of the instant k / 5 of the way
+    from the first to the last real frame; no new weights; off without time embeddings."""
+    plain, anchored = _comp(), _comp(anchored_queries=True)
+    assert plain.state_dict().keys() == anchored.state_dict().keys()
+    inputs = _inputs(t=4)  # frames at 0.5 .. 3.5 s
+    queries = anchored.visual_queries.expand(2, -1, -1)
+    got = anchored._anchored(queries, inputs.frame_mask, inputs.timestamps)
+    want = queries + anchored._time_code(torch.linspace(0.5, 3.5, 6).expand(2, 6))
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(_run(plain, inputs), _run(anchored, inputs), atol=1e-4)
+    assert not _comp(anchored_queries=True, time_embedding=False).anchored_queries
 
 
 def test_time_embedding_reads_absolute_seconds_and_can_be_switched_off():
@@ -111,8 +144,10 @@ def test_global_residual_uses_cls_when_present_else_the_patch_mean():
     assert not torch.allclose(_run(comp, _inputs()), _run(no_residual, _inputs()), atol=1e-4)
 
 
-def test_padded_frames_do_not_change_the_tokens():
-    comp = _comp(audio_dim=None)
+@pytest.mark.parametrize("streams", [False, True])
+@pytest.mark.parametrize("anchored", [False, True])
+def test_padded_frames_do_not_change_the_tokens(streams: bool, anchored: bool):
+    comp = _comp(audio_dim=None, qformer_reads_streams=streams, anchored_queries=anchored)
     a, b = _inputs(t=5), _inputs(t=5)
     a.frame_mask[1, 3:] = False
     b.frame_mask[1, 3:] = False

@@ -71,3 +71,14 @@ def test_every_variant_recipe_validates(name, tmp_path, capsys):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_recipe_overrides_apply_to_every_variant(tmp_path):
+    """``key=value`` overrides change the recipe before the variant does: here the Q-Former reads the stream
+    tokens in both variants, and alpha0 still removes the audio stream."""
+    over = ("+model.compressor.qformer_reads_streams=true", "seed=3")
+    for name in ("base", "alpha0"):
+        cfg = damo_ablation.variant_recipe(name, None, tmp_path / name, tmp_path / "clips", None, None,
+                                           overrides=over)  # fmt: skip
+        assert cfg["model"]["compressor"]["qformer_reads_streams"] is True and cfg["seed"] == 3
+    assert cfg["model"]["audio_encoder"] is None

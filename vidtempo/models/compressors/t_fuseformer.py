@@ -18,7 +18,8 @@ The official code is not available; the structure follows the paper's abstract a
    moment get the same embedding), then a learnable embedding per modality.
 4. **T-Fuseformer** (``depth`` layers): per modality self-attention + FFN over its tokens, then cross-attention
    + FFN from its learnable queries (``visual_queries`` 192, ``audio_queries`` 64); then ``fusion_tokens`` (128)
-   learnable tokens concatenated with both modalities' queries through self-attention + FFN.
+   learnable tokens concatenated with both modalities' queries through self-attention + FFN
+   (``qformer_reads_streams``: the Q-Former also reads the stream tokens themselves).
 5. **Q-Former** (:class:`~vidtempo.models.compressors.qformer.QFormer`, transformers' InstructBLIP Q-Former):
    ``num_queries`` (32) learnable queries cross-attend to the fused tokens; their outputs are the video tokens
    (``num_tokens`` = ``num_queries`` exactly), through ``out_proj`` when ``out_dim`` is set.
@@ -69,8 +70,9 @@ class FusedVideo:
     """What the T-Fuseformer hands the Q-Former.
 
     Attributes:
-        states: (B, E, width) fusion tokens, then visual queries, then audio queries (when any video has audio).
-        mask: (B, E) bool, False = an audio query of a video without audio.
+        states: (B, E, width) fusion tokens, then visual queries, then audio queries (when any video has audio),
+            then (``qformer_reads_streams``) the visual and audio stream tokens.
+        mask: (B, E) bool, False = an audio query or token of a video without audio, or a padded window.
         without_audio: videos of the batch that took the visual path alone.
     """
 
@@ -176,6 +178,13 @@ class TFuseformerCompressor(TokenCompressor):
         temporal_groups: groups of that convolution (None = ``num_heads``, 12; must divide ``width``).
         time_embedding: add the learnable + sinusoidal time embeddings (ablation switch).
         time_buckets: 1-s buckets of the learnable time table (later times share the last bucket).
+        qformer_reads_streams: the Q-Former's cross-attention also reads each modality's stream tokens (one per
+            time window and local slot, with their time embeddings) after the last T-Fuseformer layer, not
+            only the fusion tokens and modality queries (ours; the paper's text does not say). False = the
+            queries alone, as before.
+        anchored_queries: each modality query k starts from the time code (the shared temporal embedding) of an
+            instant k / (K - 1) of the way through the clip's real frames, so its attention is drawn, at first,
+            to the tokens of that moment (ours; needs ``time_embedding``). False = the queries know no time.
         audio_segments: M audio windows (8). segment_seconds: their length (30 s, Whisper's window);
             None = the clip's audio span split into M equal windows.
         audio_local_tokens: tokens per audio window (16).
@@ -224,6 +233,8 @@ class TFuseformerCompressor(TokenCompressor):
         temporal_groups: int | None = None,
         time_embedding: bool = True,
         time_buckets: int = 512,
+        qformer_reads_streams: bool = False,
+        anchored_queries: bool = False,
         audio_segments: int = 8,
         segment_seconds: float | None = 30.0,
         audio_local_tokens: int = 16,
@@ -258,6 +269,8 @@ class TFuseformerCompressor(TokenCompressor):
         self.in_dim, self.audio_dim, self.width = int(in_dim), audio_dim, int(width)
         self.local_grid = (int(local_grid[0]), int(local_grid[1]))
         self.global_residual, self.use_time = global_residual, time_embedding
+        self.qformer_reads_streams = bool(qformer_reads_streams)
+        self.anchored_queries = bool(anchored_queries) and time_embedding
         self.temporal_stride, self.time_buckets = int(temporal_stride), int(time_buckets)
         self.audio_segments, self.segment_seconds = int(audio_segments), segment_seconds
         self.audio_local_tokens, self.num_queries = int(audio_local_tokens), int(num_queries)
@@ -342,6 +355,8 @@ class TFuseformerCompressor(TokenCompressor):
         tokens = {"visual": self._embed(vis, vis_times, 0)}
         masks, rows = {"visual": vis_mask}, {}
         queries = {"visual": self.visual_queries.expand(b, -1, -1)}
+        if self.anchored_queries:
+            queries["visual"] = self._anchored(queries["visual"], inputs.frame_mask, inputs.timestamps)
         has_audio = self._has_audio(inputs.audio, b)  # (B,) bool
         if bool(has_audio.any()):
             assert inputs.audio is not None
@@ -349,14 +364,20 @@ class TFuseformerCompressor(TokenCompressor):
             tokens["audio"], masks["audio"] = self._embed(aud, aud_times, 1), aud_mask
             rows["audio"] = has_audio.nonzero().flatten()
             queries["audio"] = self.audio_queries.expand(b, -1, -1)
+            if self.anchored_queries:
+                queries["audio"] = self._anchored(queries["audio"], inputs.frame_mask, inputs.timestamps)
         fusion = self.fusion_tokens.expand(b, -1, -1)
         for layer in self.layers:
             tokens, queries, fusion = layer(tokens, masks, queries, fusion, rows)
         parts = [fusion, *queries.values()]
-        keep = torch.cat([_query_mask(b, p.shape[1], rows.get(m), p.device)
-                          for m, p in zip(("fusion", *queries), parts)], dim=1)  # fmt: skip
-        states = self.norm(torch.cat(parts, dim=1))  # (B, F + K_v [+ K_a], W)
-        return FusedVideo(states=states, mask=keep, without_audio=int(b - has_audio.sum()))
+        keep = [_query_mask(b, p.shape[1], rows.get(m), p.device) for m, p in zip(("fusion", *queries), parts)]
+        if self.qformer_reads_streams:  # + each modality's time-stamped stream tokens (B, N_m, W)
+            for m, x in tokens.items():
+                part, mask = _full_batch(x, masks[m], rows.get(m), b)
+                parts.append(part)
+                keep.append(mask)
+        states = self.norm(torch.cat(parts, dim=1))  # (B, F + K_v [+ K_a] [+ N_v [+ N_a]], W)
+        return FusedVideo(states=states, mask=torch.cat(keep, dim=1), without_audio=int(b - has_audio.sum()))
 
     def query_states(self, fused: FusedVideo) -> torch.Tensor:
         """(B, K, Hq): the Q-Former's query outputs over the fused states (no text)."""
@@ -431,10 +452,11 @@ class TFuseformerCompressor(TokenCompressor):
                 pool_audio_per_frame(audio.feats[i], audio.times[i], valid, centres, k, span)
             )  # (M, k, Da)
             glob.append(pool_audio_per_frame(audio.feats[i], audio.times[i], valid, centres, 1, span)[:, 0])
-            ends = (torch.arange(m, device=centres.device) + 1.0) * span
+            starts = torch.arange(m, device=centres.device, dtype=torch.float32) * span  # (M,)
+            ends = starts + span
             ends[-1] = float("inf")  # the last window also takes any audio past the covered span
             steps = audio.times[i][valid]
-            masks.append(((steps[None] >= ends[:, None] - span) & (steps[None] < ends[:, None])).any(1))
+            masks.append(((steps[None] >= starts[:, None]) & (steps[None] < ends[:, None])).any(1))
             times.append(centres)
         dtype = self.audio_local.weight.dtype
         x = self.audio_local(torch.stack(local).to(dtype))  # (B_a, M, k, W)
@@ -454,9 +476,24 @@ class TFuseformerCompressor(TokenCompressor):
         x = x + self.modality[modality].to(x.dtype)
         if not self.use_time:
             return x
+        return x + self._time_code(times).to(x.dtype)
+
+    def _time_code(self, times: torch.Tensor) -> torch.Tensor:
+        """(B, N) seconds -> (B, N, W): the learnable 1-s bucket table + the scaled sinusoid."""
         bucket = times.floor().long().clamp(0, self.time_buckets - 1)  # (B, N) 1-s buckets
-        sinus = sinusoidal_time_embedding(times, self.width).to(x.dtype)  # (B, N, W)
-        return x + self.time_table(bucket).to(x.dtype) + sinus * self.width**-0.5
+        sinus = sinusoidal_time_embedding(times, self.width)  # (B, N, W)
+        return self.time_table(bucket) + sinus.to(self.time_table.weight.dtype) * self.width**-0.5
+
+    def _anchored(self, queries: torch.Tensor, frame_mask: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """(B, K, W) modality queries + the time code of K instants spread evenly over each clip's real frames
+        (query k reads, at first, the k-th part of the clip)."""
+        real = frame_mask.bool()
+        first = torch.where(real, times, torch.full_like(times, float("inf"))).amin(1)  # (B,)
+        last = torch.where(real, times, torch.full_like(times, float("-inf"))).amax(1)
+        k = queries.shape[1]
+        place = torch.linspace(0, 1, k, device=times.device) if k > 1 else torch.full((1,), 0.5, device=times.device)
+        anchors = first[:, None] + place[None] * (last - first)[:, None]  # (B, K) seconds
+        return queries + self._time_code(anchors).to(queries.dtype)
 
     def _check_inputs(self, inputs: CompressorInput) -> None:
         feats, (h, w) = inputs.feats, inputs.grid
@@ -648,6 +685,19 @@ def is_text_path(name: str) -> bool:
     if name in ("temp", "lm_bias") or name.startswith(TEXT_PATH_HEADS):
         return True
     return TEXT_PATH_PATTERN.search(name) is not None
+
+
+def _full_batch(
+    x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None, b: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B_m, N, W) tokens and (B_m, N) mask of the rows ``rows`` (None = every row) -> (B, N, W) and (B, N),
+    the other rows zero and masked out."""
+    if rows is None:
+        return x, mask.bool()
+    rows = rows.to(x.device)
+    full = x.new_zeros(b, *x.shape[1:]).index_copy(0, rows, x)
+    keep = torch.zeros(b, x.shape[1], dtype=torch.bool, device=x.device).index_copy(0, rows, mask.bool())
+    return full, keep
 
 
 def _query_mask(b: int, k: int, rows: torch.Tensor | None, device: torch.device) -> torch.Tensor:

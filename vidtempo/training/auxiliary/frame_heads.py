@@ -201,9 +201,12 @@ class FrameSaliencyLoss(nn.Module):
 class TokenFrameReadout(nn.Module):
     """Per-frame states read from a fixed number of video tokens that do not belong to frames (e.g. DaMO's
     Q-Former queries, each of which reads the whole clip). Each token's state is LayerNorm-ed and projected to
-    ``rank`` dims; one linear map from all ``tokens`` of them (token k keeps its own weights: query k is the
-    same query in every clip) gives ``frames`` frame states of ``rank`` dims, which a head then scores. A
-    linear probe of the video positions; ours, not DaMO's (the paper has no per-frame loss, docs/methods/damo.md).
+    ``rank`` dims; frame f's state is a weighted sum of the N projected tokens, with learned weights ``mix``
+    (F, N) that start as linear interpolation (frame f reads the tokens at its place in the sequence: token k
+    ~ the k-th part of the clip). A head then scores each frame. With N >= F any per-frame pattern that is
+    linear in the tokens can be read (a full N x F linear map of rank-dim states was tried first and did not
+    learn even where the tokens were frames). Ours, not DaMO's: the paper has no per-frame loss
+    (docs/methods/damo.md).
 
     Args:
         hidden_size: the LLM's hidden size H. tokens: video tokens per clip N (t_fuseformer: ``num_queries``).
@@ -224,7 +227,7 @@ class TokenFrameReadout(nn.Module):
         self.tokens, self.frames, self.rank = int(tokens), int(frames), int(rank)
         self.norm = nn.LayerNorm(hidden_size)
         self.down = nn.Linear(hidden_size, self.rank)
-        self.mix = nn.Linear(self.tokens * self.rank, self.frames * self.rank)
+        self.mix = nn.Parameter(_interpolation(self.frames, self.tokens))  # (F, N)
 
     def check(self, num_frames: int, num_tokens: torch.Tensor) -> None:
         """A clear error when a batch has more frames than ``frames``, or a row with video has other than
@@ -244,8 +247,15 @@ class TokenFrameReadout(nn.Module):
         j = torch.arange(self.tokens, device=device)[None]  # (1, N)
         pos = (starts.to(device)[:, None] + j).clamp(max=hidden.shape[1] - 1)  # (B, N)
         states = torch.gather(hidden, 1, pos[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, N, H)
-        z = self.down(self.norm(states)).flatten(1)  # (B, N * r)
-        return self.mix(z).reshape(-1, self.frames, self.rank)  # (B, F, r)
+        z = self.down(self.norm(states))  # (B, N, r)
+        return torch.einsum("fn,bnr->bfr", self.mix.to(z.dtype), z)  # (B, F, r)
+
+
+def _interpolation(frames: int, tokens: int) -> torch.Tensor:
+    """(F, N) linear interpolation weights: frame f starts reading the tokens at its place in the clip,
+    f * (N - 1) / (F - 1) (token k ~ the k-th part of the clip; training may move it)."""
+    place = torch.linspace(0, tokens - 1, frames) if frames > 1 else torch.zeros(1)  # (F,)
+    return torch.clamp(1 - (place[:, None] - torch.arange(tokens)[None]).abs(), min=0)
 
 
 def slot_indices(slots: int | Sequence[int]) -> list[int]:
