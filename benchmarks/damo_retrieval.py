@@ -15,6 +15,11 @@ store on disk (``--clip-store``) and kept in memory, so repeated runs skip decod
 those of ``vidtempo eval``: the VTC heads' cosine similarity (``embed_video`` / ``embed_text``) of every test
 caption against every test video, scored by ``retrieval_metrics_multi`` (optimistic ties).
 
+Its figures are lower than the CLI's: at 4000 steps, seed 0, it gave text-to-video R@1 34.2 % where
+``vidtempo train`` + ``vidtempo eval`` gave 55.8 % (2026-12-07; the gap is in training, not in evaluation, and
+its cause was not found; docs/methods/damo.md, "Retrieval after stage 1"). Use it to compare settings with
+each other, and the CLI for the recipe's figure.
+
 Overrides are recipe overrides (``key=value``) applied before the recipe is resolved, e.g.
 ``stages.0.objective.weights.vtm=0``. Output: one ``EVAL`` line per evaluation, then ``RESULT case=...`` lines
 (one per evaluated step).
