@@ -111,7 +111,7 @@ def test_the_q_former_can_also_read_the_stream_tokens():
 
 def test_anchored_queries_start_from_the_time_code_of_their_part_of_the_clip():
     """``anchored_queries``: visual query k (of 6) gets the shared time code of the instant k / 5 of the way
-    from the first to the last real frame; no new weights; off without time embeddings."""
+    from the first to the last real frame; no new weights; refused without time embeddings."""
     plain, anchored = _comp(), _comp(anchored_queries=True)
     assert plain.state_dict().keys() == anchored.state_dict().keys()
     inputs = _inputs(t=4)  # frames at 0.5 .. 3.5 s
@@ -120,7 +120,8 @@ def test_anchored_queries_start_from_the_time_code_of_their_part_of_the_clip():
     want = queries + anchored._time_code(torch.linspace(0.5, 3.5, 6).expand(2, 6))
     torch.testing.assert_close(got, want)
     assert not torch.allclose(_run(plain, inputs), _run(anchored, inputs), atol=1e-4)
-    assert not _comp(anchored_queries=True, time_embedding=False).anchored_queries
+    with pytest.raises(ValueError, match="anchored_queries needs time_embedding"):
+        _comp(anchored_queries=True, time_embedding=False)
 
 
 def test_time_embedding_reads_absolute_seconds_and_can_be_switched_off():

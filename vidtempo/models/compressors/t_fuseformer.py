@@ -270,7 +270,9 @@ class TFuseformerCompressor(TokenCompressor):
         self.local_grid = (int(local_grid[0]), int(local_grid[1]))
         self.global_residual, self.use_time = global_residual, time_embedding
         self.qformer_reads_streams = bool(qformer_reads_streams)
-        self.anchored_queries = bool(anchored_queries) and time_embedding
+        if anchored_queries and not time_embedding:
+            raise ValueError("TFuseformerCompressor: anchored_queries needs time_embedding (the anchors are time codes)")
+        self.anchored_queries = bool(anchored_queries)
         self.temporal_stride, self.time_buckets = int(temporal_stride), int(time_buckets)
         self.audio_segments, self.segment_seconds = int(audio_segments), segment_seconds
         self.audio_local_tokens, self.num_queries = int(audio_local_tokens), int(num_queries)
