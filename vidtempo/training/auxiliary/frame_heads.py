@@ -78,9 +78,8 @@ class FrameSaliencyLoss(nn.Module):
         self.slots = slot_indices(slots)
         self.reduction = reduction
         # tokens + frames: the tokens do not map to frames (Q-Former queries); a linear readout maps them to frames
-        if (tokens is None) != (frames is None):
-            raise ValueError(f"the token readout needs both tokens and frames, got tokens={tokens}, frames={frames}")
-        self.readout = TokenFrameReadout(hidden_size, tokens, frames, rank) if tokens is not None and frames is not None else None
+        options = readout_options(tokens, frames, rank)
+        self.readout = TokenFrameReadout(hidden_size, **options) if options else None
         self.head = nn.Linear(self.readout.rank if self.readout else hidden_size, len(self.slots))
 
     def _columns(self, available: int) -> list[int] | slice:
@@ -221,10 +220,9 @@ class TokenFrameReadout(nn.Module):
 
     def __init__(self, hidden_size: int, tokens: int, frames: int, rank: int = 64) -> None:
         super().__init__()
-        for name, value in (("tokens", tokens), ("frames", frames), ("rank", rank)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        self.tokens, self.frames, self.rank = int(tokens), int(frames), int(rank)
+        options = readout_options(tokens, frames, rank)
+        assert options is not None
+        self.tokens, self.frames, self.rank = options["tokens"], options["frames"], options["rank"]
         self.norm = nn.LayerNorm(hidden_size)
         self.down = nn.Linear(hidden_size, self.rank)
         self.mix = nn.Parameter(_interpolation(self.frames, self.tokens))  # (F, N)
@@ -249,6 +247,25 @@ class TokenFrameReadout(nn.Module):
         states = torch.gather(hidden, 1, pos[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, N, H)
         z = self.down(self.norm(states))  # (B, N, r)
         return torch.einsum("fn,bnr->bfr", self.mix.to(z.dtype), z)  # (B, F, r)
+
+
+def readout_options(tokens: int | None, frames: int | None, rank: int) -> dict[str, int] | None:
+    """The :class:`TokenFrameReadout` arguments of a loss's ``tokens`` / ``frames`` / ``rank`` options, None
+    without a readout (both None); a clear error for one without the other or a count below 1.
+
+    Example:
+        >>> readout_options(16, 16, 64), readout_options(None, None, 64)
+        ({'tokens': 16, 'frames': 16, 'rank': 64}, None)
+    """
+    if tokens is None and frames is None:
+        return None
+    if tokens is None or frames is None:
+        raise ValueError(f"the token readout needs both tokens and frames, got tokens={tokens}, frames={frames}")
+    options = {"tokens": int(tokens), "frames": int(frames), "rank": int(rank)}
+    for name, value in options.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    return options
 
 
 def _interpolation(frames: int, tokens: int) -> torch.Tensor:
@@ -302,20 +319,16 @@ class _FrameHeadLoss(AuxLoss):
             slot_indices(slots)  # a bad value fails when the recipe is built, not at the first step
         if reduction not in ("sample", "entry"):
             raise ValueError(f"reduction must be 'sample' or 'entry', got {reduction!r}")
-        if (tokens is None) != (frames is None):
-            raise ValueError(f"the token readout needs both tokens and frames, got tokens={tokens}, frames={frames}")
-        if tokens is not None and min(int(tokens), int(frames or 0), int(rank)) < 1:
-            raise ValueError(f"tokens, frames and rank must be >= 1, got {tokens}, {frames}, {rank}")
         self.slots, self.reduction, self.layer = slots, reduction, int(layer)
-        self.readout = None if tokens is None else {"tokens": int(tokens), "frames": int(frames or 0), "rank": int(rank)}
-        if self.readout is not None:  # the token readout reads every video token: no token-to-frame map
+        self.readout_options = readout_options(tokens, frames, rank)  # checked when the recipe is built
+        if self.readout_options is not None:  # the token readout reads every video token: no token-to-frame map
             self.requires = frozenset({"hidden_states"})  # type: ignore[misc]
         self.scorer: FrameSaliencyLoss | None = None
 
     def bind(self, model: VideoModel, target_channels: Mapping[str, int]) -> None:
         slots = self.slots if self.slots is not None else target_channels[self.target]
         self.scorer = FrameSaliencyLoss(model.hidden_size, slots=slots, reduction=self.reduction,
-                                        **(self.readout or {}))  # fmt: skip
+                                        **(self.readout_options or {}))  # fmt: skip
 
     def forward(self, out: VideoModelOutput, batch: Any) -> torch.Tensor:
         assert self.scorer is not None, "bind() was not called"
