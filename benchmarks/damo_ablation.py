@@ -3,7 +3,7 @@ steps, then grounding (normal / time / blind), audio-visual accuracy and retriev
 
 Usage: ``python benchmarks/damo_ablation.py --data /tmp/vt_data/temposynth_demo [--out runs/damo_ablation]
 [--recipe recipes/tiny/damo_synth.yaml] [key=value ...]
-[--variants base alpha0 no_time no_global no_aux stage1] [--steps 100 800 100] [--limit 60] [--jobs 1]
+[--variants base alpha0 no_time no_global no_window no_aux stage1] [--steps 100 800 100] [--limit 60] [--jobs 1]
 [--stage1 PATH | --align-steps N]``
 
 Every variant starts from ``recipes/tiny/damo_synth.yaml`` and changes one thing:
@@ -12,6 +12,7 @@ Every variant starts from ``recipes/tiny/damo_synth.yaml`` and changes one thing
 - ``alpha0``: no audio stream (no audio encoder, ``audio_dim: null``: no audio queries, alpha = 0);
 - ``no_time``: ``model.compressor.time_embedding: false``;
 - ``no_global``: ``model.compressor.global_residual: false``;
+- ``no_window``: ``model.compressor.time_window: null`` (every query reads the whole clip);
 - ``no_aux``: no auxiliary loss (``objective.aux`` removed);
 - ``stage1``: stage 1 on: the stages start from a finished align stage's weights (``--stage1``, a ``final/``
   directory; ``init_from``), or the recipe's align stage is trained first for ``--align-steps`` steps.
@@ -48,10 +49,12 @@ RECIPE = ROOT / "recipes" / "tiny" / "damo_synth.yaml"
 SFT_STAGES = ("bridge", "temporal", "dialogue")
 
 VARIANTS: dict[str, str] = {
-    "base": "stages 2-4, alpha = 3, time embeddings, global residual, saliency + tag + encoder tag losses",
+    "base": "stages 2-4, alpha = 3, time embeddings, global residual, time-local attention, saliency + tag + "
+            "encoder tag losses",
     "alpha0": "no audio stream (alpha = 0)",
     "no_time": "no temporal embeddings",
     "no_global": "no global residual",
+    "no_window": "no time-local attention (every query reads the whole clip)",
     "no_aux": "no auxiliary loss",
     "stage1": "stage 1 (align) first",
 }
@@ -86,6 +89,8 @@ def variant_recipe(name: str, steps: tuple[int, int, int] | None, out: Path, cli
         comp["time_embedding"] = False
     elif name == "no_global":
         comp["global_residual"] = False
+    elif name == "no_window":
+        comp["time_window"] = None
     elif name == "no_aux":
         for stage in stages:
             stage.get("objective", {}).pop("aux", None)

@@ -5,16 +5,16 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/damo_tag_probe.py --root DATA/temposynth_demo --reads tokens \\
         [--steps 300] [--lr 1.5e-3] [--compressor-lr LR] [--seed 0] [--clip-store DIR] [overrides ...]
 
-Builds the model of ``recipes/tiny/damo_synth_align.yaml`` (plus recipe ``overrides``, e.g.
-``+model.compressor.qformer_reads_streams=true``), then trains the vision and audio encoders, the compressor
+Builds the model of ``recipes/tiny/damo_synth_align.yaml`` (plus recipe ``overrides`` placed after the
+options, e.g. ``model.compressor.time_window=null``), then trains the vision and audio encoders, the compressor
 and a :class:`~vidtempo.training.auxiliary.TokenFrameReadout` + head on one question-independent target: which
 of the 12 coloured shapes is on screen at each of the 16 frames (``frame_tags``, binary cross-entropy over the
 train split's videos, batch 16, AdamW). The readout reads one set of states (``--reads``):
 
 * ``features``: each frame's mean CNN feature (16 tokens that *are* the frames), through a linear map to 128;
 * ``streams``: the T-Fuseformer's visual stream tokens after its last layer, averaged over each time window's
-  local slots (8 windows; needs ``+model.compressor.qformer_reads_streams=true``, which places them in the
-  fused states);
+  local slots (8 windows; needs ``model.compressor.qformer_reads_streams=true``, the recipe's since
+  2026-12-07, which places them in the fused states);
 * ``visual_queries``: the T-Fuseformer's visual modality queries after its last layer (24);
 * ``tokens``: the compressor's output tokens after the projector, the LLM's video tokens (16).
 
@@ -57,7 +57,7 @@ def probe_states(model: Any, batch: Any, reads: str, lift: torch.nn.Module) -> t
     if reads == "visual_queries":
         return lift(fused.states[:, first : first + comp.visual_queries.shape[0]])
     if not comp.qformer_reads_streams:
-        raise SystemExit("--reads streams needs +model.compressor.qformer_reads_streams=true")
+        raise SystemExit("--reads streams needs model.compressor.qformer_reads_streams=true (the recipe's)")
     heard = comp.audio_dim is not None and fused.without_audio < fused.states.shape[0]  # audio queries present
     start = first + comp.visual_queries.shape[0] + (comp.audio_queries.shape[0] if heard else 0)
     local = comp.local_grid[0] * comp.local_grid[1]

@@ -11,8 +11,10 @@ import torch
 
 from vidtempo.models.compressors.t_fuseformer import (
     TFuseformerCompressor,
+    _CrossBlock,
     decoder_attention_bias,
     is_text_path,
+    time_locality_bias,
 )
 from vidtempo.models.interfaces import AudioFeatures, CompressorInput
 
@@ -68,8 +70,9 @@ def test_num_tokens_is_exact(frames: int, audio):
 
 
 @pytest.mark.parametrize("streams", [False, True])
-def test_missing_audio_takes_the_visual_path_alone(streams: bool):
-    comp = _comp(qformer_reads_streams=streams)
+@pytest.mark.parametrize("window", [None, 0.2])
+def test_missing_audio_takes_the_visual_path_alone(streams: bool, window: float | None):
+    comp = _comp(qformer_reads_streams=streams, time_window=window)
     mixed = comp(_inputs(audio=[True, False]))
     assert mixed.info == {"videos_without_audio": 1}
     none = comp(_inputs(audio=None))  # the whole batch without audio
@@ -124,6 +127,59 @@ def test_anchored_queries_start_from_the_time_code_of_their_part_of_the_clip():
         _comp(anchored_queries=True, time_embedding=False)
 
 
+def test_time_locality_bias_is_a_gaussian_of_the_place_difference():
+    nan = float("nan")
+    got = time_locality_bias(torch.tensor([[0.0, 0.5]]), torch.tensor([[0.0, 1.0, nan]]), 0.25)
+    torch.testing.assert_close(got, torch.tensor([[[0.0, -8.0, 0.0], [-2.0, -2.0, 0.0]]]))
+    assert time_locality_bias(torch.zeros(1, 1), torch.ones(1, 1), 1e-6).item() == -50.0  # capped at d = 10
+
+
+def test_time_window_keeps_a_query_off_the_other_moments_per_video_and_head():
+    """The bias reaches each video's rows of every head: with a tiny window the query placed at the start
+    takes no gradient from keys placed elsewhere, whatever the batch row (keys in a different order per row)."""
+    torch.manual_seed(0)
+    block = _CrossBlock(width=8, heads=2, mlp_ratio=2.0, dropout=0.0)
+    q, x = torch.randn(2, 2, 8), torch.randn(2, 3, 8, requires_grad=True)
+    k_places = torch.tensor([[0.0, 0.5, 1.0], [1.0, 0.0, 0.5]])
+    bias = time_locality_bias(torch.tensor([[0.0, 1.0]]).expand(2, 2), k_places, 1e-3)
+    block(q, x, torch.ones(2, 3, dtype=torch.bool), bias)[:, 0].sum().backward()
+    assert x.grad is not None
+    near = (k_places == 0.0)[..., None].expand_as(x.grad)
+    assert x.grad[~near].abs().max() < 1e-12 < x.grad[near].abs().min()
+    plain = _CrossBlock(width=8, heads=2, mlp_ratio=2.0, dropout=0.0)  # no bias: the default path, unchanged
+    plain.load_state_dict(block.state_dict())
+    zero = torch.zeros(2, 2, 3)
+    torch.testing.assert_close(block(q, x, torch.ones(2, 3, dtype=torch.bool), zero),
+                               plain(q, x, torch.ones(2, 3, dtype=torch.bool)))  # fmt: skip
+
+
+def test_time_window_places_every_fused_state_and_biases_the_q_former():
+    """``time_window``: the fused states' places (fusion tokens none, queries spread over the clip, stream tokens
+    at their window's place between the first and last real frame) and the Q-Former's (B, 1, K, E) additive
+    cross-attention mask; no new weights; refused when not > 0."""
+    plain, local = _comp(qformer_reads_streams=True), _comp(qformer_reads_streams=True, time_window=0.2)
+    assert plain.state_dict().keys() == local.state_dict().keys()
+    assert plain.fuse(_inputs()).positions is None
+    fused = local.fuse(_inputs(audio=[True, False]))  # frames 0.5 .. 3.5 s; 2 visual windows at 1 s and 3 s
+    pos = fused.positions
+    assert pos is not None and pos.shape == fused.mask.shape
+    assert pos[:, :4].isnan().all()  # the 4 fusion tokens
+    torch.testing.assert_close(pos[:, 4:10], torch.linspace(0, 1, 6).expand(2, 6))  # visual queries
+    torch.testing.assert_close(pos[:, 10:12], torch.tensor([0.0, 1.0]).expand(2, 2))  # audio queries
+    torch.testing.assert_close(pos[:, 12:20], torch.tensor([1 / 6] * 4 + [5 / 6] * 4).expand(2, 8))  # visual
+    centres = (torch.tensor([0.5] * 3 + [1.5] * 3) * (3.75 + 1e-3) / 2 - 0.5) / 3  # audio: 2 windows of 0-3.75 s
+    torch.testing.assert_close(pos[0, 20:], centres)
+    mask = local._encoder_mask(fused, torch.float32)
+    assert mask.shape == (2, 1, 5, 26)
+    want = time_locality_bias(torch.linspace(0, 1, 5).expand(2, 5), pos, 0.2)
+    torch.testing.assert_close(mask[0, 0], want[0])
+    assert (mask[1, 0][:, ~fused.mask[1]] == torch.finfo(torch.float32).min).all()  # no audio: masked out
+    assert not torch.allclose(_run(plain, _inputs()), _run(local, _inputs()), atol=1e-4)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="time_window must be > 0"):
+            _comp(time_window=bad)
+
+
 def test_time_embedding_reads_absolute_seconds_and_can_be_switched_off():
     shifted = _inputs()
     shifted.timestamps = shifted.timestamps + 10.0
@@ -147,8 +203,9 @@ def test_global_residual_uses_cls_when_present_else_the_patch_mean():
 
 @pytest.mark.parametrize("streams", [False, True])
 @pytest.mark.parametrize("anchored", [False, True])
-def test_padded_frames_do_not_change_the_tokens(streams: bool, anchored: bool):
-    comp = _comp(audio_dim=None, qformer_reads_streams=streams, anchored_queries=anchored)
+@pytest.mark.parametrize("window", [None, 0.2])
+def test_padded_frames_do_not_change_the_tokens(streams: bool, anchored: bool, window: float | None):
+    comp = _comp(audio_dim=None, qformer_reads_streams=streams, anchored_queries=anchored, time_window=window)
     a, b = _inputs(t=5), _inputs(t=5)
     a.frame_mask[1, 3:] = False
     b.frame_mask[1, 3:] = False

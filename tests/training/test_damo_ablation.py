@@ -43,6 +43,7 @@ def test_each_variant_changes_exactly_its_switch(tmp_path):
     expected = {
         "no_time": {"model.compressor.time_embedding"},
         "no_global": {"model.compressor.global_residual"},
+        "no_window": {"model.compressor.time_window"},
         "alpha0": {"model.audio_encoder", "model.compressor.audio_dim", "model.trainable.audio_encoder",
                    "data.collator.audio", "data.collator.audio_mel", "stages.1.trainable.audio_encoder"},
         "stage1": {"init_from"},
@@ -74,11 +75,11 @@ def test_every_variant_recipe_validates(name, tmp_path, capsys):
 
 
 def test_recipe_overrides_apply_to_every_variant(tmp_path):
-    """``key=value`` overrides change the recipe before the variant does: here the Q-Former reads the stream
-    tokens in both variants, and alpha0 still removes the audio stream."""
-    over = ("+model.compressor.qformer_reads_streams=true", "seed=3")
+    """``key=value`` overrides change the recipe before the variant does: here the modality queries are anchored
+    in both variants, and alpha0 still removes the audio stream."""
+    over = ("+model.compressor.anchored_queries=true", "seed=3")
     for name in ("base", "alpha0"):
         cfg = damo_ablation.variant_recipe(name, None, tmp_path / name, tmp_path / "clips", None, None,
                                            overrides=over)  # fmt: skip
-        assert cfg["model"]["compressor"]["qformer_reads_streams"] is True and cfg["seed"] == 3
+        assert cfg["model"]["compressor"]["anchored_queries"] is True and cfg["seed"] == 3
     assert cfg["model"]["audio_encoder"] is None

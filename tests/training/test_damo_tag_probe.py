@@ -27,9 +27,8 @@ def synth_root(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("reads", damo_tag_probe.READS)
 def test_each_readout_point_trains_and_reports(reads, synth_root, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
-    over = ["+model.compressor.qformer_reads_streams=true"] if reads == "streams" else []
     damo_tag_probe.main(["--root", str(synth_root), "--reads", reads, "--steps", "2", "--clip-store",
-                         str(tmp_path / "clips"), *over])  # fmt: skip
+                         str(tmp_path / "clips")])  # fmt: skip
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith(f"RESULT reads={reads} steps=2 ") and "tag_loss_last50=" in last
     assert 0.0 < float(last.rsplit("=", 1)[1]) < 5.0
@@ -39,4 +38,4 @@ def test_streams_need_the_option(synth_root, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit, match="qformer_reads_streams=true"):
         damo_tag_probe.main(["--root", str(synth_root), "--reads", "streams", "--steps", "1", "--clip-store",
-                             str(tmp_path / "clips")])  # fmt: skip
+                             str(tmp_path / "clips"), "model.compressor.qformer_reads_streams=false"])  # fmt: skip

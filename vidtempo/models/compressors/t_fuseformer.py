@@ -74,15 +74,19 @@ class FusedVideo:
             then (``qformer_reads_streams``) the visual and audio stream tokens.
         mask: (B, E) bool, False = an audio query or token of a video without audio, or a padded window.
         without_audio: videos of the batch that took the visual path alone.
+        positions: (B, E) each state's place in its clip, 0 = first real frame, 1 = last; NaN for a state with
+            no time (the fusion tokens). Set only with ``time_window`` (the Q-Former's time-local bias).
     """
 
     states: torch.Tensor
     mask: torch.Tensor
     without_audio: int
+    positions: torch.Tensor | None = None
 
 
 class _SelfBlock(nn.Module):
-    """Pre-LN self-attention + FFN over (B, N, W) tokens with a (B, N) padding mask (True = real)."""
+    """Pre-LN self-attention + FFN over (B, N, W) tokens with a (B, N) padding mask (True = real) and an optional
+    (B, N, N) additive attention bias."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
@@ -90,14 +94,15 @@ class _SelfBlock(nn.Module):
         self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
         self.ffn = _ffn(width, int(width * mlp_ratio), width, dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         h = self.norm1(x)
-        x = x + self.attn(h, h, h, key_padding_mask=~mask, need_weights=False)[0]
+        x = x + _attend(self.attn, h, h, mask, bias)
         return x + self.ffn(self.norm2(x))
 
 
 class _CrossBlock(nn.Module):
-    """Pre-LN cross-attention from (B, K, W) queries to (B, N, W) tokens (mask (B, N), True = real) + FFN."""
+    """Pre-LN cross-attention from (B, K, W) queries to (B, N, W) tokens (mask (B, N), True = real; optional
+    (B, K, N) additive bias) + FFN."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
@@ -105,10 +110,23 @@ class _CrossBlock(nn.Module):
         self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
         self.ffn = _ffn(width, int(width * mlp_ratio), width, dropout)
 
-    def forward(self, q: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        kv = self.norm_kv(x)
-        q = q + self.attn(self.norm_q(q), kv, kv, key_padding_mask=~mask, need_weights=False)[0]
+    def forward(
+        self, q: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        q = q + _attend(self.attn, self.norm_q(q), self.norm_kv(x), mask, bias)
         return q + self.ffn(self.norm2(q))
+
+
+def _attend(
+    attn: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """(B, Q, W) attention output over (B, K, W) keys/values: padding (B, K) masked out, plus the (B, Q, K)
+    additive ``bias`` when given (folded with the padding into one float mask per head)."""
+    if bias is None:
+        return attn(q, kv, kv, key_padding_mask=~mask, need_weights=False)[0]
+    full = bias.to(q.dtype).masked_fill(~mask[:, None, :], float("-inf"))  # (B, Q, K)
+    full = full.repeat_interleave(attn.num_heads, dim=0)  # (B * heads, Q, K), batch-major
+    return attn(q, kv, kv, attn_mask=full, need_weights=False)[0]
 
 
 class TFuseformerLayer(nn.Module):
@@ -139,25 +157,30 @@ class TFuseformerLayer(nn.Module):
         queries: dict[str, torch.Tensor],
         fusion: torch.Tensor,
         rows: dict[str, torch.Tensor],
+        bias: dict[str, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
         """``tokens[m]`` (B_m, N_m, W) / ``masks[m]`` (B_m, N_m) of the videos that have modality m,
         ``queries[m]`` (B, K_m, W) of every video, ``fusion`` (B, F, W); ``rows[m]`` (B_m,) the batch rows of
-        ``tokens[m]`` (absent = every row). Returns updated tokens, queries and fusion tokens."""
+        ``tokens[m]`` (absent = every row). ``bias`` (optional): additive attention biases, ``bias[m]``
+        (B_m, K_m, N_m) for modality m's query cross-attention and ``bias["fusion"]`` (B, E, E) for the fusion
+        self-attention over [fusion tokens, queries of each modality in ``tokens``' order]. Returns updated
+        tokens, queries and fusion tokens."""
+        bias = bias or {}
         new_tokens, new_queries = {}, {}
         for m, x in tokens.items():
             x = self.stream[m](x, masks[m])  # (B_m, N_m, W)
             new_tokens[m] = x
             q = queries[m]
             if m in rows:  # only the rows that have this modality read it; the others keep their queries
-                q = q.index_copy(0, rows[m], self.cross[m](q[rows[m]], x, masks[m]))
+                q = q.index_copy(0, rows[m], self.cross[m](q[rows[m]], x, masks[m], bias.get(m)))
             else:
-                q = self.cross[m](q, x, masks[m])  # (B, K_m, W)
+                q = self.cross[m](q, x, masks[m], bias.get(m))  # (B, K_m, W)
             new_queries[m] = q
         parts = [fusion, *(new_queries[m] for m in tokens)]
         sizes = [p.shape[1] for p in parts]
         keep = torch.cat([_query_mask(fusion.shape[0], p.shape[1], rows.get(m), p.device)
                           for m, p in zip(("fusion", *tokens), parts)], dim=1)  # fmt: skip
-        fused = self.fusion(torch.cat(parts, dim=1), keep).split(sizes, dim=1)
+        fused = self.fusion(torch.cat(parts, dim=1), keep, bias.get("fusion")).split(sizes, dim=1)
         return new_tokens, dict(zip(tokens, fused[1:])), fused[0]
 
 
@@ -185,6 +208,12 @@ class TFuseformerCompressor(TokenCompressor):
         anchored_queries: each modality query k starts from the time code (the shared temporal embedding) of an
             instant k / (K - 1) of the way through the clip's real frames, so its attention is drawn, at first,
             to the tokens of that moment (ours; needs ``time_embedding``). False = the queries know no time.
+        time_window: time-local attention (ours; None = off, every query reads the whole clip). Each modality
+            query k and each Q-Former query j gets a place in the clip, k / (K - 1) of the way from its first to
+            its last real frame, and every attention of a query to a state with a time (stream tokens, other
+            modalities' queries) adds ``-d**2 / 2`` to its logit, d = (place difference) / ``time_window``
+            (clip fractions; capped at 10). The fusion tokens have no time and read, and are read by, everything.
+            So query k pools mostly the k-th part of the clip and the video tokens keep when things happen.
         audio_segments: M audio windows (8). segment_seconds: their length (30 s, Whisper's window);
             None = the clip's audio span split into M equal windows.
         audio_local_tokens: tokens per audio window (16).
@@ -235,6 +264,7 @@ class TFuseformerCompressor(TokenCompressor):
         time_buckets: int = 512,
         qformer_reads_streams: bool = False,
         anchored_queries: bool = False,
+        time_window: float | None = None,
         audio_segments: int = 8,
         segment_seconds: float | None = 30.0,
         audio_local_tokens: int = 16,
@@ -273,6 +303,9 @@ class TFuseformerCompressor(TokenCompressor):
         if anchored_queries and not time_embedding:
             raise ValueError("TFuseformerCompressor: anchored_queries needs time_embedding (the anchors are time codes)")
         self.anchored_queries = bool(anchored_queries)
+        if time_window is not None and not float(time_window) > 0:
+            raise ValueError(f"TFuseformerCompressor: time_window must be > 0 or None, got {time_window}")
+        self.time_window = None if time_window is None else float(time_window)
         self.temporal_stride, self.time_buckets = int(temporal_stride), int(time_buckets)
         self.audio_segments, self.segment_seconds = int(audio_segments), segment_seconds
         self.audio_local_tokens, self.num_queries = int(audio_local_tokens), int(num_queries)
@@ -360,6 +393,7 @@ class TFuseformerCompressor(TokenCompressor):
         if self.anchored_queries:
             queries["visual"] = self._anchored(queries["visual"], inputs.frame_mask, inputs.timestamps)
         has_audio = self._has_audio(inputs.audio, b)  # (B,) bool
+        aud_times = None
         if bool(has_audio.any()):
             assert inputs.audio is not None
             aud, aud_mask, aud_times = self._audio_stream(inputs.audio, has_audio)  # (B_a, N_a, W) ...
@@ -369,17 +403,23 @@ class TFuseformerCompressor(TokenCompressor):
             if self.anchored_queries:
                 queries["audio"] = self._anchored(queries["audio"], inputs.frame_mask, inputs.timestamps)
         fusion = self.fusion_tokens.expand(b, -1, -1)
+        places = self._places(inputs, tokens, {"visual": vis_times, "audio": aud_times if rows else None}, rows)
+        bias = self._layer_bias(places, queries, b) if places is not None else None
         for layer in self.layers:
-            tokens, queries, fusion = layer(tokens, masks, queries, fusion, rows)
+            tokens, queries, fusion = layer(tokens, masks, queries, fusion, rows, bias)
         parts = [fusion, *queries.values()]
         keep = [_query_mask(b, p.shape[1], rows.get(m), p.device) for m, p in zip(("fusion", *queries), parts)]
+        at = [_no_place(b, fusion.shape[1], fusion.device), *(_spread(b, q.shape[1], q.device) for q in queries.values())]
         if self.qformer_reads_streams:  # + each modality's time-stamped stream tokens (B, N_m, W)
             for m, x in tokens.items():
                 part, mask = _full_batch(x, masks[m], rows.get(m), b)
                 parts.append(part)
                 keep.append(mask)
+                if places is not None:
+                    at.append(_full_batch(places[m][..., None], masks[m], rows.get(m), b)[0][..., 0])
         states = self.norm(torch.cat(parts, dim=1))  # (B, F + K_v [+ K_a] [+ N_v [+ N_a]], W)
-        return FusedVideo(states=states, mask=torch.cat(keep, dim=1), without_audio=int(b - has_audio.sum()))
+        return FusedVideo(states=states, mask=torch.cat(keep, dim=1), without_audio=int(b - has_audio.sum()),
+                          positions=torch.cat(at, dim=1) if places is not None else None)  # fmt: skip
 
     def query_states(self, fused: FusedVideo) -> torch.Tensor:
         """(B, K, Hq): the Q-Former's query outputs over the fused states (no text)."""
@@ -489,13 +529,44 @@ class TFuseformerCompressor(TokenCompressor):
     def _anchored(self, queries: torch.Tensor, frame_mask: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """(B, K, W) modality queries + the time code of K instants spread evenly over each clip's real frames
         (query k reads, at first, the k-th part of the clip)."""
-        real = frame_mask.bool()
-        first = torch.where(real, times, torch.full_like(times, float("inf"))).amin(1)  # (B,)
-        last = torch.where(real, times, torch.full_like(times, float("-inf"))).amax(1)
-        k = queries.shape[1]
-        place = torch.linspace(0, 1, k, device=times.device) if k > 1 else torch.full((1,), 0.5, device=times.device)
-        anchors = first[:, None] + place[None] * (last - first)[:, None]  # (B, K) seconds
+        first, last = _clip_bounds(frame_mask, times)  # (B,), (B,)
+        place = _spread(1, queries.shape[1], times.device)  # (1, K)
+        anchors = first[:, None] + place * (last - first)[:, None]  # (B, K) seconds
         return queries + self._time_code(anchors).to(queries.dtype)
+
+    def _places(
+        self, inputs: CompressorInput, tokens: dict[str, torch.Tensor], times: dict[str, torch.Tensor | None],
+        rows: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor] | None:  # fmt: skip
+        """With ``time_window``: each stream token's place in its clip (B_m, N_m), 0 = the first real frame,
+        1 = the last; None without ``time_window``."""
+        if self.time_window is None:
+            return None
+        first, last = _clip_bounds(inputs.frame_mask, inputs.timestamps.float())  # (B,), (B,)
+        span = (last - first).clamp(min=1e-3)
+        out = {}
+        for m in tokens:
+            t = times[m]
+            assert t is not None
+            r = rows.get(m)
+            f, s = (first, span) if r is None else (first[r.to(first.device)], span[r.to(first.device)])
+            out[m] = (t.float() - f[:, None]) / s[:, None]  # (B_m, N_m)
+        return out
+
+    def _layer_bias(
+        self, places: dict[str, torch.Tensor], queries: dict[str, torch.Tensor], b: int
+    ) -> dict[str, torch.Tensor]:
+        """The T-Fuseformer's time-local biases (``TFuseformerLayer.forward``'s ``bias``)."""
+        assert self.time_window is not None
+        bias = {}
+        for m, p in places.items():
+            k = queries[m].shape[1]
+            bias[m] = time_locality_bias(_spread(p.shape[0], k, p.device), p, self.time_window)  # (B_m, K_m, N_m)
+        f = self.fusion_tokens.shape[0]
+        at = torch.cat([_no_place(b, f, self.fusion_tokens.device),
+                        *(_spread(b, q.shape[1], q.device) for q in queries.values())], dim=1)  # fmt: skip
+        bias["fusion"] = time_locality_bias(at, at, self.time_window)  # (B, E, E)
+        return bias
 
     def _check_inputs(self, inputs: CompressorInput) -> None:
         feats, (h, w) = inputs.feats, inputs.grid
@@ -537,9 +608,19 @@ class TFuseformerCompressor(TokenCompressor):
             attention_mask=attention,
             query_embeds=None if queries is None else queries.to(dtype),
             encoder_hidden_states=None if fused is None else fused.states.to(dtype),
-            encoder_attention_mask=None if fused is None else fused.mask.long(),
+            encoder_attention_mask=None if fused is None else self._encoder_mask(fused, dtype),
         )
         return out.last_hidden_state
+
+    def _encoder_mask(self, fused: FusedVideo, dtype: torch.dtype) -> torch.Tensor:
+        """The Q-Former's cross-attention mask: (B, E) 0/1 padding, or with ``time_window`` a (B, 1, K, E)
+        additive bias (query j placed j / (K - 1) of the way through the clip; padding at the dtype's min)."""
+        if self.time_window is None or fused.positions is None:
+            return fused.mask.long()
+        b = fused.states.shape[0]
+        bias = time_locality_bias(_spread(b, self.num_queries, fused.positions.device), fused.positions,
+                                  self.time_window)  # (B, K, E)  # fmt: skip
+        return bias.to(dtype).masked_fill(~fused.mask.bool()[:, None, :], torch.finfo(dtype).min)[:, None]
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) ``[CLS] text [SEP]`` ids and mask (right padding, ``max_text_len`` truncation)."""
@@ -689,6 +770,39 @@ def is_text_path(name: str) -> bool:
     return TEXT_PATH_PATTERN.search(name) is not None
 
 
+def time_locality_bias(q_places: torch.Tensor, k_places: torch.Tensor, window: float) -> torch.Tensor:
+    """(B, Q) query places and (B, K) key places in clip fractions (NaN = no time) -> (B, Q, K) additive attention
+    bias ``-d**2 / 2``, d = |q - k| / ``window`` capped at 10; 0 where either side has no time.
+
+    Example:
+        >>> nan = float("nan")
+        >>> time_locality_bias(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 0.5, nan]]), 0.5)
+        tensor([[[-0.0000, -0.5000,  0.0000],
+                 [-2.0000, -0.5000,  0.0000]]])
+    """
+    d = ((q_places.float()[:, :, None] - k_places.float()[:, None, :]) / window).abs().clamp(max=10.0)
+    return torch.nan_to_num(-0.5 * d**2, nan=0.0)
+
+
+def _spread(b: int, k: int, device: torch.device) -> torch.Tensor:
+    """(B, K) places of K queries spread evenly over a clip: k / (K - 1) (one query: the middle)."""
+    place = torch.linspace(0, 1, k, device=device) if k > 1 else torch.full((1,), 0.5, device=device)
+    return place.expand(b, k)
+
+
+def _clip_bounds(frame_mask: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) mask and seconds -> (B,) time of each clip's first and last real frame."""
+    real = frame_mask.bool()
+    first = torch.where(real, times, torch.full_like(times, float("inf"))).amin(1)
+    last = torch.where(real, times, torch.full_like(times, float("-inf"))).amax(1)
+    return first, last
+
+
+def _no_place(b: int, k: int, device: torch.device) -> torch.Tensor:
+    """(B, K) NaN places: states with no time (the fusion tokens)."""
+    return torch.full((b, k), float("nan"), device=device)
+
+
 def _full_batch(
     x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None, b: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -754,4 +868,4 @@ def _check_counts(**values: int) -> None:
 
 
 __all__ = ["DECODER_BOS", "FusedVideo", "TFuseformerCompressor", "TFuseformerLayer", "decoder_attention_bias",
-           "is_text_path"]  # fmt: skip
+           "is_text_path", "time_locality_bias"]  # fmt: skip
