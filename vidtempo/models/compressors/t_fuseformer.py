@@ -388,28 +388,29 @@ class TFuseformerCompressor(TokenCompressor):
         b = inputs.feats.shape[0]
         vis, vis_mask, vis_times = self._visual_stream(inputs)  # (B, N_v, W), (B, N_v), (B, N_v)
         tokens = {"visual": self._embed(vis, vis_times, 0)}
-        masks, rows = {"visual": vis_mask}, {}
+        masks, rows, times = {"visual": vis_mask}, {}, {"visual": vis_times}
         queries = {"visual": self.visual_queries.expand(b, -1, -1)}
         if self.anchored_queries:
             queries["visual"] = self._anchored(queries["visual"], inputs.frame_mask, inputs.timestamps)
         has_audio = self._has_audio(inputs.audio, b)  # (B,) bool
-        aud_times = None
         if bool(has_audio.any()):
             assert inputs.audio is not None
             aud, aud_mask, aud_times = self._audio_stream(inputs.audio, has_audio)  # (B_a, N_a, W) ...
-            tokens["audio"], masks["audio"] = self._embed(aud, aud_times, 1), aud_mask
+            tokens["audio"], masks["audio"], times["audio"] = self._embed(aud, aud_times, 1), aud_mask, aud_times
             rows["audio"] = has_audio.nonzero().flatten()
             queries["audio"] = self.audio_queries.expand(b, -1, -1)
             if self.anchored_queries:
                 queries["audio"] = self._anchored(queries["audio"], inputs.frame_mask, inputs.timestamps)
         fusion = self.fusion_tokens.expand(b, -1, -1)
-        places = self._places(inputs, tokens, {"visual": vis_times, "audio": aud_times if rows else None}, rows)
-        bias = self._layer_bias(places, queries, b) if places is not None else None
+        places = self._places(inputs, times, rows)  # None without time_window
+        query_places = torch.cat([_no_place(b, fusion.shape[1], fusion.device),
+                                  *(_spread(b, q.shape[1], q.device) for q in queries.values())], dim=1)  # fmt: skip
+        bias = None if places is None else self._layer_bias(places, queries, query_places)
         for layer in self.layers:
             tokens, queries, fusion = layer(tokens, masks, queries, fusion, rows, bias)
         parts = [fusion, *queries.values()]
         keep = [_query_mask(b, p.shape[1], rows.get(m), p.device) for m, p in zip(("fusion", *queries), parts)]
-        at = [_no_place(b, fusion.shape[1], fusion.device), *(_spread(b, q.shape[1], q.device) for q in queries.values())]
+        at = [query_places]  # (B, F + K_v [+ K_a]) places; NaN for the fusion tokens
         if self.qformer_reads_streams:  # + each modality's time-stamped stream tokens (B, N_m, W)
             for m, x in tokens.items():
                 part, mask = _full_batch(x, masks[m], rows.get(m), b)
@@ -535,37 +536,32 @@ class TFuseformerCompressor(TokenCompressor):
         return queries + self._time_code(anchors).to(queries.dtype)
 
     def _places(
-        self, inputs: CompressorInput, tokens: dict[str, torch.Tensor], times: dict[str, torch.Tensor | None],
-        rows: dict[str, torch.Tensor],
-    ) -> dict[str, torch.Tensor] | None:  # fmt: skip
-        """With ``time_window``: each stream token's place in its clip (B_m, N_m), 0 = the first real frame,
-        1 = the last; None without ``time_window``."""
+        self, inputs: CompressorInput, times: dict[str, torch.Tensor], rows: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor] | None:
+        """With ``time_window``: each stream token's place in its clip (B_m, N_m) from its time ``times[m]``
+        (seconds), 0 = the first real frame, 1 = the last; None without ``time_window``."""
         if self.time_window is None:
             return None
         first, last = _clip_bounds(inputs.frame_mask, inputs.timestamps.float())  # (B,), (B,)
         span = (last - first).clamp(min=1e-3)
         out = {}
-        for m in tokens:
-            t = times[m]
-            assert t is not None
+        for m, t in times.items():
             r = rows.get(m)
             f, s = (first, span) if r is None else (first[r.to(first.device)], span[r.to(first.device)])
             out[m] = (t.float() - f[:, None]) / s[:, None]  # (B_m, N_m)
         return out
 
     def _layer_bias(
-        self, places: dict[str, torch.Tensor], queries: dict[str, torch.Tensor], b: int
+        self, places: dict[str, torch.Tensor], queries: dict[str, torch.Tensor], query_places: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """The T-Fuseformer's time-local biases (``TFuseformerLayer.forward``'s ``bias``)."""
+        """The T-Fuseformer's time-local biases (``TFuseformerLayer.forward``'s ``bias``) from the stream tokens'
+        ``places`` and the (B, F + K_v [+ K_a]) places of the fusion tokens and queries."""
         assert self.time_window is not None
         bias = {}
         for m, p in places.items():
             k = queries[m].shape[1]
             bias[m] = time_locality_bias(_spread(p.shape[0], k, p.device), p, self.time_window)  # (B_m, K_m, N_m)
-        f = self.fusion_tokens.shape[0]
-        at = torch.cat([_no_place(b, f, self.fusion_tokens.device),
-                        *(_spread(b, q.shape[1], q.device) for q in queries.values())], dim=1)  # fmt: skip
-        bias["fusion"] = time_locality_bias(at, at, self.time_window)  # (B, E, E)
+        bias["fusion"] = time_locality_bias(query_places, query_places, self.time_window)  # (B, E, E)
         return bias
 
     def _check_inputs(self, inputs: CompressorInput) -> None:
