@@ -524,6 +524,7 @@ def test_stage_hand_off_keeps_the_aligned_weights(tmp_path, monkeypatch):
     cfg.stages[0].trainer.max_steps = 2  # the align stage's own 400 would override the top-level 2
     cfg.stages[1].trainer.max_steps = 2  # and the bridge stage's own 100
     cfg.stages[1].trainable.compressor = False
+    cfg.stages[1].optim.lr_multipliers = {}  # the recipe's multiplier names the compressor, frozen here
     train(cfg)
     aligned = load_file(str(tmp_path / "run" / "0_align" / "final" / "model.safetensors"))
     bridged = load_file(str(tmp_path / "run" / "1_bridge" / "final" / "model.safetensors"))
