@@ -417,7 +417,7 @@ class TFuseformerCompressor(TokenCompressor):
                 parts.append(part)
                 keep.append(mask)
                 if places is not None:
-                    at.append(_full_batch(places[m][..., None], masks[m], rows.get(m), b)[0][..., 0])
+                    at.append(_full_batch(places[m], masks[m], rows.get(m), b)[0])  # (B, N_m)
         states = self.norm(torch.cat(parts, dim=1))  # (B, F + K_v [+ K_a] [+ N_v [+ N_a]], W)
         return FusedVideo(states=states, mask=torch.cat(keep, dim=1), without_audio=int(b - has_audio.sum()),
                           positions=torch.cat(at, dim=1) if places is not None else None)  # fmt: skip
@@ -802,8 +802,8 @@ def _no_place(b: int, k: int, device: torch.device) -> torch.Tensor:
 def _full_batch(
     x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None, b: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B_m, N, W) tokens and (B_m, N) mask of the rows ``rows`` (None = every row) -> (B, N, W) and (B, N),
-    the other rows zero and masked out."""
+    """(B_m, N, ...) values (tokens, or places) and (B_m, N) mask of the rows ``rows`` (None = every row) ->
+    (B, N, ...) and (B, N), the other rows zero and masked out."""
     if rows is None:
         return x, mask.bool()
     rows = rows.to(x.device)
