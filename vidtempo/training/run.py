@@ -83,6 +83,7 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
     from its newest intact checkpoint. A recipe whose settings differ from those a started stage was trained
     with is refused (``manifest``) unless ``allow_changed_recipe``."""
     plain, recipe = prepare(cfg)
+    callers_group = group_running()  # a process group the caller made outlives this run; Lightning's does not
     if (plain.get("dpo") or plain.get("curriculum")) and not plain.get("stages"):
         log.warning("%s has dpo/curriculum sections that `train` does not expand: use `vidtempo dpo`", recipe)
     stages, dirs = expand_stages(plain), stage_dirs(plain)
@@ -134,19 +135,29 @@ def train(cfg: DictConfig, allow_changed_recipe: bool = False) -> Path:
                                  seed + i)  # fmt: skip
         if stage.get("merge_lora_after") and model.has_lora:
             model.merge_lora()  # the next stage starts a fresh adapter on the merged weights
-    end_process_group()
+    end_process_group(destroy=not callers_group)
     return final
 
 
-def end_process_group() -> None:
-    """After the last stage of a multi-process run: every rank waits for the others, then the process group is
-    torn down here, not by the interpreter's exit (a rank exiting with gloo's threads alive can abort with
-    'terminate called without an active exception', exit code -6, which rank 0 now reports)."""
+def group_running() -> bool:
+    """Whether a default process group exists (``torch.distributed`` initialised, by a caller or by Lightning)."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    return dist.is_available() and dist.is_initialized()
+
+
+def end_process_group(destroy: bool = True) -> None:
+    """After the last stage of a multi-process run: every rank waits for the others, then the process group is
+    torn down here, not by the interpreter's exit (a rank exiting with gloo's threads alive can abort with
+    'terminate called without an active exception', exit code -6, which rank 0 now reports).
+
+    ``destroy=False`` only waits: a group the caller created before ``train`` stays the caller's to end."""
+    import torch.distributed as dist
+
+    if group_running():
         dist.barrier()
-        dist.destroy_process_group()
+        if destroy:
+            dist.destroy_process_group()
 
 
 def _stage_lora(model: VideoModel, settings: dict[str, Any], key: str) -> LoraSettings:
