@@ -175,7 +175,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; recipe overrides may come before, between or after the flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="TempoSynth root (vidtempo data synth)")
     parser.add_argument("--out", default="runs/damo_ablation")
@@ -188,7 +189,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="variants trained at once (one core each)")
     parser.add_argument("--stage1", help="stage1 variant: a finished align stage's final/ to start from")
     parser.add_argument("--align-steps", type=int, help="stage1 variant without --stage1: align steps")
-    args = parser.parse_args()
+    return parser.parse_intermixed_args(argv)
+
+
+def main() -> None:
+    args = parse()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         rows = list(pool.map(lambda v: run_variant(v, args), args.variants))
     text = table(rows)

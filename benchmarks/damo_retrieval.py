@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clip-store", default="/tmp/vidtempo_damo_clip_store")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # overrides before or after the flags
 
     run = build_align_stage(args.recipe, args.root, args.seed, args.overrides, args.steps)
     stage, recipe, tokenizer, model, objective = run.stage, run.recipe, run.tokenizer, run.model, run.objective

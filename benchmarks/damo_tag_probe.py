@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--clip-store", default="/tmp/vidtempo_damo_clip_store")
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # overrides before or after the flags
 
     run = build_align_stage("recipes/tiny/damo_synth_align.yaml", args.root, args.seed, args.overrides, 10)
     model = run.model.train()

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clip-store", default="/tmp/vidtempo_damo_clip_store")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # overrides before or after the flags
     if args.pairs < args.batch or args.batch < 2:
         raise SystemExit(f"--pairs ({args.pairs}) must be >= --batch ({args.batch}) >= 2")
     weights = [float(w) for w in args.weights.split(",")]

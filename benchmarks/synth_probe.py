@@ -249,7 +249,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", help="recipe overrides, e.g. model.llm.hidden_size=256")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides before or after the flags
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

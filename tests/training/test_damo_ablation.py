@@ -83,3 +83,10 @@ def test_recipe_overrides_apply_to_every_variant(tmp_path):
                                            overrides=over)  # fmt: skip
         assert cfg["model"]["compressor"]["anchored_queries"] is True and cfg["seed"] == 3
     assert cfg["model"]["audio_encoder"] is None
+
+
+def test_overrides_may_follow_or_sit_between_the_flags():
+    args = damo_ablation.parse(["--data", "d", "seed=1", "--variants", "alpha0", "base", "--jobs", "2",
+                                "trainer.log_every_n_steps=5"])  # fmt: skip
+    assert args.overrides == ["seed=1", "trainer.log_every_n_steps=5"]
+    assert args.variants == ["alpha0", "base"] and args.jobs == 2
