@@ -108,7 +108,27 @@ def test_a_started_rank_runs_the_same_command_with_its_global_flags(argv):
 
     parser = build_parser()
     args = parse(parser, argv)
-    command = rank_command(args)
+    command = rank_command(args, "train")
     assert command[:3] == [sys.executable, "-m", "vidtempo.cli.main"]
     again = parse(parser, command[3:])
+    assert vars(again) == vars(args)
+
+
+@pytest.mark.parametrize("argv", [
+    ["dpo", "recipes/tiny/tempo_synth.yaml", "seed=3"],
+    ["-v", "dpo", "--curriculum", "recipes/tiny/tempo_synth.yaml", "seed=3", "--pre-sft"],
+    ["dpo", "recipes/tiny/tempo_synth.yaml", "--post-sft", "seed=3", "--allow-changed-recipe", "a.b=1"],
+])  # fmt: skip
+def test_a_started_dpo_rank_runs_the_same_stages(argv):
+    """A rank of ``vidtempo dpo`` gets the same recipe, overrides and flags (curriculum, order) as rank 0, wherever
+    the user put them, so every rank expands the same stages."""
+    from vidtempo.cli.dpo import _own_flags, parse_flags
+    from vidtempo.cli.main import build_parser, parse
+    from vidtempo.cli.train import rank_command
+
+    parser = build_parser()
+    args = parse_flags(parse(parser, argv))
+    command = rank_command(args, "dpo", _own_flags(args))
+    assert command[:3] == [sys.executable, "-m", "vidtempo.cli.main"] and "dpo" in command
+    again = parse_flags(parse(parser, command[3:]))
     assert vars(again) == vars(args)

@@ -8,7 +8,6 @@ its last checkpoint, so re-running the same command continues an interrupted cur
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
@@ -71,26 +70,29 @@ def parse_flags(args: argparse.Namespace) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
+    from vidtempo.cli.train import launch, rank_command, train_ranks
     from vidtempo.config.load import load_recipe, recipe_path, resolve_recipe
     from vidtempo.training.curriculum import describe_stages, expand_curriculum
+    from vidtempo.training.launch import is_first_process
 
     args = parse_flags(args)
     cfg = load_recipe(args.recipe, args.overrides)
     plain = OmegaConf.to_container(resolve_recipe(cfg), resolve=True)
     assert isinstance(plain, dict)
-    expanded = expand_curriculum(
+    expanded = OmegaConf.create(expand_curriculum(
         plain, curriculum=args.curriculum, pre_sft=args.pre_sft, recipe=recipe_path(cfg)
-    )
-    for line in describe_stages(expanded):
-        print(line)
+    ))  # fmt: skip
+    if is_first_process():  # once, not by every rank of a multi-process run
+        for line in describe_stages(OmegaConf.to_container(expanded)):  # type: ignore[arg-type]
+            print(line)
     if args.dry_run:
         return 0
-    from vidtempo.training.run import RunInterrupted, train
+    # a CPU run of N processes: ranks 1..N-1 run this same command (started here, before the training imports)
+    ranks = launch(expanded, rank_command(args, "dpo", _own_flags(args)))
+    return train_ranks(expanded, ranks, args.allow_changed_recipe)
 
-    try:
-        final = train(OmegaConf.create(expanded), allow_changed_recipe=args.allow_changed_recipe)
-    except RunInterrupted as stop:
-        print(str(stop), file=sys.stderr)
-        return 130
-    print(f"checkpoint: {final}")
-    return 0
+
+def _own_flags(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--curriculum`` / ``--pre-sft`` / ``--post-sft`` as given (``--allow-changed-recipe`` is common)."""
+    order = {True: ("--pre-sft",), False: ("--post-sft",), None: ()}[args.pre_sft]
+    return (*(("--curriculum",) if args.curriculum else ()), *order)

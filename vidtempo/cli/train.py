@@ -20,11 +20,17 @@ def run(args: argparse.Namespace) -> int:
     from vidtempo.config.load import load_recipe
 
     cfg = load_recipe(args.recipe, args.overrides)
-    ranks = launch(cfg, args)  # a CPU run of N processes starts them now, before the heavy imports
+    ranks = launch(cfg, rank_command(args, "train"))  # a CPU run of N processes starts them now, before the imports
+    return train_ranks(cfg, ranks, args.allow_changed_recipe)
+
+
+def train_ranks(cfg: Any, ranks: Any, allow_changed_recipe: bool) -> int:
+    """Train ``cfg`` in this process (rank 0 of a run ``launch`` started, or the only one) and wait for the other
+    ranks; the exit code: 0, 130 after Ctrl-C (the checkpoint is saved), or another rank's failing code."""
     from vidtempo.training.run import RunInterrupted, train
 
     try:
-        final = train(cfg, allow_changed_recipe=args.allow_changed_recipe)
+        final = train(cfg, allow_changed_recipe=allow_changed_recipe)
     except BaseException as err:
         if ranks is not None:  # the other ranks stop too (interrupted, or failing the same way): wait, then kill
             ranks.wait(timeout=RANK_GRACE_S)
@@ -44,19 +50,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def launch(cfg: Any, args: argparse.Namespace) -> Any:
-    """Start ranks 1..N-1 of a one-node CPU run of N processes (``vidtempo.training.launch``); None otherwise."""
+def launch(cfg: Any, command: list[str]) -> Any:
+    """Start ranks 1..N-1 of a one-node CPU run of N processes (``vidtempo.training.launch``), each running
+    ``command``; None when this run is not one (a single process, a GPU run, or launched by something else)."""
     from omegaconf import OmegaConf
 
     from vidtempo.config.load import resolve_recipe
     from vidtempo.training.launch import launch_local_ranks, launch_size
 
     size = launch_size(OmegaConf.to_container(resolve_recipe(cfg), resolve=True))  # type: ignore[arg-type]
-    return launch_local_ranks(size, rank_command(args)) if size else None
+    return launch_local_ranks(size, command) if size else None
 
 
-def rank_command(args: argparse.Namespace) -> list[str]:
-    """The command line of a started rank: this ``vidtempo train`` with its global flags (``-v``, ``--debug``)."""
-    flags = [flag for flag, on in (("-v", getattr(args, "verbose", False)), ("--debug", getattr(args, "debug", False))) if on]
-    return [sys.executable, "-m", "vidtempo.cli.main", *flags, "train", str(args.recipe), *args.overrides,
-            *(["--allow-changed-recipe"] if args.allow_changed_recipe else [])]  # fmt: skip
+def rank_command(args: argparse.Namespace, command: str, flags: tuple[str, ...] = ()) -> list[str]:
+    """The command line of a started rank: this ``vidtempo <command>`` with its global flags (``-v``,
+    ``--debug``), the recipe, its overrides and the command's own ``flags``."""
+    common = [flag for flag, on in (("-v", getattr(args, "verbose", False)), ("--debug", getattr(args, "debug", False))) if on]
+    changed = ["--allow-changed-recipe"] if args.allow_changed_recipe else []
+    return [sys.executable, "-m", "vidtempo.cli.main", *common, command, str(args.recipe), *args.overrides, *flags,
+            *changed]  # fmt: skip
