@@ -79,17 +79,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_recipe(args.recipe, args.overrides)
     plain = OmegaConf.to_container(resolve_recipe(cfg), resolve=True)
     assert isinstance(plain, dict)
-    expanded = OmegaConf.create(expand_curriculum(
-        plain, curriculum=args.curriculum, pre_sft=args.pre_sft, recipe=recipe_path(cfg)
-    ))  # fmt: skip
+    expanded = expand_curriculum(plain, curriculum=args.curriculum, pre_sft=args.pre_sft, recipe=recipe_path(cfg))
     if is_first_process():  # once, not by every rank of a multi-process run
-        for line in describe_stages(OmegaConf.to_container(expanded)):  # type: ignore[arg-type]
+        for line in describe_stages(expanded):
             print(line)
     if args.dry_run:
         return 0
+    stages = OmegaConf.create(expanded)
     # a CPU run of N processes: ranks 1..N-1 run this same command (started here, before the training imports)
-    ranks = launch(expanded, rank_command(args, "dpo", _own_flags(args)))
-    return train_ranks(expanded, ranks, args.allow_changed_recipe)
+    ranks = launch(stages, rank_command(args, "dpo", _own_flags(args)))
+    return train_ranks(stages, ranks, args.allow_changed_recipe)
 
 
 def _own_flags(args: argparse.Namespace) -> tuple[str, ...]:
