@@ -403,14 +403,15 @@ class TFuseformerCompressor(TokenCompressor):
                 queries["audio"] = self._anchored(queries["audio"], inputs.frame_mask, inputs.timestamps)
         fusion = self.fusion_tokens.expand(b, -1, -1)
         places = self._places(inputs, times, rows)  # None without time_window
-        query_places = torch.cat([_no_place(b, fusion.shape[1], fusion.device),
-                                  *(_spread(b, q.shape[1], q.device) for q in queries.values())], dim=1)  # fmt: skip
-        bias = None if places is None else self._layer_bias(places, queries, query_places)
+        bias, at = None, []  # with time_window: the layers' biases and the fused states' places
+        if places is not None:
+            query_places = torch.cat([_no_place(b, fusion.shape[1], fusion.device),
+                                      *(_spread(b, q.shape[1], q.device) for q in queries.values())], dim=1)
+            bias, at = self._layer_bias(places, queries, query_places), [query_places]  # (B, F + K_v [+ K_a])
         for layer in self.layers:
             tokens, queries, fusion = layer(tokens, masks, queries, fusion, rows, bias)
         parts = [fusion, *queries.values()]
         keep = [_query_mask(b, p.shape[1], rows.get(m), p.device) for m, p in zip(("fusion", *queries), parts)]
-        at = [query_places]  # (B, F + K_v [+ K_a]) places; NaN for the fusion tokens
         if self.qformer_reads_streams:  # + each modality's time-stamped stream tokens (B, N_m, W)
             for m, x in tokens.items():
                 part, mask = _full_batch(x, masks[m], rows.get(m), b)
